@@ -1,0 +1,151 @@
+"""The small abstract backend surface that every backend implements.
+
+A backend stores :class:`Record` objects for every domain under the domain's unique key (context
+fields followed by the item key, as a tuple in spec order). It knows nothing about slots, candles or
+buckets: the typed stores in :mod:`persist_core.stores` build the 16 domain contracts once, on top of
+these few operations. A third-party adapter implements this class and nothing else.
+
+The contract of each operation is documented here, once; implementations inherit it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar
+
+from persist_core.domains import DomainSpec
+
+__all__ = ["Backend", "Capabilities", "ItemKey", "Key", "Record"]
+
+#: A record's unique key: the domain's context values followed by its item key (if any).
+Key = tuple[Any, ...]
+#: An item key alone (``str`` or, for candles, ``int``).
+ItemKey = Any
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored record.
+
+    Attributes:
+        payload: the value as canonical JSON text (validated and encoded by the store layer; a backend
+            stores it and gives it back unchanged, or an equal JSON text).
+        when: the logical time of the write in epoch milliseconds, or ``None``.
+        removed: soft-delete flag (measure, interval, memory).
+    """
+
+    payload: str
+    when: int | None = None
+    removed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do; the contract test kit skips clauses by these flags, never by type.
+
+    Attributes:
+        domains: the domains the backend accepts (``None`` means all 16).
+        shared_between_processes: two processes opening the same URL see one store.
+        survives_process_kill: an acknowledged write survives SIGKILL of the writing process.
+        keeps_removed_records: soft-deleted records stay in storage (readable through the back door).
+    """
+
+    domains: frozenset[str] | None = None
+    shared_between_processes: bool = True
+    survives_process_kill: bool = True
+    keeps_removed_records: bool = True
+
+    def supports(self, domain_name: str) -> bool:
+        """Whether the backend accepts records of ``domain_name``."""
+        return self.domains is None or domain_name in self.domains
+
+
+class Backend(abc.ABC):
+    """A storage technology that keeps records for the persistence domains.
+
+    Keys and records passed in are already validated; a backend never validates user input again.
+    All methods must be safe to call from several threads at once. A backend raises only
+    :class:`~persist_core.errors.PersistError` subclasses, translating its driver's errors in one place.
+    """
+
+    #: Declared capabilities; override in subclasses (class attribute or property).
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    #: The URL the backend was opened with, password masked; for messages and logs.
+    url: str = ""
+
+    def open(self) -> None:  # noqa: B027 - optional hook, intentionally empty
+        """Do the start-up work once (create folders, sweep temp files, check the schema, connect).
+
+        Idempotent: a second call does nothing. Fails fast with a clear error if the backend is unusable.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, intentionally empty
+        """Release connections and file handles. Idempotent."""
+
+    @abc.abstractmethod
+    def get(self, domain: DomainSpec, key: Key) -> Record | None:
+        """Return the record stored under ``key`` (removed ones included), or ``None``."""
+
+    @abc.abstractmethod
+    def scan(
+        self,
+        domain: DomainSpec,
+        context: Key,
+        start: ItemKey | None = None,
+        stop: ItemKey | None = None,
+    ) -> list[tuple[ItemKey, Record]]:
+        """Return ``(item key, record)`` pairs of one context, ascending by item key.
+
+        Only for domains with an item key. ``start`` is inclusive and ``stop`` exclusive; ``None``
+        leaves that end open. Removed records are included. Strings order by code point (which is the
+        byte order of their UTF-8), ints numerically.
+        """
+
+    def read_window(
+        self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
+    ) -> list[tuple[ItemKey, Record]]:
+        """Return the records at ``start + i * step`` below ``stop`` that exist (a candle window).
+
+        Defaults to one :meth:`scan`; a backend without a range scan (files) looks the keys up instead.
+        """
+        return [(item, rec) for item, rec in self.scan(domain, context, start, stop) if (item - start) % step == 0]
+
+    @abc.abstractmethod
+    def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
+        """Insert or replace the record under ``key`` atomically (a reader sees the old or the new)."""
+
+    def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
+        """:meth:`put` every item; a backend overrides this when one batch beats many round trips."""
+        for key, record in items:
+            self.put(domain, key, record)
+
+    @abc.abstractmethod
+    def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
+        """Store each item whose key is absent; never change an existing one. Return how many were stored.
+
+        First write wins, also between threads and processes sharing the backend: of two concurrent
+        inserts of one key exactly one is stored. Keys within ``items`` are distinct.
+        """
+
+    @abc.abstractmethod
+    def mark_removed(self, domain: DomainSpec, key: Key) -> None:
+        """Set the ``removed`` flag of the record under ``key`` and keep it; no-op if it is missing."""
+
+    def __enter__(self) -> Backend:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"

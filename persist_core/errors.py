@@ -1,0 +1,78 @@
+"""The one error hierarchy of backtest-persist.
+
+Every error the library raises on purpose is a :class:`PersistError`. Where a builtin fits, the error
+also subclasses it, so ``except ValueError`` keeps working for code that does not know this library.
+Backends translate driver errors into these classes in exactly one function each, chaining the
+original with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "CorruptRecordError",
+    "InvalidKeyError",
+    "InvalidValueError",
+    "PersistError",
+    "SchemaAheadError",
+    "SchemaBehindError",
+    "SchemaError",
+]
+
+
+class PersistError(Exception):
+    """Root of every error raised by backtest-persist."""
+
+
+class InvalidKeyError(PersistError, ValueError):
+    """A context field or item key is not valid (type, length, control character, unknown interval).
+
+    Attributes:
+        field: the name of the offending key field, e.g. ``"symbol"``.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid key field {field!r}: {reason}")
+
+
+class InvalidValueError(PersistError, ValueError):
+    """A value is not a storable JSON document.
+
+    Attributes:
+        path: where inside the value the problem is, JSONPath-like (``$.orders[3].price``).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"invalid value at {path}: {reason}")
+
+
+class BackendUnavailableError(PersistError, ConnectionError):
+    """The backend cannot be reached (server down, timeout, refused connection).
+
+    The message names the URL with its password masked.
+    """
+
+
+class SchemaError(PersistError):
+    """The storage schema does not match what this version of the code expects."""
+
+
+class SchemaBehindError(SchemaError):
+    """The database schema is older than this code; the message names the upgrade command."""
+
+
+class SchemaAheadError(SchemaError):
+    """The database schema is newer than this code; refuse to run rather than corrupt it."""
+
+
+class ConfigurationError(PersistError):
+    """Bad configuration: unknown domain, mode or URL scheme, missing extra, bad option."""
+
+
+class CorruptRecordError(PersistError):
+    """A stored record cannot be decoded. The record is kept (quarantined where the backend can)."""

@@ -1,0 +1,89 @@
+"""Which backend serves a URL scheme, imported lazily so the core needs no database driver.
+
+Built-in schemes are listed here; third-party adapters plug in through the ``backtest_persist.backends``
+entry-point group (name = scheme, value = ``module:factory``) or :func:`register_backend` at run time.
+A factory is called as ``factory(url, **options)`` and returns an unopened :class:`Backend`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from persist_core.backend import Backend
+from persist_core.errors import ConfigurationError
+from persist_core.urls import mask_url, scheme_of
+
+__all__ = ["BackendFactory", "create_backend", "register_backend"]
+
+BackendFactory = Callable[..., Backend]
+
+_BUILTIN: dict[str, str] = {
+    "file": "persist_core.backends.file:FileBackend.from_url",
+    "memory": "persist_core.backends.memory:MemoryBackend.from_url",
+    "jsonl": "persist_core.backends.jsonl:JsonlBackend.from_url",
+    "sqlite": "persist_sql:SqlBackend.from_url",
+    "postgresql": "persist_sql:SqlBackend.from_url",
+    "postgres": "persist_sql:SqlBackend.from_url",
+    "mysql": "persist_sql:SqlBackend.from_url",
+    "mariadb": "persist_sql:SqlBackend.from_url",
+    "mongodb": "persist_mongo:MongoBackend.from_url",
+}
+#: The extra that brings a scheme's drivers, for the error message when they are missing.
+_EXTRA: dict[str, str] = {
+    "sqlite": "sql",
+    "postgresql": "postgres",
+    "postgres": "postgres",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "mongodb": "mongo",
+}
+_registered: dict[str, BackendFactory] = {}
+ENTRY_POINT_GROUP = "backtest_persist.backends"
+
+
+def register_backend(scheme: str, factory: BackendFactory) -> None:
+    """Make ``scheme://...`` URLs open backends built by ``factory(url, **options)``."""
+    _registered[scheme.lower()] = factory
+
+
+def _load(target: str) -> BackendFactory:
+    module_name, _, attr_path = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for attr in attr_path.split("."):
+        obj = getattr(obj, attr)
+    factory: BackendFactory = obj
+    return factory
+
+
+def _factory(scheme: str, url: str) -> BackendFactory:
+    if scheme in _registered:
+        return _registered[scheme]
+    target = _BUILTIN.get(scheme)
+    if target is None:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name.lower() == scheme:
+                factory: BackendFactory = ep.load()
+                return factory
+        known = ", ".join(sorted({*_BUILTIN, *_registered}))
+        raise ConfigurationError(f"unknown backend URL scheme {scheme!r} in {mask_url(url)!r}; known: {known}")
+    try:
+        return _load(target)
+    except ImportError as exc:
+        extra = _EXTRA.get(scheme, "all")
+        raise ConfigurationError(
+            f"the {scheme!r} backend needs drivers that are not installed ({exc.name or exc}): "
+            f'pip install "backtest-persist[{extra}]"'
+        ) from exc
+
+
+def create_backend(url: str, **options: Any) -> Backend:
+    """Build (but do not open) the backend for ``url``."""
+    scheme = scheme_of(url)
+    factory = _factory(scheme, url)
+    try:
+        return factory(url, **options)
+    except TypeError as exc:
+        raise ConfigurationError(f"bad options for the {scheme!r} backend ({mask_url(url)}): {exc}") from exc

@@ -1,0 +1,44 @@
+"""Backend URLs: parsing the few forms the core understands, and masking passwords for messages."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlsplit
+
+from persist_core.errors import ConfigurationError
+
+__all__ = ["mask_url", "parse_options", "path_of", "scheme_of"]
+
+_USERINFO_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/@:?#]*:)(?P<pw>[^@/?#]*)(?P<at>@)")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|pass|pwd)=)(?P<pw>[^&#]*)", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (userinfo and ``password=`` query parameters)."""
+    masked = _USERINFO_PASSWORD.sub(r"\g<head>***\g<at>", url)
+    return _QUERY_PASSWORD.sub(r"\g<head>***", masked)
+
+
+def scheme_of(url: str) -> str:
+    """The URL scheme without a driver suffix, lower case: ``postgresql+psycopg://`` -> ``postgresql``."""
+    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.\-]*):", url)
+    if match is None:
+        raise ConfigurationError(f"not a backend URL (no scheme): {mask_url(url)!r}")
+    return match.group(1).split("+", 1)[0].lower()
+
+
+def path_of(url: str, default: str) -> str:
+    """The filesystem path of a ``file:`` / ``jsonl:`` URL (``file:./dump``, ``file:///abs``)."""
+    rest = url.split(":", 1)[1].split("?", 1)[0]
+    if rest.startswith("//"):
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigurationError(f"a {scheme_of(url)} URL names a local path, not a host: {mask_url(url)!r}")
+        rest = parts.path
+    return rest or default
+
+
+def parse_options(url: str) -> dict[str, str]:
+    """The query parameters of ``url`` as a dict (last one wins)."""
+    query = url.split("?", 1)[1] if "?" in url else ""
+    return dict(parse_qsl(query, keep_blank_values=True))

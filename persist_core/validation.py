@@ -1,0 +1,208 @@
+"""Validation of keys and values (CONTRACTS.md section 4), shared by every backend.
+
+Everything is checked before the first byte is written, so a bad batch writes nothing. Values are
+encoded here too, once, into the canonical JSON text that backends store.
+
+Value checking has a fast path and a precise path. The fast path lets the C JSON encoder and decoder
+do the work: it encodes, decodes and compares, and only looks deeper when the text shows something
+that may break a rule (an escaped NUL, a 19-digit number, deep brackets, a lone surrogate). The precise
+path walks the value and raises with the JSONPath of the problem. Both accept exactly the same values:
+the precise path ends with the same round-trip comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime
+from typing import Any
+
+from persist_core.domains import DomainSpec, FieldType, KeyField
+from persist_core.errors import InvalidKeyError, InvalidValueError
+
+__all__ = [
+    "DEFAULT_MAX_VALUE_BYTES",
+    "MAX_DEPTH",
+    "MAX_KEY_BYTES",
+    "check_context",
+    "check_field",
+    "decode_value",
+    "encode_value",
+    "to_epoch_ms",
+]
+
+MAX_KEY_BYTES = 80
+MAX_DEPTH = 64
+DEFAULT_MAX_VALUE_BYTES = 8 * 1024 * 1024
+_INT_MIN = -(2**63)
+_INT_MAX = 2**63 - 1
+_TIMESTAMP_LIMIT = 2**53
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A run of 19 digits can only come from an int of 19+ digits (float repr switches to exponent form at
+# 1e16) or from digits inside a string: either way the precise path decides.
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_encode = _ENCODER.encode
+_decode = json.loads
+
+
+# --------------------------------------------------------------------------------------------- keys
+
+
+def check_field(spec_field: KeyField, value: object) -> Any:
+    """Validate one key field and return it; raise :class:`InvalidKeyError` if it is not valid."""
+    name = spec_field.name
+    if spec_field.type is FieldType.STR:
+        if type(value) is not str:
+            raise InvalidKeyError(name, f"must be a str, got {type(value).__name__}")
+        if not value:
+            if spec_field.may_be_empty:
+                return value
+            raise InvalidKeyError(name, "must not be empty")
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidKeyError(name, "is not valid UTF-8 (lone surrogate)") from None
+        if size > MAX_KEY_BYTES:
+            raise InvalidKeyError(name, f"is {size} bytes of UTF-8, more than {MAX_KEY_BYTES}")
+        if _CONTROL.search(value):
+            raise InvalidKeyError(name, "contains a control character")
+        if spec_field.choices is not None and value not in spec_field.choices:
+            allowed = ", ".join(sorted(spec_field.choices))
+            raise InvalidKeyError(name, f"{value!r} is not one of: {allowed}")
+        return value
+    if spec_field.type is FieldType.BOOL:
+        if type(value) is not bool:
+            raise InvalidKeyError(name, f"must be a bool, got {type(value).__name__}")
+        return value
+    if type(value) is not int:
+        raise InvalidKeyError(name, f"must be an int, got {type(value).__name__}")
+    if not 0 <= value < _TIMESTAMP_LIMIT:
+        raise InvalidKeyError(name, f"must be in [0, 2**53), got {value}")
+    return value
+
+
+def check_context(spec: DomainSpec, context: dict[str, object]) -> tuple[Any, ...]:
+    """Validate the context fields of ``spec`` given as keywords; return them as a tuple in spec order."""
+    names = [f.name for f in spec.context]
+    extra = set(context) - set(names)
+    missing = [n for n in names if n not in context]
+    if extra or missing:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing))
+        if extra:
+            parts.append("unexpected " + ", ".join(sorted(extra)))
+        raise InvalidKeyError(
+            (missing or sorted(extra))[0],
+            f"domain {spec.name!r} takes context fields ({', '.join(names)}): {'; '.join(parts)}",
+        )
+    return tuple(check_field(f, context[f.name]) for f in spec.context)
+
+
+def to_epoch_ms(value: object, name: str = "when") -> int | None:
+    """Convert ``when``/``as_of`` (int ms or timezone-aware datetime) to epoch milliseconds."""
+    if value is None:
+        return None
+    if type(value) is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise InvalidValueError(name, "is outside the signed 64-bit range")
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidValueError(name, "a datetime must be timezone-aware")
+        return math.floor(value.timestamp() * 1000)
+    raise InvalidValueError(name, f"must be int milliseconds or an aware datetime, got {type(value).__name__}")
+
+
+# ------------------------------------------------------------------------------------------- values
+
+
+def encode_value(value: object, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> str:
+    """Validate ``value`` and return its canonical JSON text.
+
+    Raises:
+        InvalidValueError: naming the JSONPath of the first problem found.
+    """
+    try:
+        text = _encode(value)
+    except (TypeError, ValueError, RecursionError):
+        _explain(value)
+        raise InvalidValueError("$", "cannot be encoded as JSON") from None
+    suspicious = (
+        "\\u0000" in text or _LONG_DIGITS.search(text) is not None or text.count("[") + text.count("{") > MAX_DEPTH
+    )
+    if suspicious:
+        _explain(value)
+    if len(text) * 4 > max_bytes or not text.isascii():
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            _explain(value)
+            raise InvalidValueError("$", "contains a lone surrogate") from None
+        if size > max_bytes:
+            raise InvalidValueError("$", f"encodes to {size} bytes, more than the limit of {max_bytes}")
+    if _decode(text) != value:
+        _explain(value)
+        raise InvalidValueError("$", "does not survive a JSON round trip (a subclass or a non-str dict key?)")
+    return text
+
+
+def decode_value(text: str | bytes) -> Any:
+    """Decode stored JSON text into a fresh Python value."""
+    return _decode(text)
+
+
+def _explain(value: object) -> None:
+    """Walk ``value`` and raise :class:`InvalidValueError` at the first rule it breaks.
+
+    Returns normally when nothing is wrong (the fast path's check was a false alarm).
+    """
+    stack: list[tuple[object, str, int]] = [(value, "$", 1)]
+    seen: set[int] = set()
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_DEPTH + 1 or (depth == MAX_DEPTH + 1 and isinstance(node, (dict, list))):
+            raise InvalidValueError(path, f"nesting is deeper than {MAX_DEPTH} levels")
+        if node is None or isinstance(node, bool):
+            continue
+        if isinstance(node, str):
+            _check_string(node, path)
+        elif isinstance(node, int):
+            if not _INT_MIN <= node <= _INT_MAX:
+                raise InvalidValueError(path, "int is outside the signed 64-bit range")
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise InvalidValueError(path, f"float {node!r} is not finite (NaN and Infinity are not JSON)")
+        elif isinstance(node, (dict, list)):
+            if id(node) in seen:
+                raise InvalidValueError(path, "contains a reference cycle")
+            seen.add(id(node))
+            if isinstance(node, dict):
+                for key, child in reversed(list(node.items())):
+                    if not isinstance(key, str):
+                        raise InvalidValueError(path, f"dict key {key!r} is a {type(key).__name__}, not a str")
+                    _check_string(key, f"{path}[{key!r}]")
+                    stack.append((child, _child_path(path, key), depth + 1))
+            else:
+                for index in range(len(node) - 1, -1, -1):
+                    stack.append((node[index], f"{path}[{index}]", depth + 1))
+        else:
+            raise InvalidValueError(path, f"{type(node).__name__} is not a JSON type")
+
+
+def _check_string(text: str, path: str) -> None:
+    if "\x00" in text:
+        raise InvalidValueError(path, "string contains NUL")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidValueError(path, "string contains a lone surrogate") from None
+
+
+def _child_path(path: str, key: str) -> str:
+    if key.isidentifier():
+        return f"{path}.{key}"
+    return f"{path}[{json.dumps(key)}]"
