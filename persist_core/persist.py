@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from persist_core.backend import Backend
 from persist_core.config import MODES, resolve_redis_url, resolve_routes
-from persist_core.domains import DOMAINS, DomainSpec, Kind, domain
+from persist_core.domains import DOMAINS, DomainSpec, domain
 from persist_core.errors import ConfigurationError
 from persist_core.registry import create_backend
 from persist_core.stores import (
@@ -22,11 +22,11 @@ from persist_core.stores import (
     KeyedStore,
     SlotStore,
     Store,
-    store_class,
+    make_store,
     wall_clock_ms,
 )
 from persist_core.urls import mask_url, scheme_of
-from persist_core.validation import DEFAULT_MAX_VALUE_BYTES, check_context
+from persist_core.validation import DEFAULT_MAX_VALUE_BYTES
 
 __all__ = ["ModeStores", "Persist", "get_persist", "setup"]
 
@@ -206,10 +206,7 @@ class Persist:
 
     def _make_store(self, mode: str, spec: DomainSpec, context: dict[str, Any]) -> Store:
         backend = self._backends[self._routes[(mode, spec.name)]]
-        values = check_context(spec, context)
-        if spec.kind is Kind.CANDLE:
-            return CandleStore(backend, spec, values, max_value_bytes=self._max_bytes, clock=self._clock)
-        return store_class(spec)(backend, spec, values, max_value_bytes=self._max_bytes)
+        return make_store(backend, spec, context, clock=self._clock, max_value_bytes=self._max_bytes)
 
     def close(self) -> None:
         """Close every backend. Idempotent."""

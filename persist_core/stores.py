@@ -17,6 +17,7 @@ from persist_core.domains import CANDLE_STEPS_MS, DomainSpec, Kind, ValueKind
 from persist_core.errors import CorruptRecordError, InvalidValueError
 from persist_core.validation import (
     DEFAULT_MAX_VALUE_BYTES,
+    check_context,
     check_field,
     decode_value,
     encode_value,
@@ -32,6 +33,7 @@ __all__ = [
     "SlotStore",
     "Store",
     "WhenLike",
+    "make_store",
     "store_class",
     "wall_clock_ms",
 ]
@@ -90,6 +92,13 @@ class Store:
         if self._spec.value_kind is ValueKind.OBJECT and not isinstance(value, dict):
             raise InvalidValueError("$", f"a {self._spec.name} value must be a JSON object (dict)")
         return encode_value(value, self._max_bytes)
+
+    def _encode_item(self, value: object, index: int) -> str:
+        """Encode one item of a batch; an error names the item's index in its path."""
+        try:
+            return self._encode(value)
+        except InvalidValueError as exc:
+            raise InvalidValueError(f"$[{index}]{exc.path[1:]}", exc.reason) from None
 
     def _item(self, item: object) -> Key:
         field = self._spec.item
@@ -195,7 +204,7 @@ class CandleStore(Store):
             if "timestamp" not in candle:
                 raise InvalidValueError(f"$[{index}]", "a candle needs an int 'timestamp' (open time, ms)")
             key = self._item(candle["timestamp"])
-            payload = self._encode(candle)
+            payload = self._encode_item(candle, index)
             if key[-1] + self._step <= now:
                 batch.setdefault(key[-1], Record(payload))
         if not batch:
@@ -238,7 +247,7 @@ class CollectionStore(Store):
             if "id" not in item:
                 raise InvalidValueError(f"$[{index}]", f"a {self._spec.name} item needs an 'id' field")
             key = self._item(item["id"])
-            record = Record(self._encode(item))
+            record = Record(self._encode_item(item, index))
             if self._spec.first_write_wins:
                 batch.setdefault(key[-1], record)
             else:
@@ -308,3 +317,22 @@ _STORE_CLASSES: dict[Kind, type[Store]] = {
 def store_class(spec: DomainSpec) -> type[Store]:
     """The store class that serves ``spec``'s kind."""
     return _STORE_CLASSES[spec.kind]
+
+
+def make_store(
+    backend: Backend,
+    spec: DomainSpec,
+    context: dict[str, Any],
+    *,
+    clock: Clock = wall_clock_ms,
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+) -> Store:
+    """Validate ``context`` and return the typed store of ``spec`` on ``backend``.
+
+    This is how :class:`~persist_core.persist.Persist` builds stores; tests and tools use it to drive a
+    backend directly without ``setup()``.
+    """
+    values = check_context(spec, context)
+    if spec.kind is Kind.CANDLE:
+        return CandleStore(backend, spec, values, max_value_bytes=max_value_bytes, clock=clock)
+    return _STORE_CLASSES[spec.kind](backend, spec, values, max_value_bytes=max_value_bytes)

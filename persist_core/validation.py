@@ -164,7 +164,7 @@ def _explain(value: object) -> None:
     seen: set[int] = set()
     while stack:
         node, path, depth = stack.pop()
-        if depth > MAX_DEPTH + 1 or (depth == MAX_DEPTH + 1 and isinstance(node, (dict, list))):
+        if depth > MAX_DEPTH and isinstance(node, (dict, list)):
             raise InvalidValueError(path, f"nesting is deeper than {MAX_DEPTH} levels")
         if node is None or isinstance(node, bool):
             continue
@@ -184,7 +184,10 @@ def _explain(value: object) -> None:
                 for key, child in reversed(list(node.items())):
                     if not isinstance(key, str):
                         raise InvalidValueError(path, f"dict key {key!r} is a {type(key).__name__}, not a str")
-                    _check_string(key, f"{path}[{key!r}]")
+                    try:
+                        _check_string(key, path)
+                    except InvalidValueError as exc:
+                        raise InvalidValueError(path, f"dict key {key!r}: {exc.reason}") from None
                     stack.append((child, _child_path(path, key), depth + 1))
             else:
                 for index in range(len(node) - 1, -1, -1):

@@ -176,7 +176,8 @@ class FileBackend(Backend):
 
     def _temp(self, folder: str, name: str, data: bytes) -> str:
         """Write ``data`` to a new temp file in ``folder`` (created on demand), fsynced; return its path."""
-        tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.urandom(6).hex()}-{name}")
+        # The name stays short: an encoded key may already use 245 of the 255 bytes a file name may have.
+        tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.urandom(8).hex()}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:

@@ -1,0 +1,141 @@
+"""Concurrency helpers of the contract kit: threads and processes racing on one key.
+
+Child processes are started with the ``spawn`` method so that no driver state (sockets, locks, threads)
+is inherited by a fork; the backend factory must therefore be picklable.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue as queue_module
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from persist_core.backend import Backend, Record
+from persist_core.domains import DOMAINS
+from persist_core.stores import CandleStore, CollectionStore, SlotStore, make_store
+from persist_core.validation import encode_value
+
+__all__ = ["RACE_CLOCK_MS", "RaceResult", "race_processes", "race_threads", "run_racer"]
+
+#: The clock of racing candle stores: every candle below it counts as closed.
+RACE_CLOCK_MS = 1_900_000_000_000
+CANDLE_BASE_MS = 1_700_000_000_000
+
+#: ``(racer id, keys it won or values it wrote)``
+RaceResult = tuple[int, list[Any]]
+
+
+def _clock() -> int:
+    return RACE_CLOCK_MS
+
+
+def race_context(kind: str, namespace: str) -> tuple[str, dict[str, Any]]:
+    """The domain and context a race of ``kind`` (``candle``, ``log``, ``slot``) runs on."""
+    if kind == "candle":
+        return "candle", {"symbol": f"{namespace}RACE/USDT", "interval": "1m", "exchange_name": "race"}
+    if kind == "log":
+        return "log", {}
+    if kind == "slot":
+        return "signal", {"symbol": f"{namespace}RACE/USDT", "strategy_name": "race", "exchange_name": "race"}
+    raise ValueError(kind)
+
+
+def slot_value(who: int, round_no: int, size: int) -> dict[str, Any]:
+    """A value whose parts all depend on ``who``: a blend of two writes would not be one of these."""
+    return {"who": who, "round": round_no, "pad": f"{who}:" * size, "tail": [who] * 64}
+
+
+def run_racer(
+    backend: Backend, kind: str, namespace: str, who: int, keys: int, wait: Callable[[], object]
+) -> list[Any]:
+    """Race once: write ``keys`` candles / log ids (return the ones this racer won) or slot values."""
+    name, context = race_context(kind, namespace)
+    store = make_store(backend, DOMAINS[name], context, clock=_clock)
+    wait()
+    won: list[Any] = []
+    if isinstance(store, CandleStore):
+        for k in range(keys):
+            ts = CANDLE_BASE_MS + k * 60_000
+            if store.write([{"timestamp": ts, "who": who, "close": float(who)}]) == 1:
+                won.append(ts)
+    elif isinstance(store, CollectionStore):
+        # The log store's write returns nothing, so race on the backend surface that it is built on:
+        # insert_many reports whether this racer's entry was the one stored.
+        for k in range(keys):
+            entry_id = f"{namespace}race-{k:05d}"
+            payload = encode_value({"id": entry_id, "who": who})
+            if backend.insert_many(store.domain, [((entry_id,), Record(payload))]) == 1:
+                won.append(entry_id)
+    elif isinstance(store, SlotStore):
+        for k in range(keys):
+            store.write(slot_value(who, k, 2000))
+            won.append(k)
+    return won
+
+
+def _child(
+    factory: Callable[[], Backend], kind: str, namespace: str, who: int, keys: int, barrier: Any, results: Any
+) -> None:
+    backend = factory()
+    backend.open()
+    try:
+        results.put((who, run_racer(backend, kind, namespace, who, keys, barrier.wait)))
+    finally:
+        backend.close()
+
+
+def race_processes(
+    factory: Callable[[], Backend], kind: str, namespace: str, racers: int = 3, keys: int = 20, timeout: float = 120.0
+) -> list[RaceResult]:
+    """Start ``racers`` processes that race on the same keys; return what each reported."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(racers, timeout=timeout)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_child, args=(factory, kind, namespace, who, keys, barrier, results))
+        for who in range(racers)
+    ]
+    for proc in procs:
+        proc.start()
+    out: list[RaceResult] = []
+    try:
+        for _ in procs:
+            out.append(results.get(timeout=timeout))
+    except queue_module.Empty:
+        raise AssertionError(f"a racing process did not finish within {timeout}s") from None
+    finally:
+        for proc in procs:
+            proc.join(timeout=timeout)
+            if proc.is_alive():
+                proc.kill()
+    codes = [proc.exitcode for proc in procs]
+    if any(code != 0 for code in codes):
+        raise AssertionError(f"racing processes exited with {codes}")
+    return sorted(out)
+
+
+def race_threads(backend: Backend, kind: str, namespace: str, racers: int = 4, keys: int = 20) -> list[RaceResult]:
+    """Like :func:`race_processes`, with threads sharing one backend instance."""
+    barrier = threading.Barrier(racers, timeout=60)
+    out: list[RaceResult] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(who: int) -> None:
+        try:
+            won = run_racer(backend, kind, namespace, who, keys, barrier.wait)
+            with lock:
+                out.append((who, won))
+        except BaseException as exc:  # re-raised in the test thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(who,)) for who in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    if errors:
+        raise errors[0]
+    return sorted(out)

@@ -1,0 +1,230 @@
+"""A Hypothesis state machine that drives all 16 domains against a backend and the memory backend.
+
+Every step performs the same operation, valid or invalid, through the typed stores of the backend under
+test and of a :class:`~persist_core.backends.memory.MemoryBackend` (the model), and requires the same
+outcome: the same value read, or the same error type. After each step the touched context is read back
+in full on both sides and compared.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import note
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from persist_core.backend import Backend
+from persist_core.backends.memory import MemoryBackend
+from persist_core.domains import DOMAINS, DomainSpec, Kind
+from persist_core.errors import PersistError
+from persist_core.stores import Store, make_store
+from persist_core.testing.samples import HOSTILE_KEYS, context_for
+from persist_core.testing.strategies import invalid_values, json_values
+
+__all__ = ["PersistStateMachine", "state_machine_for"]
+
+CLOCK_MS = 1_700_000_600_000
+CANDLE_BASE = 1_700_000_000_000 - 10 * 60_000  # windows that cross "now" exercise the unclosed-candle rule
+_namespaces = itertools.count()
+
+ITEM_KEYS = ("a", "b", *HOSTILE_KEYS[:12])
+WHENS = st.one_of(st.none(), st.integers(0, 20))
+
+
+def _by_kind(kind: Kind) -> list[str]:
+    return [name for name, spec in DOMAINS.items() if spec.kind is kind]
+
+
+class PersistStateMachine(RuleBasedStateMachine):
+    """Compare a backend with the memory model. Subclass with :func:`state_machine_for`."""
+
+    factory: Callable[[], Backend]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.real = type(self).factory()
+        self.real.open()
+        self.model = MemoryBackend()
+        namespace = f"sm{next(_namespaces)}-{id(self) % 10_000}-"
+        supported = [n for n in DOMAINS if self.real.capabilities.supports(n)]
+        self.contexts: dict[str, list[dict[str, Any]]] = {
+            name: _distinct([context_for(DOMAINS[name], v, namespace) for v in range(3)]) for name in supported
+        }
+        self.dirty: set[tuple[str, int]] = set()
+        self._sync_model()
+
+    def _sync_model(self) -> None:
+        """Copy what the backend already holds in the machine's contexts into the model (shared contexts such
+        as the log's survive between examples on a backend that keeps its storage)."""
+        for name, contexts in self.contexts.items():
+            spec = DOMAINS[name]
+            for ctx in contexts:
+                store = make_store(self.real, spec, ctx)
+                if spec.item is None:
+                    record = self.real.get(spec, store.context)
+                    if record is not None:
+                        self.model.put(spec, store.context, record)
+                else:
+                    rows = self.real.scan(spec, store.context)
+                    self.model.put_many(spec, [((*store.context, item), rec) for item, rec in rows])
+
+    def teardown(self) -> None:
+        self.real.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _pair(self, name: str, ctx_index: int) -> tuple[Store, Store]:
+        spec = DOMAINS[name]
+        ctx = self.contexts[name][ctx_index % len(self.contexts[name])]
+        real = make_store(self.real, spec, ctx, clock=lambda: CLOCK_MS)
+        model = make_store(self.model, spec, ctx, clock=lambda: CLOCK_MS)
+        return real, model
+
+    def _both(self, name: str, ctx_index: int, op: Callable[[Any], Any], label: str) -> None:
+        real, model = self._pair(name, ctx_index)
+        outcomes = []
+        for store in (real, model):
+            try:
+                outcomes.append(("ok", op(store)))
+            except PersistError as exc:
+                outcomes.append(("error", type(exc).__name__))
+        note(f"{name}[{ctx_index}] {label}: backend={outcomes[0]!r:.300} model={outcomes[1]!r:.300}")
+        assert outcomes[0] == outcomes[1], f"{name} {label}: backend {outcomes[0]!r} != model {outcomes[1]!r}"
+        self.dirty.add((name, ctx_index % len(self.contexts[name])))
+
+    def _names(self, kind: Kind) -> list[str]:
+        return [n for n in _by_kind(kind) if n in self.contexts]
+
+    # -- rules ------------------------------------------------------------------------------------
+
+    @precondition(lambda self: bool(self._names(Kind.SLOT)))
+    @rule(data=st.data(), ctx=st.integers(0, 2), value=st.one_of(st.none(), json_values(object_only=True)), when=WHENS)
+    def slot_write(self, data: st.DataObject, ctx: int, value: Any, when: int | None) -> None:
+        name = data.draw(st.sampled_from(self._names(Kind.SLOT)))
+        self._both(name, ctx, lambda s: s.write(value, when=when), f"write({value!r:.80}, when={when})")
+
+    @precondition(lambda self: bool(self._names(Kind.SLOT)))
+    @rule(data=st.data(), ctx=st.integers(0, 2), as_of=WHENS)
+    def slot_read(self, data: st.DataObject, ctx: int, as_of: int | None) -> None:
+        name = data.draw(st.sampled_from(self._names(Kind.SLOT)))
+        self._both(name, ctx, lambda s: s.read(as_of=as_of), f"read(as_of={as_of})")
+
+    @precondition(lambda self: bool(self._names(Kind.KEYED)))
+    @rule(
+        data=st.data(),
+        ctx=st.integers(0, 2),
+        key=st.sampled_from(ITEM_KEYS),
+        value=st.one_of(st.none(), json_values(object_only=True)),
+        when=WHENS,
+        as_of=WHENS,
+    )
+    def keyed_write_read(
+        self, data: st.DataObject, ctx: int, key: str, value: Any, when: int | None, as_of: int | None
+    ) -> None:
+        name = data.draw(st.sampled_from(self._names(Kind.KEYED)))
+        self._both(name, ctx, lambda s: s.write(key, value, when=when), f"write({key!r}, {value!r:.80})")
+        self._both(name, ctx, lambda s: s.read(key, as_of=as_of), f"read({key!r}, as_of={as_of})")
+
+    @precondition(lambda self: bool(self._names(Kind.CANDLE)))
+    @rule(ctx=st.integers(0, 2), slots=st.lists(st.integers(0, 14), max_size=6), tag=st.integers(0, 9))
+    def candle_write(self, ctx: int, slots: list[int], tag: int) -> None:
+        candles = [{"timestamp": CANDLE_BASE + i * 60_000, "close": float(tag), "i": i} for i in slots]
+        self._both("candle", ctx, lambda s: s.write(candles), f"write({slots}, tag={tag})")
+
+    @precondition(lambda self: bool(self._names(Kind.CANDLE)))
+    @rule(ctx=st.integers(0, 2), start=st.integers(0, 14), limit=st.integers(1, 6))
+    def candle_read(self, ctx: int, start: int, limit: int) -> None:
+        since = CANDLE_BASE + start * 60_000
+        self._both("candle", ctx, lambda s: s.read(limit, since), f"read({limit}, +{start})")
+
+    @precondition(lambda self: bool(self._names(Kind.COLLECTION)))
+    @rule(
+        data=st.data(),
+        ctx=st.integers(0, 1),
+        ids=st.lists(st.sampled_from(ITEM_KEYS), max_size=4),
+        tag=st.integers(0, 9),
+    )
+    def collection_write(self, data: st.DataObject, ctx: int, ids: list[str], tag: int) -> None:
+        name = data.draw(st.sampled_from(self._names(Kind.COLLECTION)))
+        items = [{"id": i, "tag": tag} for i in ids]
+        self._both(name, ctx, lambda s: s.write(items), f"write({ids}, tag={tag})")
+
+    @precondition(lambda self: bool(self._names(Kind.BUCKET)))
+    @rule(data=st.data(), ctx=st.integers(0, 2), key=st.sampled_from(ITEM_KEYS), value=json_values(), when=WHENS)
+    def bucket_write(self, data: st.DataObject, ctx: int, key: str, value: Any, when: int | None) -> None:
+        name = data.draw(st.sampled_from(self._names(Kind.BUCKET)))
+        self._both(name, ctx, lambda s: s.write(key, value, when=when), f"write({key!r}, {value!r:.80})")
+
+    @precondition(lambda self: bool(self._names(Kind.BUCKET)))
+    @rule(data=st.data(), ctx=st.integers(0, 2), key=st.sampled_from(ITEM_KEYS), as_of=WHENS)
+    def bucket_remove_read(self, data: st.DataObject, ctx: int, key: str, as_of: int | None) -> None:
+        name = data.draw(st.sampled_from(self._names(Kind.BUCKET)))
+        self._both(name, ctx, lambda s: s.remove(key), f"remove({key!r})")
+        self._both(name, ctx, lambda s: (s.read(key, as_of=as_of), s.has(key, as_of=as_of)), f"read({key!r})")
+
+    @rule(data=st.data(), ctx=st.integers(0, 2), bad=invalid_values())
+    def invalid_value(self, data: st.DataObject, ctx: int, bad: Any) -> None:
+        name = data.draw(st.sampled_from(sorted(self.contexts)))
+        spec = DOMAINS[name]
+        self._both(name, ctx, _writer_of(spec, bad), f"invalid write({bad!r:.80})")
+
+    @rule(data=st.data(), ctx=st.integers(0, 2), bad_key=st.sampled_from(["", "x" * 81, "a\x00", "a\n", 7]))
+    def invalid_key(self, data: st.DataObject, ctx: int, bad_key: Any) -> None:
+        names = [n for n in sorted(self.contexts) if DOMAINS[n].item is not None]
+        if not names:
+            return
+        name = data.draw(st.sampled_from(names))
+        spec = DOMAINS[name]
+        self._both(name, ctx, _writer_of(spec, {"v": 1}, item=bad_key), f"write with key {bad_key!r}")
+
+    # -- the comparison after every step ----------------------------------------------------------------
+
+    @invariant()
+    def touched_contexts_agree(self) -> None:
+        for name, index in sorted(self.dirty):
+            self._both(name, index, _full_read(DOMAINS[name]), "full read")
+        self.dirty.clear()
+
+
+def _writer_of(spec: DomainSpec, value: Any, item: Any = "k") -> Callable[[Any], Any]:
+    """One write of ``value`` (under ``item``) in the form the domain's store takes."""
+    if spec.kind is Kind.SLOT:
+        return lambda s: s.write(value)
+    if spec.kind is Kind.KEYED:
+        return lambda s: s.write(item, value)
+    if spec.kind is Kind.BUCKET:
+        return lambda s: s.write(item, value)
+    if spec.kind is Kind.CANDLE:
+        ts = CANDLE_BASE if item == "k" else item
+        return lambda s: s.write([{"timestamp": CANDLE_BASE + 60_000, "ok": 1}, {"timestamp": ts, "v": value}])
+    return lambda s: s.write([{"id": "ok-item", "v": 1}, {"id": item, "v": value}])
+
+
+def _full_read(spec: DomainSpec) -> Callable[[Any], Any]:
+    """Read everything a store of ``spec`` can show."""
+    if spec.kind is Kind.SLOT:
+        return lambda s: (s.read(), s.read(as_of=10))
+    if spec.kind is Kind.KEYED:
+        return lambda s: [s.read(k) for k in ITEM_KEYS]
+    if spec.kind is Kind.CANDLE:
+        return lambda s: [s.read(1, CANDLE_BASE + i * 60_000) for i in range(16)]
+    if spec.kind is Kind.COLLECTION:
+        return lambda s: s.read()
+    return lambda s: (s.keys(), list(s.entries()), s.keys(as_of=10), [s.has(k) for k in ITEM_KEYS])
+
+
+def _distinct(contexts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for ctx in contexts:
+        if ctx not in out:
+            out.append(ctx)
+    return out
+
+
+def state_machine_for(factory: Callable[[], Backend]) -> type[PersistStateMachine]:
+    """A :class:`PersistStateMachine` subclass bound to ``factory`` (run it with ``.TestCase`` or
+    ``hypothesis.stateful.run_state_machine_as_test``)."""
+    return type("BoundPersistStateMachine", (PersistStateMachine,), {"factory": staticmethod(factory)})

@@ -1,0 +1,26 @@
+"""The contract kit against the two backends the core ships: memory and file."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from persist_core.backend import Backend
+from persist_core.backends.file import FileBackend
+from persist_core.backends.memory import MemoryBackend
+from persist_core.testing import BackendContractTests
+
+
+class TestMemoryBackend(BackendContractTests):
+    @pytest.fixture
+    def backend_factory(self) -> Callable[[], Backend]:
+        return MemoryBackend
+
+
+class TestFileBackend(BackendContractTests):
+    @pytest.fixture
+    def backend_factory(self, tmp_path: Path) -> Callable[[], Backend]:
+        return functools.partial(FileBackend, tmp_path / "dump")
