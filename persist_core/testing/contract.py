@@ -900,6 +900,35 @@ class BackendContractTests:
         results = race_processes(backend_factory, "slot", namespace, racers=3, keys=10)
         self._check_slot(backend, namespace, results)
 
+    def test_readers_never_see_a_torn_write(self, backend: Backend, namespace: str) -> None:
+        """A read racing a replace sees the old or the new value, never a part of one (atomic writes)."""
+        self.require(backend, "signal")
+        store = self.store(backend, "signal", symbol=f"{namespace}TORN", strategy_name="s", exchange_name="x")
+        values = [slot_value(who, 0, 40_000) for who in range(3)]
+        store.write(values[0])
+        stop = threading.Event()
+        seen: list[Any] = []
+        errors: list[BaseException] = []
+
+        def reader() -> None:
+            try:
+                while not stop.is_set():
+                    seen.append(store.read())
+            except BaseException as exc:  # a torn record may not even decode
+                errors.append(exc)
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        try:
+            for n in range(60):
+                store.write(values[n % 3])
+        finally:
+            stop.set()
+            thread.join()
+        assert errors == [], f"a read failed while a write was under way: {errors[0]!r}"
+        torn = [v for v in seen if v not in values]
+        assert torn == [], f"{len(torn)} of {len(seen)} reads saw a value nobody wrote"
+
     def test_threads_share_stores_without_losing_writes(self, backend: Backend, namespace: str) -> None:
         self.require(backend, "measure")
         store = self.store(backend, "measure", bucket=f"{namespace}threads")

@@ -1,0 +1,150 @@
+"""The contract kit must catch broken adapters: each deliberately broken variant fails a named clause.
+
+Each variant is written the way a careless adapter author (or a regression in the core) would write it,
+then the kit runs against it in a separate pytest session (pytester) and the test asserts that the
+named clause fails while the same clause passes on the correct backend.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+HEADER = """
+import functools, os, json
+import pytest
+from persist_core.backend import Record
+from persist_core.backends.file import FileBackend, encode_segment, _format
+from persist_core.backends.memory import MemoryBackend
+from persist_core.testing import BackendContractTests
+"""
+
+VARIANTS = {
+    # A candle cache that overwrites: insert_many implemented as an upsert.
+    "candle_overwrites": (
+        """
+        class Broken(MemoryBackend):
+            def insert_many(self, domain, items):
+                self.put_many(domain, items)
+                return len(items)
+        FACTORY = Broken
+        """,
+        "test_candle_first_write_wins",
+    ),
+    # Soft delete implemented as a hard delete.
+    "hard_delete": (
+        """
+        class Broken(MemoryBackend):
+            def mark_removed(self, domain, key):
+                table = self._table(domain)
+                with self._lock:
+                    if table.records.pop(key, None) is not None:
+                        table.items[key[:-1]].remove(key[-1])
+        FACTORY = Broken
+        """,
+        "test_bucket_remove_keeps_the_record",
+    ),
+    # A listing that shows removed keys: the removed flag is lost on the way out.
+    "listing_shows_removed": (
+        """
+        class Broken(MemoryBackend):
+            def scan(self, domain, context, start=None, stop=None):
+                return [(i, Record(r.payload, r.when)) for i, r in super().scan(domain, context, start, stop)]
+        FACTORY = Broken
+        """,
+        "test_bucket_remove_hides_the_entry",
+    ),
+    # A non-atomic write: the target file is truncated and rewritten in place, in chunks.
+    "non_atomic_write": (
+        """
+        class Broken(FileBackend):
+            def put(self, domain, key, record):
+                folder, name = self._path(domain, key)
+                os.makedirs(folder, exist_ok=True)
+                data = _format(record)
+                with open(os.path.join(folder, name), "wb", buffering=0) as fh:
+                    for start in range(0, len(data), 4096):
+                        fh.write(data[start:start + 4096])
+        FACTORY = None  # set per test below: needs a folder
+        """,
+        "test_readers_never_see_a_torn_write",
+    ),
+    # A key encoding that collides: a naive path-safe replacement of "/".
+    "colliding_key_encoding": (
+        """
+        class Broken(FileBackend):
+            def _path(self, domain, key):
+                folder, name = super()._path(domain, key)
+                if domain.item is not None and isinstance(key[-1], str):
+                    name = encode_segment(domain.item, key[-1].replace("/", "_")) + ".json"
+                return folder, name
+        FACTORY = None
+        """,
+        "test_hostile_item_keys_are_distinct_records",
+    ),
+    # Validation that writes as it goes: a batch is stored item by item until a bad item raises.
+    "validation_writes_before_failing": (
+        """
+        import persist_core.stores as stores
+        def write(self, items):
+            for index, item in enumerate(items):
+                key = self._item(item.get("id") if isinstance(item, dict) else None)
+                self._backend.put_many(self._spec, [(key, Record(self._encode_item(item, index)))])
+        stores.CollectionStore.write = write
+        FACTORY = MemoryBackend
+        """,
+        "test_collection_bad_item_rejects_whole_batch",
+    ),
+    # A read that hands out the stored object itself (a decode cache).
+    "read_returns_stored_object": (
+        """
+        import persist_core.stores as stores
+        _cache = {}
+        _decode = stores.decode_value
+        def cached(text):
+            if text not in _cache:
+                _cache[text] = _decode(text)
+            return _cache[text]
+        stores.decode_value = cached
+        FACTORY = MemoryBackend
+        """,
+        "test_reads_return_fresh_objects",
+    ),
+}
+
+TEST_CLASS = """
+class TestVariant(BackendContractTests):
+    @pytest.fixture
+    def backend_factory(self, tmp_path):
+        if FACTORY is None:
+            return functools.partial(Broken, tmp_path / "dump")
+        return FACTORY
+"""
+
+
+def _run(pytester: pytest.Pytester, body: str, clause: str) -> pytest.RunResult:
+    pytester.makepyfile(test_variant=HEADER + textwrap.dedent(body) + TEST_CLASS)
+    return pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-k", clause, "-W", "error")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_kit_catches_broken_variant(pytester: pytest.Pytester, variant: str) -> None:
+    body, clause = VARIANTS[variant]
+    result = _run(pytester, body, clause)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 1, f"{clause} did not catch {variant}:\n{result.stdout.str()[-3000:]}"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_same_clause_passes_on_the_correct_backend(pytester: pytest.Pytester, variant: str) -> None:
+    """Control: the clause that catches the variant passes when the variant's bug is absent."""
+    _, clause = VARIANTS[variant]
+    correct = """
+    class Broken(FileBackend):
+        pass
+    FACTORY = None
+    """
+    result = _run(pytester, correct, clause)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("passed", 0) >= 1, result.stdout.str()[-3000:]
