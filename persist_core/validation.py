@@ -161,11 +161,11 @@ def _explain(value: object) -> None:
     Returns normally when nothing is wrong (the fast path's check was a false alarm).
     """
     stack: list[tuple[object, str, int]] = [(value, "$", 1)]
-    seen: set[int] = set()
     while stack:
         node, path, depth = stack.pop()
         if depth > MAX_DEPTH and isinstance(node, (dict, list)):
-            raise InvalidValueError(path, f"nesting is deeper than {MAX_DEPTH} levels")
+            # A reference cycle ends up here too: it nests without end.
+            raise InvalidValueError(path, f"nesting is deeper than {MAX_DEPTH} levels (or a reference cycle)")
         if node is None or isinstance(node, bool):
             continue
         if isinstance(node, str):
@@ -177,9 +177,6 @@ def _explain(value: object) -> None:
             if not math.isfinite(node):
                 raise InvalidValueError(path, f"float {node!r} is not finite (NaN and Infinity are not JSON)")
         elif isinstance(node, (dict, list)):
-            if id(node) in seen:
-                raise InvalidValueError(path, "contains a reference cycle")
-            seen.add(id(node))
             if isinstance(node, dict):
                 for key, child in reversed(list(node.items())):
                     if not isinstance(key, str):
