@@ -86,7 +86,7 @@ def test_corrupt_record_read_raises_instead_of_reading_as_missing(tmp_path: Path
     backend = FileBackend(tmp_path)
     backend.open()
     path.write_bytes(b"garbage")
-    with pytest.raises(CorruptRecordError, match="slot.json"):
+    with pytest.raises(CorruptRecordError, match=r"slot\.json"):
         backend.get(DOMAINS["signal"], ("s", "t", "x"))
 
 

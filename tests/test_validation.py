@@ -171,6 +171,6 @@ def test_when_conversion() -> None:
     assert to_epoch_ms(5) == 5
     assert to_epoch_ms(dt.datetime(1970, 1, 1, 0, 0, 1, 500, tzinfo=dt.UTC)) == 1000
     with pytest.raises(InvalidValueError, match="timezone-aware"):
-        to_epoch_ms(dt.datetime(2024, 1, 1))  # noqa: DTZ001
+        to_epoch_ms(dt.datetime(2024, 1, 1))
     with pytest.raises(InvalidValueError):
         to_epoch_ms(True)
