@@ -1,8 +1,9 @@
 """The SIGKILL durability helper of the contract kit.
 
-A child process writes in a loop (a slot, log entries, candles) and acknowledges every write that
-returned on a pipe. The parent kills it with SIGKILL at a random moment, reopens the backend and checks
-that every record is whole and either the old or the new value, and that nothing acknowledged is lost.
+A child process writes in a loop (a slot, log entries, candles: those of the three the backend stores) and
+acknowledges every write that returned on a pipe. The parent kills it with SIGKILL at a random moment,
+reopens the backend and checks that every record is whole and either the old or the new value, and that
+nothing acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def expected_slot_value(seq: int) -> dict[str, Any]:
     return {"seq": seq, "pad": "p" * size, "tail": [seq, size, "end"]}
 
 
-def _stores(backend: Backend, namespace: str) -> tuple[SlotStore, CollectionStore, CandleStore]:
+def _stores(backend: Backend, namespace: str) -> tuple[SlotStore | None, CollectionStore | None, CandleStore | None]:
+    """The writer's slot, log and candle stores; ``None`` for a domain the backend does not store."""
     ctx = {"symbol": f"{namespace}KILL/USDT", "strategy_name": "kill", "exchange_name": "kill"}
     slot = make_store(backend, DOMAINS["signal"], ctx)
     log = make_store(backend, DOMAINS["log"], {})
@@ -44,7 +46,12 @@ def _stores(backend: Backend, namespace: str) -> tuple[SlotStore, CollectionStor
     )
     if not (isinstance(slot, SlotStore) and isinstance(log, CollectionStore) and isinstance(candle, CandleStore)):
         raise TypeError("unexpected store kinds")
-    return slot, log, candle
+    caps = backend.capabilities
+    return (
+        slot if caps.supports("signal") else None,
+        log if caps.supports("log") else None,
+        candle if caps.supports("candle") else None,
+    )
 
 
 def _writer(factory: Callable[[], Backend], namespace: str, conn: Any) -> None:
@@ -53,12 +60,15 @@ def _writer(factory: Callable[[], Backend], namespace: str, conn: Any) -> None:
     slot, log, candle = _stores(backend, namespace)
     seq = 0
     while True:  # runs until killed
-        slot.write(expected_slot_value(seq))
-        conn.send_bytes(bytes([_ACK_SLOT]) + seq.to_bytes(8, "little"))
-        log.write([{"id": f"{namespace}kill-{seq:08d}", "seq": seq, "pad": "l" * (seq % 5000)}])
-        conn.send_bytes(bytes([_ACK_LOG]) + seq.to_bytes(8, "little"))
-        candle.write([{"timestamp": _CANDLE_BASE_MS + seq * 60_000, "close": float(seq)}])
-        conn.send_bytes(bytes([_ACK_CANDLE]) + seq.to_bytes(8, "little"))
+        if slot is not None:
+            slot.write(expected_slot_value(seq))
+            conn.send_bytes(bytes([_ACK_SLOT]) + seq.to_bytes(8, "little"))
+        if log is not None:
+            log.write([{"id": f"{namespace}kill-{seq:08d}", "seq": seq, "pad": "l" * (seq % 5000)}])
+            conn.send_bytes(bytes([_ACK_LOG]) + seq.to_bytes(8, "little"))
+        if candle is not None:
+            candle.write([{"timestamp": _CANDLE_BASE_MS + seq * 60_000, "close": float(seq)}])
+            conn.send_bytes(bytes([_ACK_CANDLE]) + seq.to_bytes(8, "little"))
         seq += 1
 
 
@@ -74,6 +84,15 @@ class KillReport:
 
 def _verify(backend: Backend, report: KillReport) -> None:
     slot, log, candle = _stores(backend, report.namespace)
+    if slot is not None:
+        _verify_slot(slot, report)
+    if log is not None:
+        _verify_log(log, report)
+    if candle is not None:
+        _verify_candles(candle, report)
+
+
+def _verify_slot(slot: SlotStore, report: KillReport) -> None:
     last_slot = report.acked.get(_ACK_SLOT, -1)
     value = slot.read()
     if value is None:
@@ -86,6 +105,9 @@ def _verify(backend: Backend, report: KillReport) -> None:
             report.problems.append(f"slot torn or foreign: {str(value)[:200]}")
         elif seq < last_slot or seq > last_slot + 1:
             report.problems.append(f"slot holds seq {seq}, acknowledged {last_slot}: neither old nor new")
+
+
+def _verify_log(log: CollectionStore, report: KillReport) -> None:
     entries = {e["id"]: e for e in log.read() if e["id"].startswith(f"{report.namespace}kill-")}
     for seq in range(report.acked.get(_ACK_LOG, -1) + 1):
         entry = entries.get(f"{report.namespace}kill-{seq:08d}")
@@ -93,6 +115,9 @@ def _verify(backend: Backend, report: KillReport) -> None:
             report.problems.append(f"acknowledged log entry {seq} lost")
         elif entry != {"id": f"{report.namespace}kill-{seq:08d}", "seq": seq, "pad": "l" * (seq % 5000)}:
             report.problems.append(f"log entry {seq} torn")
+
+
+def _verify_candles(candle: CandleStore, report: KillReport) -> None:
     last_candle = report.acked.get(_ACK_CANDLE, -1)
     if last_candle >= 0:
         window = candle.read(last_candle + 1, _CANDLE_BASE_MS)
