@@ -108,14 +108,17 @@ class JsonlBackend(Backend):
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)  # in a forked child this closes only the child's copy
-            self._fd = None
-            self._pid = 0
-            self._offset = 0
-            self._index = {}
-            self._ids = []
-            self._sorted = True
+            self._reset()
+
+    def _reset(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # in a forked child this closes only the child's copy
+        self._fd = None
+        self._pid = 0
+        self._offset = 0
+        self._index = {}
+        self._ids = []
+        self._sorted = True
 
     def _descriptor(self) -> int:
         """The file descriptor of this process, opened and indexed on first use. Caller holds ``_lock``."""
@@ -123,6 +126,7 @@ class JsonlBackend(Backend):
             return self._fd
         # First use, or a forked child: the inherited descriptor shares its flock with the parent, so the two
         # processes would not exclude each other. Open our own; the index carried over stays valid.
+        first_open = self._fd is None
         try:
             fd = self._open_file()
         except OSError as exc:
@@ -130,7 +134,12 @@ class JsonlBackend(Backend):
         if self._fd is not None:
             os.close(self._fd)  # the copy inherited through fork; the parent keeps its own
         self._fd, self._pid = fd, os.getpid()
-        self._refresh_locked()
+        try:
+            self._refresh_locked()
+        except BaseException:
+            if first_open:  # leave nothing half open behind: the next use starts again from scratch
+                self._reset()
+            raise
         return fd
 
     def _open_file(self) -> int:
