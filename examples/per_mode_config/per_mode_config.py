@@ -167,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         for mode, name, url in persist.routes():
             rows.setdefault(name, {})[mode] = url
         width = max(len(name) for name in rows)
-        print(f"{'domain':<{width}}  {'live':<40}  backtest")
+        live_width = max(len(per_mode["live"]) for per_mode in rows.values())
+        print(f"{'domain':<{width}}  {'live':<{live_width}}  backtest")
         for name, per_mode in rows.items():
-            print(f"{name:<{width}}  {per_mode['live']:<40}  {per_mode['backtest']}")
+            print(f"{name:<{width}}  {per_mode['live']:<{live_width}}  {per_mode['backtest']}")
     return 0
 
 

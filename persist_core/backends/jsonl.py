@@ -47,7 +47,7 @@ QUARANTINE_INFIX = ".quarantine-"
 #: Catch-up reads the file in chunks of this size, so opening a large log does not read it whole.
 _CHUNK = 4 * 1024 * 1024
 _URL_OPTIONS = frozenset({"durability"})
-_encode_str = json.JSONEncoder(ensure_ascii=False).encode
+_quote = json.encoder.encode_basestring  # the JSON string literal of a str, non-ASCII kept (the C function)
 _sync_data = getattr(os, "fdatasync", os.fsync)
 
 
@@ -358,7 +358,7 @@ class JsonlBackend(Backend):
 
     def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
         self._check_domain(domain)
-        lines = [(key[-1], record, _line_of(key[-1], record)) for key, record in items]
+        lines = [(key[-1], record, _line_of(key[-1], record)) for key, record in items]  # all checked first
         with self._lock:
             fd = self._descriptor()
             try:
@@ -366,13 +366,13 @@ class JsonlBackend(Backend):
                 try:
                     self._check_same_file(fd)
                     self._catch_up(fd, repair=True)
-                    fresh: dict[str, tuple[Record, bytes]] = {}
+                    fresh: dict[str, tuple[Record, str]] = {}
                     for entry_id, record, line in lines:
                         if entry_id not in self._index and entry_id not in fresh:
                             fresh[entry_id] = (record, line)
                     if not fresh:
                         return 0
-                    data = b"".join(line for _, line in fresh.values())
+                    data = "".join(line for _, line in fresh.values()).encode("utf-8")
                     self._append(fd, data)
                     for entry_id, (record, _) in fresh.items():
                         self._add(entry_id, record)
@@ -467,15 +467,15 @@ class JsonlBackend(Backend):
             )
 
 
-def _line_of(entry_id: str, record: Record) -> bytes:
+def _line_of(entry_id: str, record: Record) -> str:
     """The file line of a log record: its payload, which must be the entry object whose ``id`` is the key."""
     if record.when is not None or record.removed:
         raise InvalidValueError("$", "a jsonl log record has no 'when' and is never removed")
     payload = record.payload
-    head = '{"id":' + _encode_str(entry_id)
+    head = '{"id":' + _quote(entry_id)
     # Fast path: the canonical text of an entry whose first member is its id (upstream's entries are).
     if payload.startswith(head) and payload[len(head) : len(head) + 1] in (",", "}") and "\n" not in payload:
-        return (payload + "\n").encode("utf-8")
+        return payload + "\n"
     try:
         entry = json.loads(payload)
     except ValueError as exc:
@@ -486,7 +486,7 @@ def _line_of(entry_id: str, record: Record) -> bytes:
         )
     if "\n" in payload:  # not canonical (indented): one entry must stay one line
         payload = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return (payload + "\n").encode("utf-8")
+    return payload + "\n"
 
 
 def _translate(exc: OSError, where: object) -> PersistError:
