@@ -265,10 +265,16 @@ class JsonlBackend(Backend):
 
     def _index_line(self, line: bytes) -> int:
         """Index one line; return 1 if its id was already indexed (it is skipped), else 0. ValueError if bad."""
-        if not line.strip():
+        if line[:1] == b"{":  # as we write them: skip the decoder's whitespace scans
+            text = line.decode("utf-8")
+            entry, end = _DECODER.raw_decode(text)
+            if end != len(text) and not text[end:].isspace():
+                raise ValueError(f"extra data after the JSON object at column {end + 1}")
+        elif not line.strip():
             return 0  # an empty line, or one blanked by a repair
-        text = line.decode("utf-8")
-        entry = _DECODER.decode(text)
+        else:
+            text = line.decode("utf-8")
+            entry = _DECODER.decode(text)
         if not isinstance(entry, dict):
             raise ValueError("the line is not a JSON object")
         if "id" not in entry:

@@ -155,3 +155,28 @@ def test_a_failed_append_takes_its_partial_bytes_back(path: Path, monkeypatch: p
         assert insert(backend, [entry("big-0")]) == 1
     assert quarantine_files(path) == []
     assert json.loads(lines_of(path)[-1]) == {"id": "big-0"}
+
+
+@pytest.mark.parametrize(
+    ("line", "readable"),
+    [
+        (b'{"id":"x"}', True),
+        (b'{"id":"x"}  \r', True),
+        (b'  {"id":"x"}', True),
+        (b'{"id":"x"}{"id":"y"}', False),
+        (b'{"id":"x"} junk', False),
+        (b'{"id":"x","v":NaN}', False),
+        (b'{"id":""}', False),
+        (b'{"id":7}', False),
+        (b'{"id":"x\\u0001"}', False),
+        (b'{"id":"x","v":"\xff"}', False),
+        (b'"just a string"', False),
+    ],
+    ids=repr,
+)
+def test_what_counts_as_a_readable_line(path: Path, line: bytes, readable: bool) -> None:
+    with path.open("ab") as fh:
+        fh.write(line + b"\n")
+    with JsonlBackend(path) as backend:
+        assert ids(backend) == (["a", "b", "c", "x"] if readable else ["a", "b", "c"])
+    assert [q.read_bytes() for q in quarantine_files(path)] == ([] if readable else [line + b"\n"])
