@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 import redis
+from bson.errors import InvalidId
 from bson.objectid import ObjectId
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -163,7 +164,7 @@ class IdCache:
             return None
         try:
             return ObjectId(raw.decode("ascii") if isinstance(raw, bytes) else str(raw))
-        except (ValueError, TypeError, UnicodeDecodeError):  # not ours: treat as stale, re-cached by the caller
+        except (InvalidId, UnicodeDecodeError):  # not ours: treat as stale, re-cached by the caller
             self._count("stale")
             return None
 
