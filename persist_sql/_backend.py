@@ -1,0 +1,369 @@
+"""The SQL backend: one class for PostgreSQL, MariaDB/MySQL and SQLite (CONTRACTS.md 6.3).
+
+Each operation is one precompiled statement (:mod:`persist_sql._statements`) executed on a pooled driver
+connection in autocommit mode: one round trip, no BEGIN/COMMIT, no ping. What differs between databases
+is asked of :mod:`persist_sql._dialects`; driver errors become library errors in :mod:`persist_sql._errors`.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
+from persist_core.domains import DomainSpec
+from persist_core.errors import ConfigurationError, PersistError
+from persist_sql import _dialects, _errors, _migrate
+from persist_sql._dialects import Kind
+from persist_sql._pool import Lease, Pool
+from persist_sql._statements import DomainStatements, statements_for
+
+__all__ = ["SqlBackend"]
+
+_TRUE = ("1", "true", "yes", "on")
+_by_key = operator.itemgetter(0)
+
+#: How one operation uses its connection: ``work(driver connection, sql, parameters) -> result``.
+Work = Callable[[Any, str, Any], Any]
+
+
+def _fetch_one(connection: Any, sql: str, params: Any) -> Any:
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+    finally:
+        cursor.close()
+
+
+def _fetch_all(connection: Any, sql: str, params: Any) -> Any:
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def _row_count(connection: Any, sql: str, params: Any) -> int:
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+def _row_count_many(connection: Any, sql: str, rows: Any) -> int:
+    # PyMySQL and mysqlclient send one multi-row INSERT per ~1 MB of rows; rowcount is their sum.
+    cursor = connection.cursor()
+    try:
+        cursor.executemany(sql, rows)
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+def _row_count_many_in_transaction(connection: Any, sql: str, rows: Any) -> int:
+    # SQLite: the batch in one transaction (one commit, one fsync), taking the write lock up front.
+    cursor = connection.cursor()
+    try:
+        cursor.execute(_dialects.SQLITE_BATCH_BEGIN)
+        try:
+            cursor.executemany(sql, rows)
+            count = int(cursor.rowcount)
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        return count
+    finally:
+        cursor.close()
+
+
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _engine(sa_url: sa.URL, display: str) -> sa.Engine:
+    """The runtime engine of a URL, shared by the backends of one process.
+
+    An engine holds no connection here (each backend pools its own); sharing it means the dialect is
+    initialised (server version, MariaDB or MySQL) once per process rather than once per backend.
+    """
+    key = sa_url.render_as_string(hide_password=False)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            try:
+                engine = sa.create_engine(sa_url, **_dialects.engine_options(sa_url, autocommit=True))
+            except ImportError as exc:
+                extra = "postgres" if sa_url.get_backend_name() == "postgresql" else "mysql"
+                raise ConfigurationError(
+                    f"the driver for {display} is not installed ({exc.name or exc}): "
+                    f'pip install "backtest-persist[{extra}]"'
+                ) from exc
+            _dialects.configure_engine(engine)
+            _engines[key] = engine
+    return engine
+
+
+@dataclass(frozen=True)
+class _Open:
+    """What an opened backend holds."""
+
+    engine: sa.Engine
+    pool: Pool
+    kind: Kind
+    statements: dict[str, DomainStatements]
+    driver_error: type[Exception]
+    is_disconnect: Callable[..., bool]
+    batch_work: Work
+
+
+class SqlBackend(Backend):
+    """Records in PostgreSQL, MariaDB/MySQL or SQLite tables, one table per domain.
+
+    Build it from a SQLAlchemy URL (``postgresql://``, ``mysql://``, ``mariadb://``, ``sqlite:///file.db``;
+    see docs/sql.md). Opening checks the schema revision: an empty database is created at head, an older one
+    raises :class:`~persist_core.errors.SchemaBehindError` unless ``auto_migrate`` is set (also as
+    ``?auto_migrate=1`` in the URL), a newer one raises :class:`~persist_core.errors.SchemaAheadError`.
+
+    Args:
+        url: the database URL; its password never appears in messages.
+        auto_migrate: upgrade an older schema on open instead of refusing it.
+        pool_size: the most connections the backend opens at once.
+        idle_seconds: a connection idle for longer is closed rather than reused.
+        checkout_timeout: how long an operation waits for a free connection when all are in use.
+    """
+
+    capabilities = Capabilities()
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auto_migrate: bool | None = None,
+        pool_size: int = 10,
+        idle_seconds: float = 300.0,
+        checkout_timeout: float = 30.0,
+    ) -> None:
+        self._parsed = _dialects.parse_url(url)
+        self.url = self._parsed.display
+        if auto_migrate is None:
+            auto_migrate = self._parsed.options.get("auto_migrate", "0").lower() in _TRUE
+        if pool_size < 1:
+            raise ConfigurationError(f"pool_size must be at least 1, not {pool_size}")
+        self._auto_migrate = auto_migrate
+        self._pool_size = pool_size
+        self._idle_seconds = idle_seconds
+        self._checkout_timeout = checkout_timeout
+        self._open_lock = threading.Lock()
+        self._state: _Open | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SqlBackend:
+        """Build (unopened) from a URL; keyword options as for the constructor."""
+        return cls(url, **options)
+
+    # ----------------------------------------------------------------------------------- lifecycle
+
+    def open(self) -> None:
+        # docstring inherited
+        with self._open_lock:
+            if self._state is None:
+                self._state = self._connect()
+
+    def close(self) -> None:
+        # docstring inherited
+        with self._open_lock:
+            state, self._state = self._state, None
+        if state is not None:
+            state.pool.close()
+
+    def _started(self) -> _Open:
+        state = self._state
+        if state is None:
+            self.open()
+            state = self._state
+            if state is None:  # pragma: no cover - open() either sets it or raises
+                raise PersistError(f"{self.url} could not be opened")
+        return state
+
+    def _connect(self) -> _Open:
+        parsed = self._parsed
+        _dialects.prepare_sqlite_file(parsed.sa_url)
+        engine = _engine(parsed.sa_url, self.url)
+        pool = Pool(
+            engine, max_size=self._pool_size, idle_seconds=self._idle_seconds, checkout_timeout=self._checkout_timeout
+        )
+        try:
+            try:
+                lease = pool.acquire()  # the first connection also initialises the dialect
+            except PersistError:
+                raise
+            except Exception as exc:
+                raise _errors.translate(exc, self.url) from exc
+            try:
+                at_head = self._at_head(engine.dialect, lease)
+            finally:
+                pool.release(lease)
+            if not at_head:
+                _migrate.ensure_schema(parsed, auto_migrate=self._auto_migrate)
+            kind = _dialects.kind_of(engine.dialect)
+            driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+            return _Open(
+                engine=engine,
+                pool=pool,
+                kind=kind,
+                statements=statements_for(engine.dialect),
+                driver_error=driver_error,
+                is_disconnect=engine.dialect.is_disconnect,
+                batch_work=_row_count_many_in_transaction if kind == "sqlite" else _row_count_many,
+            )
+        except BaseException:
+            pool.close()
+            raise
+
+    def _at_head(self, dialect: sa.Dialect, lease: Lease) -> bool:
+        """The fast path of the schema check: one SELECT of the stored revision on the first connection.
+
+        Anything but exactly the head revision (no table, no row, another revision, an error) sends
+        :meth:`open` to the full check, which connects for schema work and decides under the migration lock.
+        """
+        compiled = sa.select(_migrate.version_table.c.version_num).compile(dialect=dialect)
+        try:
+            rows = _fetch_all(lease[1], compiled.string, ())
+        except dialect.loaded_dbapi.Error:
+            return False
+        return [tuple(row) for row in rows] == [(_migrate.head(),)]
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    def _run(self, work: Work, sql: str, params: Any) -> Any:
+        """Run one statement; after a lost connection or a deadlock, once more on a new connection.
+
+        Every statement here may run twice: reads, upserts and updates are idempotent, and an insert of new
+        rows that was cut off by a lost connection or chosen as a deadlock victim was rolled back whole.
+        """
+        state = self._started()
+        pool = state.pool
+        retried = False
+        while True:
+            try:
+                lease = pool.acquire()
+            except PersistError:
+                raise
+            except Exception as exc:
+                raise _errors.translate(exc, self.url) from exc
+            connection = lease[1]
+            try:
+                result = work(connection, sql, params)
+            except state.driver_error as exc:
+                lost = bool(state.is_disconnect(exc, connection, None))
+                if lost:
+                    pool.discard(lease, exc)
+                    pool.drop_idle()  # they date from before the outage too
+                else:
+                    pool.release(lease)
+                if not retried and (lost or _errors.is_transient(exc)):
+                    retried = True
+                    continue
+                raise _errors.translate(exc, self.url, disconnect=lost) from exc
+            except BaseException as exc:
+                pool.discard(lease, exc)  # interrupted mid-statement: the connection's state is unknown
+                raise
+            pool.release(lease)
+            return result
+
+    @staticmethod
+    def _record(row: Sequence[Any], offset: int, soft_delete: bool) -> Record:
+        if soft_delete:
+            return Record(row[offset], row[offset + 1], bool(row[offset + 2]))
+        return Record(row[offset], row[offset + 1])
+
+    def _values(self, st: DomainStatements, key: Key, record: Record) -> tuple[Any, ...]:
+        if st.soft_delete:
+            return (*key, record.payload, record.when, record.removed)
+        return (*key, record.payload, record.when)
+
+    def _batch(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]], *, insert_only: bool) -> int:
+        if not items:
+            return 0
+        state = self._started()
+        st = state.statements[domain.name]
+        # One key order for every writer: two batches that share keys then lock them in the same order
+        # and cannot deadlock each other (PostgreSQL and InnoDB lock row by row).
+        rows = [self._values(st, key, record) for key, record in sorted(items, key=_by_key)]
+        arrays_sql = st.insert_new_arrays if insert_only else st.put_arrays
+        if arrays_sql is not None:
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            return int(self._run(_row_count, arrays_sql.text, arrays_sql.bind(columns)))
+        sql = st.insert_new if insert_only else st.put
+        if sql.order is not None:
+            rows = [tuple(sql.bind(row)) for row in rows]
+        return int(self._run(state.batch_work, sql.text, rows))
+
+    # ---------------------------------------------------------------------------------- operations
+
+    def get(self, domain: DomainSpec, key: Key) -> Record | None:
+        # docstring inherited
+        st = self._started().statements[domain.name]
+        row = self._run(_fetch_one, st.get.text, st.get.bind(key))
+        return None if row is None else self._record(row, 0, st.soft_delete)
+
+    def scan(
+        self,
+        domain: DomainSpec,
+        context: Key,
+        start: ItemKey | None = None,
+        stop: ItemKey | None = None,
+    ) -> list[tuple[ItemKey, Record]]:
+        # docstring inherited
+        rows = self._scan_rows(domain, context, start, stop)
+        if domain.soft_delete:
+            return [(row[0], Record(row[1], row[2], bool(row[3]))) for row in rows]
+        return [(row[0], Record(row[1], row[2])) for row in rows]
+
+    def read_window(
+        self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
+    ) -> list[tuple[ItemKey, Record]]:
+        # docstring inherited
+        rows = self._scan_rows(domain, context, start, stop)
+        if domain.soft_delete:
+            return [(row[0], Record(row[1], row[2], bool(row[3]))) for row in rows if (row[0] - start) % step == 0]
+        return [(row[0], Record(row[1], row[2])) for row in rows if (row[0] - start) % step == 0]
+
+    def _scan_rows(self, domain: DomainSpec, context: Key, start: ItemKey | None, stop: ItemKey | None) -> Any:
+        """One range query: the rows of one context between ``start`` and ``stop``, ascending."""
+        if domain.item is None:
+            raise PersistError(f"the {domain.name} domain has no item key to scan")
+        st = self._started().statements[domain.name]
+        sql = st.scans[2 * (start is not None) + (stop is not None)]
+        values = (*context, *(v for v in (start, stop) if v is not None))
+        return self._run(_fetch_all, sql.text, sql.bind(values))
+
+    def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
+        # docstring inherited
+        st = self._started().statements[domain.name]
+        self._run(_row_count, st.put.text, st.put.bind(self._values(st, key, record)))
+
+    def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
+        # docstring inherited
+        self._batch(domain, items, insert_only=False)
+
+    def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
+        # docstring inherited
+        return self._batch(domain, items, insert_only=True)
+
+    def mark_removed(self, domain: DomainSpec, key: Key) -> None:
+        # docstring inherited
+        st = self._started().statements[domain.name]
+        if st.mark_removed is None:
+            raise PersistError(f"the {domain.name} domain has no soft delete")
+        self._run(_row_count, st.mark_removed.text, st.mark_removed.bind(key))

@@ -1,0 +1,339 @@
+"""What differs between PostgreSQL, MariaDB/MySQL and SQLite, and nothing else.
+
+Everything dialect-specific lives here: which driver a bare URL picks, the engine options, the byte-wise
+collation of key columns, the payload column type, table options, the upsert syntax, the batch form of a
+write and the lock that serialises two migrating processes. The rest of the package asks these functions
+and stays dialect-neutral.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect
+
+from persist_core.errors import BackendUnavailableError, ConfigurationError
+from persist_core.urls import mask_url
+
+__all__ = [
+    "OPTIONS",
+    "Kind",
+    "ParsedUrl",
+    "array_parameters",
+    "batch_by_arrays",
+    "configure_engine",
+    "engine_options",
+    "insert",
+    "insert_new",
+    "key_collation",
+    "kind_of",
+    "migration_lock",
+    "parse_url",
+    "payload_out",
+    "payload_type",
+    "prepare_sqlite_file",
+    "table_options",
+    "upsert",
+]
+
+#: The database families the backend knows. MySQL 8 is supported by the same code as MariaDB but only
+#: MariaDB is tested.
+Kind = Literal["postgresql", "mariadb", "mysql", "sqlite"]
+
+#: Query parameters of the URL that configure this backend rather than the driver.
+OPTIONS = frozenset({"auto_migrate"})
+#: Seconds a connection attempt may take before the backend reports the server unavailable.
+CONNECT_TIMEOUT_S = 10
+#: Seconds a SQLite connection waits for another writer's lock before giving up.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+#: Seconds a process waits for another process' migration before giving up.
+MIGRATION_LOCK_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class ParsedUrl:
+    """A backend URL split into what SQLAlchemy gets and what the backend keeps.
+
+    Attributes:
+        sa_url: the SQLAlchemy URL with the driver chosen and the backend's own options removed.
+        display: the URL as the user wrote it, password masked: for every message.
+        options: the backend's own query options (``auto_migrate``).
+    """
+
+    sa_url: sa.URL
+    display: str
+    options: Mapping[str, str]
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def parse_url(url: str) -> ParsedUrl:
+    """Pick the driver of a bare URL and split off the backend's options.
+
+    ``postgres://`` and ``postgresql://`` use psycopg 3; ``mysql://`` and ``mariadb://`` use mysqlclient when
+    it is installed and PyMySQL otherwise (docs/sql.md says why). An in-memory SQLite URL is refused: every
+    connection would see its own empty database, which is not shared storage.
+    """
+    display = mask_url(url)
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"not a SQLAlchemy URL: {display!r}") from exc
+    backend, _, driver = parsed.drivername.partition("+")
+    backend = backend.lower()
+    if backend in ("postgres", "postgresql"):
+        drivername = f"postgresql+{driver or 'psycopg'}"
+    elif backend in ("mysql", "mariadb"):
+        drivername = f"{backend}+{driver or ('mysqldb' if _have('MySQLdb') else 'pymysql')}"
+    elif backend == "sqlite":
+        drivername = f"sqlite+{driver or 'pysqlite'}"
+        database = parsed.database or ""
+        memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory" or "mode=memory" in database
+        if memory:
+            raise ConfigurationError(
+                f"{display!r} is an in-memory SQLite database, private to one connection: use a file "
+                "(sqlite:///path/state.db) or the memory:// backend"
+            )
+    else:
+        raise ConfigurationError(f"the sql backend does not serve {backend!r} URLs: {display!r}")
+    options = {k: v for k, v in parsed.query.items() if k in OPTIONS and isinstance(v, str)}
+    sa_url = parsed.set(drivername=drivername).difference_update_query(OPTIONS)
+    return ParsedUrl(sa_url, display, options)
+
+
+def kind_of(dialect: Dialect) -> Kind:
+    """The database family of an (initialised) dialect; MariaDB is told apart from MySQL by the server."""
+    if dialect.name == "postgresql":
+        return "postgresql"
+    if dialect.name in ("mysql", "mariadb"):
+        return "mariadb" if getattr(dialect, "is_mariadb", False) else "mysql"
+    if dialect.name == "sqlite":
+        return "sqlite"
+    raise ConfigurationError(f"the sql backend does not support the {dialect.name!r} dialect")
+
+
+def engine_options(sa_url: sa.URL, *, autocommit: bool) -> dict[str, Any]:
+    """``create_engine`` keyword arguments.
+
+    Runtime engines are autocommit: each statement is its own transaction, so a write is one round trip
+    (no BEGIN/COMMIT). Statements are compiled with a positional paramstyle so that a call passes a tuple.
+    The backend pools connections itself (:mod:`persist_sql._pool`), so the engine only creates them.
+    """
+    query = sa_url.query
+    connect_args: dict[str, Any] = {}
+    options: dict[str, Any] = {"poolclass": sa.pool.NullPool}
+    backend = sa_url.get_backend_name()
+    if backend == "postgresql":
+        options["paramstyle"] = "format"
+        if "connect_timeout" not in query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    elif backend in ("mysql", "mariadb"):
+        options["paramstyle"] = "format"
+        # SQLAlchemy sets CLIENT.FOUND_ROWS; without it, an ON DUPLICATE KEY UPDATE that changes nothing
+        # counts 0 affected rows and an insert 1, so a batch's rowcount is the number of rows inserted.
+        flags = query.get("client_flag")
+        connect_args["client_flag"] = int(flags) if isinstance(flags, str) else 0
+        if "charset" not in query:
+            connect_args["charset"] = "utf8mb4"
+        if "connect_timeout" not in query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+        if sa_url.get_driver_name() == "pymysql" and _loopback(sa_url) and not any(k.startswith("ssl") for k in query):
+            # PyMySQL >= 1.2 tries TLS by default ("preferred", without verifying the certificate) and
+            # builds a default SSL context for every connection: ~60 ms of loading CA files each time.
+            # TLS to this same machine protects nothing, so loopback connections skip it.
+            connect_args["ssl_disabled"] = True
+    elif backend == "sqlite":
+        connect_args["check_same_thread"] = False
+        if "timeout" not in query:
+            connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
+    if autocommit:
+        options["isolation_level"] = "AUTOCOMMIT"
+    options["connect_args"] = connect_args
+    return options
+
+
+def _loopback(sa_url: sa.URL) -> bool:
+    host = (sa_url.host or "localhost").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def configure_engine(engine: sa.Engine) -> None:
+    """Per-connection set-up: SQLite databases run in WAL mode.
+
+    WAL lets readers go on while one writer commits, in this process and in others; the busy timeout
+    (:data:`SQLITE_BUSY_TIMEOUT_S`) makes a second writer wait for the first instead of failing. The mode is
+    stored in the file, so setting it is a no-op after the first connection.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+
+    @sa.event.listens_for(engine, "connect")
+    def _wal(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+        finally:
+            cursor.close()
+
+
+def prepare_sqlite_file(sa_url: sa.URL) -> None:
+    """Create the folder of a SQLite database file (the file backend creates its root folder too)."""
+    database = sa_url.database or ""
+    if sa_url.get_backend_name() == "sqlite" and not database.startswith("file:"):
+        folder = os.path.dirname(os.path.abspath(database))
+        os.makedirs(folder, exist_ok=True)
+
+
+# --------------------------------------------------------------------------------------------- schema
+
+
+def key_collation(kind: Kind) -> str | None:
+    """A collation that compares key text byte-wise (UTF-8 byte order = code point order = Python's).
+
+    MariaDB's ``utf8mb4_bin`` pads with spaces (``'a' = 'a '``), which would merge two distinct keys in the
+    unique constraint, so the NO PAD binary collation is used; MySQL 8 spells it ``utf8mb4_0900_bin``.
+    SQLite's default BINARY collation is already a byte comparison.
+    """
+    return {"postgresql": "C", "mariadb": "utf8mb4_nopad_bin", "mysql": "utf8mb4_0900_bin", "sqlite": None}[kind]
+
+
+def payload_type(kind: Kind) -> sa.types.TypeEngine[Any]:
+    """The payload column type: a JSON type that keeps the document's text exactly.
+
+    PostgreSQL gets ``json``, not ``jsonb``: ``jsonb`` stores numbers as ``numeric`` and prints the float
+    ``1e16`` as the integer ``10000000000000000``, which would read back as an ``int``. SQLite gets ``TEXT``:
+    a column declared ``JSON`` has NUMERIC affinity there, which turns the payload ``3`` into an integer and
+    ``1.0`` into a REAL (docs/sql.md).
+    """
+    if kind == "postgresql":
+        return postgresql.JSON()
+    if kind in ("mariadb", "mysql"):
+        return mysql.JSON()
+    return sa.Text()
+
+
+def payload_out(kind: Kind, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The payload as the text the backend returns (psycopg would parse ``json`` into objects)."""
+    return sa.cast(column, sa.Text) if kind == "postgresql" else column
+
+
+def table_options(kind: Kind) -> dict[str, Any]:
+    """Table keyword arguments: InnoDB and utf8mb4 on MariaDB/MySQL, clustered keys on SQLite."""
+    if kind in ("mariadb", "mysql"):
+        return {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": key_collation(kind)}
+    if kind == "sqlite":
+        return {"sqlite_with_rowid": False}
+    return {}
+
+
+# ------------------------------------------------------------------------------------------ statements
+
+
+def insert(kind: Kind, table: sa.Table) -> Any:
+    """The dialect's ``INSERT`` construct for ``table`` (it knows that dialect's conflict clause)."""
+    if kind == "postgresql":
+        return postgresql.insert(table)
+    if kind == "sqlite":
+        return sqlite.insert(table)
+    return mysql.insert(table)
+
+
+def upsert(kind: Kind, stmt: Any, key: list[sa.Column[Any]], update: list[str]) -> Any:
+    """``INSERT ... ON CONFLICT DO UPDATE`` (PostgreSQL, SQLite) / ``ON DUPLICATE KEY UPDATE`` (MariaDB).
+
+    ``stmt`` comes from :func:`insert`; ``update`` names the columns taken from the new row, and
+    ``updated_at`` is set to the current time.
+    """
+    now = sa.func.current_timestamp()
+    if kind in ("mariadb", "mysql"):
+        return stmt.on_duplicate_key_update({**{c: stmt.inserted[c] for c in update}, "updated_at": now})
+    return stmt.on_conflict_do_update(
+        index_elements=key, set_={**{c: stmt.excluded[c] for c in update}, "updated_at": now}
+    )
+
+
+def insert_new(kind: Kind, stmt: Any, key: list[sa.Column[Any]]) -> Any:
+    """``INSERT`` that skips rows whose key exists, its row count being the rows actually inserted.
+
+    PostgreSQL and SQLite: ``ON CONFLICT DO NOTHING``. MariaDB has no ``DO NOTHING``, and ``INSERT IGNORE``
+    would also turn real errors into warnings, so a key column is assigned to itself: a duplicate then
+    counts 0 affected rows (see :func:`engine_options` on ``FOUND_ROWS``).
+    """
+    if kind in ("mariadb", "mysql"):
+        return stmt.on_duplicate_key_update({key[0]: key[0]})
+    return stmt.on_conflict_do_nothing(index_elements=key)
+
+
+#: How a SQLite batch starts: taking the write lock up front means the batch never has to upgrade a read
+#: lock, the one case where SQLite fails with SQLITE_BUSY at once instead of waiting the busy timeout.
+SQLITE_BATCH_BEGIN = "BEGIN IMMEDIATE"
+
+
+def batch_by_arrays(kind: Kind) -> bool:
+    """Whether a batch write is one statement over array parameters (PostgreSQL ``unnest``).
+
+    Elsewhere a batch is ``executemany`` of the one-row statement: PyMySQL and mysqlclient rewrite it into
+    one multi-row ``INSERT`` per ~1 MB, and SQLite runs it in one ``BEGIN IMMEDIATE`` transaction in-process.
+    """
+    return kind == "postgresql"
+
+
+_PLACEHOLDER = re.compile(r"%%|%s")
+
+
+def array_parameters(dialect: Dialect, sql: str) -> str:
+    """``sql`` with its array parameters sent the fastest way the driver knows.
+
+    psycopg's text format escapes every element of a text array with a regular expression (about 14 ms
+    for 1,000 candle payloads); its binary format (``%b``) writes length-prefixed bytes (about 1 ms).
+    ``%%`` is a literal percent sign in this paramstyle and stays as it is.
+    """
+    if dialect.driver != "psycopg":
+        return sql
+    return _PLACEHOLDER.sub(lambda match: "%b" if match.group() == "%s" else "%%", sql)
+
+
+# ------------------------------------------------------------------------------------------- migration
+
+_LOCK_NAME = "persist_sql.migrate"
+#: pg_advisory_xact_lock takes a bigint; a fixed one derived from the name keeps it readable in pg_locks.
+_PG_LOCK_KEY = zlib.crc32(_LOCK_NAME.encode())
+
+
+@contextlib.contextmanager
+def migration_lock(kind: Kind, connection: Connection) -> Iterator[None]:
+    """Hold the lock that lets only one process check and migrate the schema at a time.
+
+    PostgreSQL: a transaction-level advisory lock (released at commit or rollback). MariaDB: ``GET_LOCK``
+    (named after the database; DDL commits implicitly there, so a transaction lock would not hold). SQLite:
+    the migration connection began its transaction with ``BEGIN EXCLUSIVE`` (see :mod:`persist_sql._migrate`),
+    which already excludes every other writer and reader of the file.
+    """
+    if kind == "postgresql":
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+        yield
+    elif kind in ("mariadb", "mysql"):
+        name = f"{_LOCK_NAME}:{connection.exec_driver_sql('SELECT DATABASE()').scalar()}"[:64]
+        got = connection.execute(sa.select(sa.func.get_lock(name, MIGRATION_LOCK_TIMEOUT_S))).scalar()
+        if got != 1:
+            raise BackendUnavailableError(
+                f"timed out after {MIGRATION_LOCK_TIMEOUT_S}s waiting for another process' migration ({name!r})"
+            )
+        try:
+            yield
+        finally:
+            connection.execute(sa.select(sa.func.release_lock(name)))
+    else:
+        yield

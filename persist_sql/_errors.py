@@ -1,0 +1,98 @@
+"""The one place where driver and SQLAlchemy errors become :mod:`persist_core.errors` classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from persist_core.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    PersistError,
+    SchemaError,
+)
+from persist_core.urls import mask_url
+
+__all__ = ["is_transient", "translate"]
+
+# PostgreSQL SQLSTATEs. Class 08 (connection exception) is matched by prefix.
+_PG_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300", "57014", "55P03"}  # shutdown, crash, starting, slots, timeouts
+_PG_LOGIN = {"28P01", "28000", "3D000"}  # bad password, no such role/database
+_PG_PRIVILEGE = {"42501"}
+_PG_SCHEMA = {"42P01", "42703"}  # undefined table, undefined column
+# MariaDB/MySQL error numbers.
+_MY_UNAVAILABLE = {1040, 1053, 1205, 1927, 1969, 2002, 2003, 2005, 2006, 2013, 2014, 2045, 2055, 3024, 4031}
+_MY_LOGIN = {1044, 1045, 1049}
+_MY_PRIVILEGE = {1142, 1143, 1227}
+_MY_SCHEMA = {1146, 1054}
+# SQLite primary result codes (names, as sqlite3 reports them from Python 3.11 on).
+_LITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_NOTADB")
+_LITE_SCHEMA_TEXT = ("no such table", "no such column", "has no column named")
+
+_MAX_MESSAGE = 400
+#: Deadlock victims and serialization failures: the statement was rolled back whole and may run again.
+_TRANSIENT = {"40P01", "40001", 1213}
+
+
+def _message(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return mask_url(text[:_MAX_MESSAGE])
+
+
+def _code(error: BaseException) -> str | int | None:
+    sqlstate = getattr(error, "sqlstate", None)  # psycopg
+    if isinstance(sqlstate, str):
+        return sqlstate
+    name = getattr(error, "sqlite_errorname", None)  # sqlite3
+    if isinstance(name, str):
+        return name
+    args: Any = getattr(error, "args", ())
+    if args and isinstance(args[0], int):  # PyMySQL, mysqlclient
+        return int(args[0])
+    return None
+
+
+def _is_a(error: BaseException, *pep249_names: str) -> bool:
+    return any(cls.__name__ in pep249_names for cls in type(error).__mro__)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` rolled its statement back whole for a reason that a second try may not meet."""
+    return _code(error) in _TRANSIENT
+
+
+def translate(error: BaseException, url: str, *, disconnect: bool = False) -> PersistError:
+    """The :class:`PersistError` for a driver, SQLAlchemy or SQLite ``error`` met while serving ``url``.
+
+    ``url`` is already masked. ``disconnect`` says the dialect recognised a lost connection. The caller
+    raises the result ``from error``.
+    """
+    if isinstance(error, PersistError):
+        return error
+    original: BaseException = error
+    if isinstance(error, sa.exc.DBAPIError) and error.orig is not None:
+        original = error.orig
+        disconnect = disconnect or error.connection_invalidated
+    message = _message(original)
+    code = _code(original)
+    schema_hint = f"the schema is missing or incomplete; see `backtest-persist check --url {url}`"
+
+    if disconnect or code in _PG_UNAVAILABLE or code in _MY_UNAVAILABLE:
+        return BackendUnavailableError(f"{url} is unavailable: {message}")
+    if isinstance(code, str) and code.startswith("08"):
+        return BackendUnavailableError(f"{url} is unavailable: {message}")
+    if isinstance(code, str) and code.startswith(_LITE_UNAVAILABLE):
+        return BackendUnavailableError(f"{url} is unavailable: {message}")
+    if code in _PG_LOGIN or code in _MY_LOGIN:
+        return ConfigurationError(f"{url} refused the login: {message}")
+    if code in _PG_PRIVILEGE or code in _MY_PRIVILEGE:
+        return ConfigurationError(
+            f"{url}: the database role lacks a privilege ({message}); the runtime needs SELECT, INSERT and "
+            "UPDATE on the tables (docs/sql.md, least-privilege setup)"
+        )
+    if code in _PG_SCHEMA or code in _MY_SCHEMA or any(text in message for text in _LITE_SCHEMA_TEXT):
+        return SchemaError(f"{url}: {message}: {schema_hint}")
+    if _is_a(original, "OperationalError", "InterfaceError") or isinstance(original, (OSError, sa.exc.TimeoutError)):
+        return BackendUnavailableError(f"{url} is unavailable: {message}")
+    return PersistError(f"{url}: database error: {message}")

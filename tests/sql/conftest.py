@@ -1,0 +1,46 @@
+"""Fixtures of the SQL backend's tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from persist_sql import SqlBackend
+from tests.sql import servers
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The shared PostgreSQL test database (its owner role)."""
+    return servers.server_url(servers.POSTGRES)
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    """The shared MariaDB test database (its owner role)."""
+    return servers.server_url(servers.MYSQL)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file created at head once; tests copy it instead of creating 16 tables each."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    with SqlBackend(f"sqlite:///{path}"):
+        pass
+    return path
+
+
+@pytest.fixture
+def postgres_scratch(postgres_url: str) -> Iterator[str]:
+    """The URL of an empty PostgreSQL database of this test alone."""
+    with servers.scratch_database(postgres_url) as url:
+        yield url
+
+
+@pytest.fixture
+def mysql_scratch(mysql_url: str) -> Iterator[str]:
+    """The URL of an empty MariaDB database of this test alone."""
+    with servers.scratch_database(mysql_url) as url:
+        yield url

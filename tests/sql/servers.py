@@ -1,0 +1,82 @@
+"""Test databases of the SQL backend: the shared servers' URLs, fast resets, scratch databases.
+
+Every contract test starts on empty tables: :func:`reset` deletes the rows of the 16 tables (much faster
+than dropping and creating them). Tests that need a database of their own (schema states, migration races,
+least privilege) get a scratch database that is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+
+from persist_core.domains import DOMAINS
+from persist_sql import SqlBackend
+from tests.services import require
+
+POSTGRES = "PERSIST_TEST_POSTGRES_URL"
+POSTGRES_APP = "PERSIST_TEST_POSTGRES_APP_URL"
+MYSQL = "PERSIST_TEST_MYSQL_URL"
+MYSQL_APP = "PERSIST_TEST_MYSQL_APP_URL"
+
+_engines: dict[str, sa.Engine] = {}
+_ready: set[str] = set()
+
+
+def _probe(url: str) -> None:
+    engine = sa.create_engine(SqlBackend(url)._parsed.sa_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
+def server_url(name: str) -> str:
+    """The URL of a shared test server (skipped locally, failed in CI, when it does not answer)."""
+    return require(name, _probe)
+
+
+def admin_engine(url: str) -> sa.Engine:
+    """A pooled engine on ``url`` for the tests' own statements (kept for the session)."""
+    engine = _engines.get(url)
+    if engine is None:
+        engine = sa.create_engine(SqlBackend(url)._parsed.sa_url, pool_size=1)
+        _engines[url] = engine
+    return engine
+
+
+def reset(url: str) -> None:
+    """Empty the 16 tables of ``url``'s database (creating the schema at head the first time)."""
+    if url not in _ready:
+        with SqlBackend(url):
+            pass
+        _ready.add(url)
+    with admin_engine(url).begin() as connection:
+        for spec in DOMAINS.values():
+            connection.execute(sa.table(spec.table_name).delete())
+
+
+def _with_database(url: str, database: str) -> str:
+    return sa.make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def scratch_database(url: str) -> Iterator[str]:
+    """A new, empty database on ``url``'s server (same owner), dropped afterwards; yields its URL."""
+    name = f"persist_scratch_{uuid.uuid4().hex[:12]}"
+    parsed = sa.make_url(url)
+    engine = admin_engine(url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield _with_database(url, name)
+    finally:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            if parsed.get_backend_name() == "postgresql":
+                connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
