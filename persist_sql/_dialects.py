@@ -232,7 +232,9 @@ def payload_out(kind: Kind, column: sa.ColumnElement[Any]) -> sa.ColumnElement[A
 def table_options(kind: Kind) -> dict[str, Any]:
     """Table keyword arguments: InnoDB and utf8mb4 on MariaDB/MySQL, clustered keys on SQLite."""
     if kind in ("mariadb", "mysql"):
-        return {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": key_collation(kind)}
+        # SQLAlchemy's "mariadb" dialect (mariadb:// URLs) reads only mariadb_* options, "mysql" only mysql_*.
+        options = {"engine": "InnoDB", "charset": "utf8mb4", "collate": key_collation(kind)}
+        return {f"{prefix}_{name}": value for prefix in ("mysql", "mariadb") for name, value in options.items()}
     if kind == "sqlite":
         return {"sqlite_with_rowid": False}
     return {}

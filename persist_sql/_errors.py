@@ -19,6 +19,9 @@ __all__ = ["is_transient", "translate"]
 # PostgreSQL SQLSTATEs. Class 08 (connection exception) is matched by prefix.
 _PG_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300", "57014", "55P03"}  # shutdown, crash, starting, slots, timeouts
 _PG_LOGIN = {"28P01", "28000", "3D000"}  # bad password, no such role/database
+# psycopg reports a refused login with no SQLSTATE; libpq's message says why.
+_PG_LOGIN_TEXT = ("password authentication failed", "authentication failed for user", "no password supplied")
+_PG_MISSING_TEXT = ("does not exist",)
 _PG_PRIVILEGE = {"42501"}
 _PG_SCHEMA = {"42P01", "42703"}  # undefined table, undefined column
 # MariaDB/MySQL error numbers.
@@ -84,6 +87,9 @@ def translate(error: BaseException, url: str, *, disconnect: bool = False) -> Pe
         return BackendUnavailableError(f"{url} is unavailable: {message}")
     if isinstance(code, str) and code.startswith(_LITE_UNAVAILABLE):
         return BackendUnavailableError(f"{url} is unavailable: {message}")
+    refused = code is None and _is_a(original, "OperationalError") and "FATAL" in message
+    if refused and any(text in message for text in (*_PG_LOGIN_TEXT, *_PG_MISSING_TEXT)):
+        return ConfigurationError(f"{url} refused the login: {message}")
     if code in _PG_LOGIN or code in _MY_LOGIN:
         return ConfigurationError(f"{url} refused the login: {message}")
     if code in _PG_PRIVILEGE or code in _MY_PRIVILEGE:

@@ -64,7 +64,9 @@ def _table_options() -> dict[str, Any]:
     kind = _kind()
     if kind in ("mariadb", "mysql"):
         collation = "utf8mb4_nopad_bin" if kind == "mariadb" else "utf8mb4_0900_bin"
-        return {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": collation}
+        options = {"engine": "InnoDB", "charset": "utf8mb4", "collate": collation}
+        # SQLAlchemy's "mariadb" dialect (mariadb:// URLs) reads only mariadb_* options, "mysql" only mysql_*.
+        return {f"{prefix}_{name}": value for prefix in ("mysql", "mariadb") for name, value in options.items()}
     if kind == "sqlite":
         return {"sqlite_with_rowid": False}
     return {}
