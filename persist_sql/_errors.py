@@ -44,15 +44,15 @@ def _message(error: BaseException) -> str:
 
 
 def _code(error: BaseException) -> str | int | None:
+    args: Any = getattr(error, "args", ())
+    if args and isinstance(args[0], int):  # PyMySQL, mysqlclient (PyMySQL also has a generic sqlstate)
+        return int(args[0])
     sqlstate = getattr(error, "sqlstate", None)  # psycopg
     if isinstance(sqlstate, str):
         return sqlstate
     name = getattr(error, "sqlite_errorname", None)  # sqlite3
     if isinstance(name, str):
         return name
-    args: Any = getattr(error, "args", ())
-    if args and isinstance(args[0], int):  # PyMySQL, mysqlclient
-        return int(args[0])
     return None
 
 

@@ -8,6 +8,7 @@ least privilege) get a scratch database that is dropped afterwards.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -75,8 +76,20 @@ def scratch_database(url: str) -> Iterator[str]:
     try:
         yield _with_database(url, name)
     finally:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            if parsed.get_backend_name() == "postgresql":
-                connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            else:
-                connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        _drop_database(engine, parsed.get_backend_name(), name)
+
+
+def _drop_database(engine: sa.Engine, backend: str, name: str) -> None:
+    # A session of another role (the least-privilege one) may take a moment to end after its client closed
+    # it, and the owner may not terminate it: retry for a few seconds.
+    statement = f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if backend == "postgresql" else "")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.execute(sa.text(statement))
+            return
+        except sa.exc.DBAPIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -1,0 +1,168 @@
+"""The runtime needs only SELECT, INSERT and UPDATE: migrate as the owner, then work as ``persist_app``.
+
+The owner migrates a database and grants the three privileges on its tables to the least-privilege role of
+``scripts/services.sh`` (PERSIST_TEST_*_APP_URL), which then runs every operation of the backend on every
+domain, and the contract kit's state machine. PostgreSQL uses a scratch database per test. On MariaDB the
+owner may grant only on the shared test database (the services script's wildcard grant for scratch
+databases does not carry a usable GRANT OPTION), so the tables there are emptied instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from persist_core.backend import Record
+from persist_core.domains import DOMAINS, FieldType, Kind
+from persist_core.errors import ConfigurationError, PersistError, SchemaBehindError
+from persist_core.testing import state_machine_for
+from persist_core.testing.samples import context_for
+from persist_sql import SqlBackend, admin
+from tests.sql import servers
+
+
+def _on_database(url: str, database: str) -> str:
+    return sa.make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def _grant(owner_url: str, app_url: str, database: str, *, revoke: bool = False) -> None:
+    app_user = sa.make_url(app_url).username
+    engine = servers.admin_engine(owner_url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        if engine.dialect.name == "postgresql":
+            verb = "REVOKE" if revoke else "GRANT"
+            direction = "FROM" if revoke else "TO"
+            # The owner's connection is to the shared database; the grant must run in the scratch one.
+            scratch = sa.create_engine(_on_database(owner_url, database), poolclass=sa.pool.NullPool)
+            with scratch.begin() as inside:
+                inside.execute(
+                    sa.text(f"{verb} SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public {direction} {app_user}")
+                )
+            scratch.dispose()
+        else:
+            verb, direction = ("REVOKE", "FROM") if revoke else ("GRANT", "TO")
+            # Straight to the driver without parameters, so that the host '%' is not taken for a placeholder.
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute(f"{verb} SELECT, INSERT, UPDATE ON `{database}`.* {direction} '{app_user}'@'%'")
+            cursor.close()
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def app_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The least-privilege role's URL on a scratch database that the owner migrated and granted."""
+    owner_name, app_name = (
+        (servers.POSTGRES, servers.POSTGRES_APP)
+        if request.param == "postgresql"
+        else (servers.MYSQL, servers.MYSQL_APP)
+    )
+    owner = servers.server_url(owner_name)
+    app = servers.server_url(app_name)
+    if request.param == "mariadb":
+        servers.reset(owner)
+        database = sa.make_url(owner).database or ""
+        admin.migrate(owner)
+        _grant(owner, app, database)
+        try:
+            yield _on_database(app, database)
+        finally:
+            _grant(owner, app, database, revoke=True)
+        return
+    with servers.scratch_database(owner) as scratch:
+        database = sa.make_url(scratch).database or ""
+        admin.migrate(scratch)
+        _grant(owner, app, database)
+        try:
+            yield _on_database(app, database)
+        finally:
+            _grant(owner, app, database, revoke=True)
+
+
+def test_the_role_has_no_ddl_rights(app_url: str) -> None:
+    """Else the test below would prove nothing."""
+    engine = sa.create_engine(SqlBackend(app_url)._parsed.sa_url, poolclass=sa.pool.NullPool)
+    try:
+        with pytest.raises(sa.exc.DBAPIError), engine.begin() as connection:
+            connection.execute(sa.text("CREATE TABLE persist_probe (x INTEGER)"))
+        with pytest.raises(sa.exc.DBAPIError), engine.begin() as connection:
+            connection.execute(sa.text("DELETE FROM signal_items"))
+    finally:
+        engine.dispose()
+
+
+def _write_every_domain(backend: SqlBackend) -> None:
+    for name, spec in DOMAINS.items():
+        context = tuple(context_for(spec, 1).values())
+        if spec.item is None:
+            backend.put(spec, context, Record(f'{{"domain":"{name}"}}', 1))
+            backend.put(spec, context, Record(f'{{"domain":"{name}","again":true}}', 2))
+            assert backend.get(spec, context) == Record(f'{{"domain":"{name}","again":true}}', 2)
+            continue
+        first: object = 1_700_000_000_000 if spec.item.type is FieldType.INT else "item-a"
+        second: object = 1_700_000_060_000 if spec.item.type is FieldType.INT else "item-b"
+        items = [((*context, first), Record("1")), ((*context, second), Record("2"))]
+        if spec.first_write_wins:
+            assert backend.insert_many(spec, items) == 2
+            assert backend.insert_many(spec, items) == 0
+        else:
+            backend.put_many(spec, items)
+            backend.put(spec, (*context, first), Record("3"))
+        assert [item for item, _ in backend.scan(spec, context)] == [first, second]
+        assert [item for item, _ in backend.scan(spec, context, second)] == [second]
+        if spec.kind is Kind.CANDLE:
+            assert len(backend.read_window(spec, context, 1_700_000_000_000, 1_700_000_120_000, 60_000)) == 2
+        if spec.soft_delete:
+            backend.mark_removed(spec, (*context, first))
+            record = backend.get(spec, (*context, first))
+            assert record is not None
+            assert record.removed
+
+
+def test_every_operation_on_every_domain_as_the_role(app_url: str) -> None:
+    with SqlBackend(app_url) as backend:
+        _write_every_domain(backend)
+
+
+def test_the_state_machine_as_the_role(app_url: str) -> None:
+    run_state_machine_as_test(
+        state_machine_for(functools.partial(SqlBackend.from_url, app_url)),
+        settings=settings(
+            deadline=None,
+            max_examples=5,
+            stateful_step_count=25,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
+
+
+def test_the_role_cannot_create_the_schema_and_is_told_who_can() -> None:
+    """PostgreSQL only: on MariaDB the owner cannot grant the role access to an empty scratch database."""
+    owner = servers.server_url(servers.POSTGRES)
+    app = servers.server_url(servers.POSTGRES_APP)
+    with servers.scratch_database(owner) as empty:
+        url = _on_database(app, sa.make_url(empty).database or "")
+        with pytest.raises(SchemaBehindError) as info:
+            SqlBackend(url).open()
+    masked = SqlBackend(url).url
+    assert f"backtest-persist migrate --url {masked}" in str(info.value)
+    assert "owner" in str(info.value)
+
+
+def test_a_missing_grant_is_a_configuration_error(app_url: str) -> None:
+    owner = servers.server_url(servers.POSTGRES if app_url.startswith("postgresql") else servers.MYSQL)
+    database = sa.make_url(app_url).database or ""
+    with SqlBackend(app_url) as backend:
+        backend.put(DOMAINS["state"], ("s", "b"), Record("1"))
+        _grant(owner, app_url, database, revoke=True)
+        try:
+            with pytest.raises(PersistError) as info:
+                fresh = SqlBackend(app_url)
+                fresh.open()
+                fresh.put(DOMAINS["state"], ("s", "b"), Record("2"))
+        finally:
+            _grant(owner, app_url, database)
+    assert isinstance(info.value, ConfigurationError | SchemaBehindError), repr(info.value)
