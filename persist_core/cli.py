@@ -1,0 +1,358 @@
+"""The ``backtest-persist`` command line: ``demo``, ``bench``, ``migrate`` and ``check``.
+
+Results go to stdout, diagnostics to stderr; passwords in URLs are masked in everything printed.
+Exit codes are listed in :data:`EXIT_CODES` and in ``backtest-persist --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import IO, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from persist_core import __version__
+from persist_core.config import resolve_redis_url
+from persist_core.domains import DOMAINS
+from persist_core.errors import ConfigurationError, PersistError
+from persist_core.registry import create_backend
+from persist_core.urls import mask_url, scheme_of
+
+__all__ = ["EXIT_CODES", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+#: What each exit status means, for ``--help`` and the docs.
+EXIT_CODES = {
+    EXIT_OK: "success (demo agreed with its reference, every check passed, bench ran)",
+    EXIT_FAILED: "the command ran and found a failure (demo disagreed, a check failed, backend unreachable)",
+    EXIT_USAGE: "usage or configuration error (bad arguments, unknown URL scheme, missing extra)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+#: URL schemes served by persist_sql, and the extra that installs each one's driver.
+SQL_EXTRAS = {"sqlite": "sql", "postgresql": "postgres", "postgres": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+
+
+# ------------------------------------------------------------------------------------- secrets
+
+
+def _passwords(urls: Sequence[str]) -> list[str]:
+    """The passwords written into ``urls`` (userinfo and ``password=``), raw and percent-decoded."""
+    found: set[str] = set()
+    for url in urls:
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        candidates = [password] if password else []
+        query = url.split("?", 1)[1] if "?" in url else ""
+        candidates += [v for k, v in parse_qsl(query) if k.lower() in ("password", "pass", "pwd") and v]
+        for candidate in candidates:
+            found.update({candidate, unquote(candidate)})
+    # Very short "passwords" would mask unrelated text; mask_url still hides them inside URLs.
+    return sorted((p for p in found if len(p) >= 3), key=len, reverse=True)
+
+
+class _Scrubbed:
+    """A text stream that masks passwords in everything written to it.
+
+    It masks URL userinfo and ``password=`` query values (:func:`mask_url`), and the literal passwords of
+    the URLs given on the command line, in case a driver message quotes one without its URL.
+    """
+
+    def __init__(self, stream: IO[str], urls: Sequence[str]) -> None:
+        self._stream = stream
+        self._secrets = _passwords(urls)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every password masked."""
+        text = mask_url(text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def write(self, text: str) -> int:
+        """Write ``text``, masked."""
+        return self._stream.write(self.scrub(text))
+
+    def flush(self) -> None:
+        """Flush the underlying stream."""
+        self._stream.flush()
+
+
+Handler = Callable[[argparse.Namespace, _Scrubbed, _Scrubbed], int]
+
+
+# ------------------------------------------------------------------------------------ commands
+
+
+def _cmd_demo(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    from persist_core.demo import DemoOptions, run_demo
+
+    options = DemoOptions(url=args.url, seed=args.seed, keep=args.keep, reference_url=args.reference_url)
+    code, lines = run_demo(options)
+    for line in lines[-1:] if args.quiet else lines:
+        print(line, file=out)
+    return code
+
+
+def _cmd_bench(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    from persist_core.bench import harness
+
+    collected = harness.collect_pairs(args.quick)
+    available = sorted({p.backend for p in collected.pairs})
+    pairs = collected.pairs
+    if args.backend:
+        wanted = set(args.backend)
+        pairs = [p for p in pairs if p.backend in wanted]
+        if not pairs:
+            for line in collected.skipped:
+                print(f"skipped: {line}", file=err)
+            print(
+                f"backtest-persist bench: no benchmark pairs for {', '.join(sorted(wanted))}; "
+                f"available: {', '.join(available) or 'none'}",
+                file=err,
+            )
+            return EXIT_USAGE
+    if args.list:
+        backend_width = max((len(p.backend) for p in pairs), default=0)
+        operation_width = max((len(p.operation) for p in pairs), default=0)
+        for pair in pairs:
+            print(
+                f"{pair.backend:<{backend_width}}  {pair.operation:<{operation_width}}  n={pair.n:<6} "
+                f"raw: {pair.raw_label}",
+                file=out,
+            )
+        for line in collected.skipped:
+            print(f"skipped: {line}", file=out)
+        return EXIT_OK
+    started = time.monotonic()
+    results, failed = harness.run_pairs(pairs, progress=lambda line: print(f"bench: {line}", file=err, flush=True))
+    skipped = collected.skipped + failed
+    if results:
+        print(harness.format_table(results), file=out)
+    for line in harness.format_targets(results, collected.targets):
+        print(line, file=out)
+    for line in skipped:
+        print(f"skipped: {line}", file=out)
+    print(
+        f"{len(results)} pairs in {time.monotonic() - started:.1f} s; ratio = ours ops/s / raw ops/s, measured "
+        "interleaved in this run (compare ratios, not ops/s across runs)",
+        file=out,
+    )
+    if args.json:
+        document = harness.results_json(results, skipped, collected.targets, quick=args.quick)
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(document, fh, indent=2)
+            fh.write("\n")
+        print(f"wrote {args.json}", file=err)
+    return EXIT_OK if results else EXIT_FAILED
+
+
+def _sql_admin(url: str) -> ModuleType:
+    """``persist_sql.admin``, imported only when a SQL command runs."""
+    scheme = scheme_of(url)
+    try:
+        return importlib.import_module("persist_sql.admin")
+    except ImportError as exc:
+        extra = SQL_EXTRAS.get(scheme, "sql")
+        raise ConfigurationError(
+            f"the {scheme!r} backend needs drivers that are not installed ({exc.name or exc}): "
+            f'pip install "backtest-persist[{extra}]"'
+        ) from exc
+
+
+def _cmd_migrate(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    scheme = scheme_of(args.url)
+    if scheme not in SQL_EXTRAS:
+        raise ConfigurationError(
+            f"migrate applies to SQL URLs ({', '.join(sorted(SQL_EXTRAS))}); {mask_url(args.url)} has no schema "
+            "migrations"
+        )
+    text = _sql_admin(args.url).migrate(args.url, args.revision, sql=args.sql)
+    if text:
+        print(text, file=out)
+    return EXIT_OK
+
+
+def _backend_checks(url: str) -> list[tuple[str, bool, str]]:
+    """Build and open the backend of ``url`` and read one record: what ``check`` reports for non-SQL URLs."""
+    options: dict[str, Any] = {}
+    if scheme_of(url) == "mongodb":
+        options["redis_url"] = resolve_redis_url(None, os.environ)
+    backend = create_backend(url, **options)
+    checks: list[tuple[str, bool, str]] = []
+    started = time.perf_counter()
+    try:
+        backend.open()
+    except PersistError as exc:
+        return [("open", False, str(exc))]
+    try:
+        checks.append(
+            ("open", True, f"{type(backend).__name__} opened in {(time.perf_counter() - started) * 1e3:.0f} ms")
+        )
+        started = time.perf_counter()
+        try:
+            backend.get(DOMAINS["signal"], ("check", "check", "check"))
+        except PersistError as exc:
+            checks.append(("read", False, str(exc)))
+        else:
+            checks.append(("read", True, f"one record lookup in {(time.perf_counter() - started) * 1e3:.1f} ms"))
+        caps = backend.capabilities
+        stored = "all 16" if caps.domains is None else f"{len(caps.domains)} of 16"
+        checks.append(
+            (
+                "capabilities",
+                True,
+                f"{stored} domains; shared between processes: {'yes' if caps.shared_between_processes else 'no'}; "
+                f"survives a killed process: {'yes' if caps.survives_process_kill else 'no'}",
+            )
+        )
+    finally:
+        backend.close()
+    return checks
+
+
+def _cmd_check(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    url = args.url
+    if scheme_of(url) in SQL_EXTRAS:
+        checks: list[tuple[str, bool, str]] = list(_sql_admin(url).check(url))
+    else:
+        checks = _backend_checks(url)
+    print(f"check {mask_url(url)}", file=out)
+    width = max((len(name) for name, _, _ in checks), default=0)
+    for name, ok, detail in checks:
+        print(f"  {'ok' if ok else 'FAIL':<4}  {name:<{width}}  {detail}", file=out)
+    failed = sum(1 for _, ok, _ in checks if not ok)
+    print(f"{len(checks) - failed} of {len(checks)} checks passed", file=out)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# -------------------------------------------------------------------------------------- parser
+
+
+def _epilog() -> str:
+    codes = "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
+    return (
+        "examples:\n"
+        "  backtest-persist demo                              crash/resume demo on the file backend\n"
+        "  backtest-persist demo --url sqlite:///demo.db      the same on another backend\n"
+        "  backtest-persist bench --quick --backend file      file backend rows next to their raw operations\n"
+        "  backtest-persist check --url postgresql+psycopg://user:pw@127.0.0.1/db\n"
+        "  backtest-persist migrate --url postgresql+psycopg://user:pw@127.0.0.1/db --sql\n"
+        f"\nexit codes:\n{codes}\n"
+        "\npasswords in URLs are printed as ***."
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``backtest-persist``."""
+    parser = argparse.ArgumentParser(
+        prog="backtest-persist",
+        description="Crash-safe persistence for a trading engine's state: demo, benchmarks and database tools.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="kill a simulated live strategy mid-trade, resume it, check nothing was lost",
+        description=(
+            "Run a small simulated live strategy on synthetic candles that persists signal, risk, partial, "
+            "candle, log, storage and strategy state; kill it with SIGKILL in the middle of a trade, restart it, "
+            "and compare the final persisted state with an uninterrupted reference run. Exits 1 if they disagree."
+        ),
+    )
+    demo.add_argument("--url", help="target backend (default: the file backend in a new temp folder)")
+    demo.add_argument("--seed", type=int, default=1, help="market and kill moment; same seed, same run (default: 1)")
+    demo.add_argument("--keep", action="store_true", help="keep the temp folder of the default target")
+    demo.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    demo.add_argument(
+        "--reference-url",
+        default="memory://",
+        metavar="URL",
+        help="scratch store of the uninterrupted reference run (default: memory://)",
+    )
+    demo.set_defaults(handler=_cmd_demo, urls=("url", "reference_url"))
+
+    bench = commands.add_parser(
+        "bench",
+        help="time our operations next to the raw operations they are built on",
+        description=(
+            "For each backend and operation: ops/s and p50/p99 latency of ours and of the raw operation, measured "
+            "interleaved in one run, and the ratio ours/raw. Providers whose module or server is missing are "
+            "reported as 'skipped'. See docs/benchmarks.md."
+        ),
+    )
+    bench.add_argument(
+        "--backend",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help="only these backends (e.g. file memory); repeatable",
+    )
+    bench.add_argument("--quick", action="store_true", help="fewer operations per pair (a rough look)")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    bench.add_argument("--list", action="store_true", help="list the pairs and skipped providers, run nothing")
+    bench.set_defaults(handler=_cmd_bench, urls=())
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="bring a SQL database's schema to a revision (Alembic)",
+        description="Upgrade (or downgrade) the schema of a SQL backend. Needs the sql extra.",
+    )
+    migrate.add_argument("--url", required=True, help="SQLAlchemy URL of the database")
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.add_argument("--sql", action="store_true", help="print the SQL instead of running it (offline mode)")
+    migrate.set_defaults(handler=_cmd_migrate, urls=("url",))
+
+    check = commands.add_parser(
+        "check",
+        help="check that a backend URL is reachable and usable",
+        description=(
+            "SQL URLs: connectivity, schema revision and privileges (persist_sql). Other URLs: open the backend "
+            "and look up one record. Exits 0 if every check passed, 1 if one failed."
+        ),
+    )
+    check.add_argument("--url", required=True, help="backend URL, e.g. file:./dump or mongodb://127.0.0.1/db")
+    check.set_defaults(handler=_cmd_check, urls=("url",))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """Run ``backtest-persist`` with ``argv`` (default: the process arguments); return the exit status."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(err)
+        return EXIT_USAGE
+    urls = [u for u in (getattr(args, name, None) for name in args.urls) if isinstance(u, str)]
+    safe_out, safe_err = _Scrubbed(out, urls), _Scrubbed(err, urls)
+    try:
+        return handler(args, safe_out, safe_err)
+    except ConfigurationError as exc:
+        print(f"backtest-persist: {exc}", file=safe_err)
+        return EXIT_USAGE
+    except PersistError as exc:
+        print(f"backtest-persist: {type(exc).__name__}: {exc}", file=safe_err)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("backtest-persist: interrupted", file=safe_err)
+        return EXIT_INTERRUPTED
