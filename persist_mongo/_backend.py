@@ -117,11 +117,16 @@ class MongoBackend(Backend):
         given = {key.lower() for key in parse_options(url)} | {key.lower() for key in client_options or {}}
         self._client_options: dict[str, Any] = {k: v for k, v in _CLIENT_DEFAULTS.items() if k.lower() not in given}
         self._client_options.update(client_options or {})
-        if redis_url is None:
+        if not redis_url:
             redis_url = resolve_redis_url(None, os.environ)
         self._cache: IdCache | None = None
         if redis_url.strip().lower() not in DISABLED:
-            self._cache = IdCache(redis_url, socket_timeout=redis_socket_timeout, retry_interval=redis_retry_interval)
+            try:
+                self._cache = IdCache(
+                    redis_url, socket_timeout=redis_socket_timeout, retry_interval=redis_retry_interval
+                )
+            except ValueError as exc:  # redis-py's verdict on a malformed URL
+                raise ConfigurationError(f"bad Redis URL {mask_url(redis_url)!r}: {mask_url(str(exc))}") from exc
         self._layouts: dict[str, Layout] = {}
         self._lock = threading.Lock()
         self._state: _Open | None = None
@@ -152,7 +157,10 @@ class MongoBackend(Backend):
         with self._lock:
             if self._state is not None:
                 return
-            client: MongoClient[dict[str, Any]] = MongoClient(self._raw_url, **self._client_options)
+            try:
+                client: MongoClient[dict[str, Any]] = MongoClient(self._raw_url, **self._client_options)
+            except PyMongoError as exc:
+                raise translate(exc, self._raw_url, "opening") from exc
             try:
                 client.admin.command("ping")  # fail fast (CONTRACTS.md 3.6)
                 db = client[self.database]

@@ -121,6 +121,15 @@ def test_registry_builds_the_backend_and_rejects_unknown_options() -> None:
         create_backend("mongodb://127.0.0.1:27017/bot", redis_url="none", no_such_option=1)
 
 
+def test_bad_urls_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="bad Redis URL 'http://u:\\*\\*\\*@h/0'"):
+        MongoBackend.from_url("mongodb://127.0.0.1:27017/bot", redis_url="http://u:pw@h/0")
+    backend = MongoBackend.from_url("mongodb://trader:pw@/bot", redis_url="none")
+    with pytest.raises(ConfigurationError, match=r"trader:\*\*\*@") as info:
+        backend.open()
+    assert "pw" not in str(info.value).replace("trader:***", "")
+
+
 def test_redis_url_is_resolved_like_setup_when_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PERSIST_REDIS_URL", raising=False)
     monkeypatch.setenv("CC_REDIS_HOST", "10.1.2.3")
