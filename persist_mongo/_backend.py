@@ -234,6 +234,7 @@ class MongoBackend(Backend):
         layout = self._layout(domain)
         cache = self._cache
         ckey = ""
+        object_id = None
         try:
             if cache is not None:
                 ckey = cache_key(self._namespace, domain, key)
@@ -250,6 +251,8 @@ class MongoBackend(Backend):
         except PyMongoError as exc:
             raise translate(exc, self._raw_url, f"reading {domain.name}") from exc
         if doc is None:
+            if object_id is not None and cache is not None:
+                cache.delete(ckey)  # a stale id of a key that has no document: do not follow it again
             return None
         if cache is not None:
             cache.set(ckey, doc["_id"])

@@ -193,6 +193,17 @@ class IdCache:
         self._succeeded()
         self._count("stores", len(mapping))
 
+    def delete(self, key: str) -> None:
+        """Forget ``key`` (its cached ``_id`` led nowhere and the key has no document)."""
+        if not self._usable():
+            return
+        try:
+            self._client.delete(key)
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return
+        self._succeeded()
+
     def hit(self) -> None:
         """Count a read served through the cache."""
         self._count("hits")

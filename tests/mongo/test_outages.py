@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pymongo
 import pytest
 import redis
 
@@ -228,6 +229,14 @@ def test_wrong_or_garbage_cached_ids_are_detected_and_replaced(
     hits = backend.cache_stats.hits
     assert [store.read(k) for k in "abc"] == [{"who": k} for k in "abc"]
     assert backend.cache_stats.hits == hits + 3
+    # A cached id whose document is gone (e.g. the database was dropped): the read says "missing" and
+    # forgets the id instead of following it again.
+    raw = pymongo.MongoClient(database.server_url)
+    raw[database.name]["measure-items"].delete_one({"bucket": "poison", "entryKey": "c"})
+    raw.close()
+    assert store.read("c") is None
+    assert backend.cache_stats.stale == 3
+    assert client.get(keys["c"]) is None
     client.close()
     backend.close()
 
