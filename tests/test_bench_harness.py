@@ -17,6 +17,7 @@ from persist_core.bench.harness import (
     Pair,
     PairResult,
     Stats,
+    auto_chunk,
     collect_pairs,
     format_table,
     format_targets,
@@ -78,6 +79,22 @@ def test_sides_alternate_by_chunk_and_every_index_is_timed_once() -> None:
     for side in ("ours", "raw"):
         assert sorted(i for s, i in timed if s == side) == list(range(10))
     assert result.ours.n == result.raw.n == 10
+
+
+def test_chunks_last_about_a_millisecond() -> None:
+    def recording(side: str, cost_us: int, calls: list[str]) -> Callable[[int], None]:
+        spin = busy(cost_us)
+
+        def op(i: int) -> None:
+            calls.append(side)
+            spin(i)
+
+        return op
+
+    slow: list[str] = []
+    run_pair(Pair("s", "slow", recording("o", 700, slow), recording("r", 700, slow), "x", n=4), warmup=2)
+    assert slow[4:] == ["o", "r", "r", "o", "o", "r", "r", "o"]  # a call of 0.7 ms: sides alternate every call
+    assert [auto_chunk(ns) for ns in (0, 300, 20_000, 30_000, 400_000, 700_000, 5_000_000)] == [50, 50, 50, 33, 2, 1, 1]
 
 
 def test_teardown_runs_when_an_operation_fails() -> None:

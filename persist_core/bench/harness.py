@@ -3,10 +3,10 @@
 A provider module exposes ``bench_pairs(quick: bool) -> list[Pair]`` (and optionally ``TARGETS``, a
 mapping ``(backend, operation) -> minimum ratio``). For each :class:`Pair` the runner calls ``setup``,
 warms both sides up, then times ``ours(i)`` and ``raw(i)`` one call at a time with
-:func:`time.perf_counter_ns`, in alternating chunks (ours first in even chunks, raw first in odd ones), so
-that machine noise hits both sides alike. The ratio is ours ops/s divided by raw ops/s: above 1 we are
-faster than the raw reference, below 1 we pay that much overhead. Only ratios from one run mean anything
-on a noisy machine.
+:func:`time.perf_counter_ns`, in alternating chunks of about a millisecond (ours first in even chunks,
+raw first in odd ones), so that machine noise hits both sides alike. The ratio is ours ops/s divided by
+raw ops/s: above 1 we are faster than the raw reference, below 1 we pay that much overhead. Only ratios
+from one run mean anything on a noisy machine.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ __all__ = [
     "Pair",
     "PairResult",
     "Stats",
+    "auto_chunk",
     "collect_pairs",
     "format_table",
     "format_targets",
@@ -46,8 +47,11 @@ PROVIDERS: tuple[str, ...] = (
     "persist_mongo.bench",
 )
 
-#: Operations per chunk before the runner switches sides.
+#: The most operations per chunk before the runner switches sides.
 CHUNK = 50
+#: A chunk lasts about this long: slow operations (an fsync'ed write) alternate every call or two, so
+#: that a stall of the disk or the machine lands on both sides alike; fast ones run in chunks of ``CHUNK``.
+CHUNK_NS = 1_000_000
 
 
 @dataclass
@@ -143,14 +147,20 @@ def _time_calls(op: Callable[[int], object], indices: Iterable[int], out: list[i
         append(clock() - start)
 
 
-def run_pair(pair: Pair, *, chunk: int = CHUNK, warmup: int | None = None) -> PairResult:
+def auto_chunk(per_call_ns: float) -> int:
+    """Calls per chunk for calls of ``per_call_ns``: about :data:`CHUNK_NS` worth, 1 to :data:`CHUNK`."""
+    return max(1, min(CHUNK, int(CHUNK_NS / max(per_call_ns, 1.0))))
+
+
+def run_pair(pair: Pair, *, chunk: int | None = None, warmup: int | None = None) -> PairResult:
     """Measure one pair: setup, warm-up, interleaved timed chunks, teardown.
 
     Args:
-        chunk: calls per side before switching to the other side.
+        chunk: calls per side before switching to the other side (default: as many as take about
+            :data:`CHUNK_NS` by the warm-up's timing, between 1 and :data:`CHUNK`).
         warmup: untimed calls per side before timing (default: a tenth of ``n``, at least 10, at most ``n``).
     """
-    if pair.n < 1 or chunk < 1:
+    if pair.n < 1 or (chunk is not None and chunk < 1):
         raise ValueError("n and chunk must be positive")
     warm = min(pair.n, max(10, pair.n // 10)) if warmup is None else min(pair.n, warmup)
     ours_ns: list[int] = []
@@ -158,9 +168,12 @@ def run_pair(pair: Pair, *, chunk: int = CHUNK, warmup: int | None = None) -> Pa
     if pair.setup is not None:
         pair.setup()
     try:
+        started = time.perf_counter_ns()
         for i in range(warm):
             pair.ours(i)
             pair.raw(i)
+        if chunk is None:
+            chunk = auto_chunk((time.perf_counter_ns() - started) / max(1, 2 * warm))
         gc.collect()
         for number, start in enumerate(range(0, pair.n, chunk)):
             indices = range(start, min(start + chunk, pair.n))
@@ -214,7 +227,7 @@ def run_pairs(
     pairs: Sequence[Pair],
     *,
     progress: Callable[[str], None] | None = None,
-    chunk: int = CHUNK,
+    chunk: int | None = None,
 ) -> tuple[list[PairResult], list[str]]:
     """Run every pair; a pair whose setup or calls fail is skipped with its reason."""
     results: list[PairResult] = []
@@ -290,7 +303,8 @@ def results_json(
             "platform": platform.platform(),
             "machine": platform.machine(),
             "quick": quick,
-            "chunk": CHUNK,
+            "chunk_max": CHUNK,
+            "chunk_ns": CHUNK_NS,
         },
         "results": [{**r.as_dict(), "target": targets.get((r.backend, r.operation))} for r in results],
         "skipped": list(skipped),
