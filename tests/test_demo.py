@@ -68,9 +68,9 @@ def test_state_kept_in_named_folders_with_the_reference_on_files_too(tmp_path: P
     lines = assert_agrees(run_demo("--url", f"file:{target}", "--reference-url", f"file:{reference}", "--seed", "3"))
     assert any("into file:" in line for line in lines)
     look = next(line for line in lines if line.startswith("look:"))
-    example = Path(look.split("jq . ")[1])
+    assert look.startswith(f"look:        cd {target} && ls storage/false && jq . storage/false/sig-")
+    example = target / look.split("jq . ")[1]
     assert example.is_file()
-    assert example.parent == target / "storage" / "false"
     trades = sorted(p.name for p in example.parent.glob("sig-*.json"))
     assert trades == sorted(p.name for p in (reference / "storage" / "false").glob("sig-*.json"))
     assert len(trades) >= 2

@@ -222,8 +222,8 @@ def _where(url: str, names: Names, signal_id: str) -> list[str]:
         return [f"state:       {mask_url(url)}; this run's keys are tagged {tag} (sig-{tag}-*, log-{tag}-*)"]
     root = Path(path_of(url, "./dump")).absolute()
     return [
-        f"state:       {root} (one file per record, under <domain>/<key>/...)",
-        f"look:        ls {root}/storage/false/ ; jq . {root}/storage/false/{signal_id}.json",
+        f"state:       {root} (a file per record: <domain>/<key fields>/<item>.json)",
+        f"look:        cd {root} && ls storage/false && jq . storage/false/{signal_id}.json",
     ]
 
 
