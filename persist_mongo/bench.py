@@ -240,10 +240,25 @@ class _Rows:
         self.candles.insert_many(docs, ordered=False)
 
 
+def _check_servers(rows: _Rows) -> None:
+    """Fail now, with one reason, if a server is missing (the harness then skips this provider whole)."""
+    client: MongoClient[dict[str, Any]] = MongoClient(rows.server_url, serverSelectionTimeoutMS=2000)
+    try:
+        client.admin.command("ping")
+    finally:
+        client.close()
+    cache = redis.Redis.from_url(rows.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        cache.ping()
+    finally:
+        cache.close()
+
+
 def bench_pairs(quick: bool) -> list[Pair]:
     """The Mongo rows; ``quick`` runs fewer operations."""
     n, window_n, bulk_n = (300, 20, 10) if quick else (2000, 100, 40)
     rows = _Rows(_url("PERSIST_TEST_MONGO_URL"), _url("PERSIST_TEST_REDIS_URL"))
+    _check_servers(rows)
     b = "(b) redis GET + find_one _id"
     a = "(a) find_one unique key"
     return [
