@@ -44,13 +44,23 @@ def _every_operation(backend: SqlBackend, n: int) -> int:
     return 9
 
 
-@pytest.fixture(params=["postgresql", "mariadb"])
+def _url_of(kind: str) -> str:
+    """The shared server of ``kind``; ``mysqlclient`` is MariaDB through the other driver, when installed."""
+    if kind == "postgresql":
+        return servers.server_url(servers.POSTGRES)
+    url = servers.server_url(servers.MYSQL)
+    if kind == "mysqlclient":
+        pytest.importorskip("MySQLdb", reason="mysqlclient is optional (the mysql extra installs PyMySQL)")
+        url = sa.make_url(url).set(drivername="mysql+mysqldb").render_as_string(hide_password=False)
+    return url
+
+
+@pytest.fixture(params=["postgresql", "mariadb", "mysqlclient"])
 def server_backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, SqlBackend]]:
-    name = servers.POSTGRES if request.param == "postgresql" else servers.MYSQL
-    url = servers.server_url(name)
+    url = _url_of(request.param)
     servers.reset(url)
     with SqlBackend(url, pool_size=1) as backend:
-        yield request.param, backend
+        yield ("postgresql" if request.param == "postgresql" else "mariadb"), backend
 
 
 def test_every_operation_is_one_round_trip(server_backend: tuple[str, SqlBackend]) -> None:
@@ -85,11 +95,11 @@ def test_every_operation_is_one_round_trip(server_backend: tuple[str, SqlBackend
         assert not any("BEGIN" in line or "COMMIT" in line for line in lines)
 
 
-@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
+@pytest.fixture(params=["postgresql", "mariadb", "mysqlclient", "sqlite"])
 def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ops.db'}"
-    url = servers.server_url(servers.POSTGRES if request.param == "postgresql" else servers.MYSQL)
+    url = _url_of(request.param)
     servers.reset(url)
     return url
 
