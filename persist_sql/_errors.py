@@ -14,7 +14,7 @@ from persist_core.errors import (
 )
 from persist_core.urls import mask_url
 
-__all__ = ["is_transient", "translate"]
+__all__ = ["is_privilege_error", "is_transient", "translate"]
 
 # PostgreSQL SQLSTATEs. Class 08 (connection exception) is matched by prefix.
 _PG_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300", "57014", "55P03"}  # shutdown, crash, starting, slots, timeouts
@@ -63,6 +63,12 @@ def _is_a(error: BaseException, *pep249_names: str) -> bool:
 def is_transient(error: BaseException) -> bool:
     """Whether ``error`` rolled its statement back whole for a reason that a second try may not meet."""
     return _code(error) in _TRANSIENT
+
+
+def is_privilege_error(error: BaseException | None) -> bool:
+    """Whether ``error`` (a driver error) says the role lacks a privilege."""
+    code = None if error is None else _code(error)
+    return code in _PG_PRIVILEGE or code in _MY_PRIVILEGE
 
 
 def translate(error: BaseException, url: str, *, disconnect: bool = False) -> PersistError:

@@ -42,7 +42,8 @@ def migrate(url: str, revision: str = "head", *, sql: bool = False) -> str:
 
 def check(url: str) -> list[tuple[str, bool, str]]:
     """Check the database at ``url``: ``(name, ok, detail)`` for connectivity, the schema revision against
-    this code's head, the presence of the 16 tables, and the tables against the domain specs.
+    this code's head, the presence of the 16 tables, the tables against the domain specs, and whether the
+    URL's role has the privileges the runtime needs (SELECT, INSERT, UPDATE).
 
     Database problems are reported, not raised; a URL that names no supported database raises
     :class:`~persist_core.errors.ConfigurationError`. Nothing is created or changed.
@@ -74,7 +75,14 @@ def _server(dialect: sa.Dialect) -> str:
 
 
 def _check_schema(connection: sa.Connection, display: str) -> list[tuple[str, bool, str]]:
-    status = _migrate.schema_status(connection)
+    try:
+        status = _migrate.schema_status(connection)
+    except sa.exc.DBAPIError as exc:
+        if not _errors.is_privilege_error(exc.orig):
+            raise
+        # The role may not even read the revision: say so, and which privileges it lacks.
+        unreadable = f"cannot read {_migrate.VERSION_TABLE}: {_errors.translate(exc, display)}"
+        return [("schema revision", False, unreadable), _check_privileges(connection)]
     if status.state == "current":
         revision = (True, status.describe())
     elif status.state == "ahead":
@@ -89,6 +97,7 @@ def _check_schema(connection: sa.Connection, display: str) -> list[tuple[str, bo
         results.append(("tables", False, f"missing {len(missing)} of {len(DOMAINS)}: {', '.join(missing)}"))
         return results
     results.append(("tables", True, f"all {len(DOMAINS)} domain tables are present"))
+    results.append(_check_privileges(connection))
 
     context = MigrationContext.configure(connection, opts={"version_table": _migrate.VERSION_TABLE})
     differences = compare_metadata(context, _migrate.target_metadata(connection.dialect))
@@ -98,6 +107,66 @@ def _check_schema(connection: sa.Connection, display: str) -> list[tuple[str, bo
     else:
         results.append(("schema matches the code", True, "the tables match the domain specs"))
     return results
+
+
+_RUNTIME_PRIVILEGES = ("SELECT", "INSERT", "UPDATE")
+
+
+def _check_privileges(connection: sa.Connection) -> tuple[str, bool, str]:
+    """Whether the role may SELECT, INSERT and UPDATE every domain table (and read the version table).
+
+    PostgreSQL answers ``has_table_privilege``; MariaDB checks privileges when it explains a statement, so
+    ``EXPLAIN`` of a harmless insert and update tells without writing. SQLite: the file and its folder (for
+    the WAL files) must be writable.
+    """
+    kind = _dialects.kind_of(connection.dialect)
+    missing: list[str] = []
+    if kind == "sqlite":
+        database = connection.engine.url.database or ""
+        folder = os.path.dirname(os.path.abspath(database))
+        for path in (database, folder):
+            if not os.access(path, os.R_OK | os.W_OK):
+                missing.append(f"write access to {path}")
+    else:
+        for spec in DOMAINS.values():
+            table = _migrate.target_metadata(connection.dialect).tables[spec.table_name]
+            for privilege in _RUNTIME_PRIVILEGES:
+                if not _may(connection, kind, table, privilege):
+                    missing.append(f"{privilege} on {spec.table_name}")
+        if not _may(connection, kind, _migrate.version_table, "SELECT"):
+            missing.append(f"SELECT on {_migrate.VERSION_TABLE}")
+    if missing:
+        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        return ("privileges", False, f"missing {shown} (docs/sql.md, least-privilege setup)")
+    return ("privileges", True, "SELECT, INSERT and UPDATE on every domain table")
+
+
+def _may(connection: sa.Connection, kind: str, table: sa.Table, privilege: str) -> bool:
+    if kind == "postgresql":
+        allowed = sa.func.has_table_privilege(table.name, privilege)
+        return bool(connection.execute(sa.select(allowed)).scalar())
+    if privilege == "SELECT":
+        probe: sa.ClauseElement = sa.select(sa.literal(1)).select_from(table).where(sa.false())
+    elif privilege == "INSERT":
+        probe = sa.insert(table).values({column.name: _sample(column) for column in table.primary_key.columns})
+    else:
+        probe = sa.update(table).values({table.c.when_ms: table.c.when_ms}).where(sa.false())
+    text = str(probe.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    try:
+        connection.exec_driver_sql(f"EXPLAIN {text}")  # autocommit: a refusal ends no transaction
+    except sa.exc.DBAPIError as exc:
+        if _errors.is_privilege_error(exc.orig):
+            return False
+        raise
+    return True
+
+
+def _sample(column: sa.Column[Any]) -> Any:
+    if isinstance(column.type, sa.Boolean):
+        return False
+    if isinstance(column.type, sa.Integer):
+        return 0
+    return "privilege-probe"
 
 
 def _describe(diff: Any) -> str:

@@ -45,6 +45,7 @@ def test_migrate_then_check(empty_url: str) -> None:
         "connectivity": True,
         "schema revision": True,
         "tables": True,
+        "privileges": True,
         "schema matches the code": True,
     }
     for text in [said, *(detail for _, _, detail in after)]:

@@ -122,6 +122,19 @@ def _write_every_domain(backend: SqlBackend) -> None:
             assert record.removed
 
 
+def test_check_reports_the_privileges_of_the_role(app_url: str) -> None:
+    assert all(ok for _, ok, _ in admin.check(app_url)), admin.check(app_url)
+    owner = servers.server_url(servers.POSTGRES if app_url.startswith("postgresql") else servers.MYSQL)
+    database = sa.make_url(app_url).database or ""
+    _grant(owner, app_url, database, revoke=True)
+    try:
+        results = {name: (ok, detail) for name, ok, detail in admin.check(app_url)}
+    finally:
+        _grant(owner, app_url, database)
+    assert results["privileges"][0] is False
+    assert "SELECT on signal_items" in results["privileges"][1]
+
+
 def test_every_operation_on_every_domain_as_the_role(app_url: str) -> None:
     with SqlBackend(app_url) as backend:
         _write_every_domain(backend)
