@@ -28,62 +28,42 @@ __all__ = ["SqlBackend"]
 _TRUE = ("1", "true", "yes", "on")
 _by_key = operator.itemgetter(0)
 
-#: How one operation uses its connection: ``work(driver connection, sql, parameters) -> result``.
+#: How one operation uses its connection: ``work(cursor, sql, parameters) -> result``.
 Work = Callable[[Any, str, Any], Any]
 
 
-def _fetch_one(connection: Any, sql: str, params: Any) -> Any:
-    cursor = connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        return cursor.fetchone()
-    finally:
-        cursor.close()
+def _fetch_one(cursor: Any, sql: str, params: Any) -> Any:
+    cursor.execute(sql, params)
+    return cursor.fetchone()
 
 
-def _fetch_all(connection: Any, sql: str, params: Any) -> Any:
-    cursor = connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-    finally:
-        cursor.close()
+def _fetch_all(cursor: Any, sql: str, params: Any) -> Any:
+    cursor.execute(sql, params)
+    return cursor.fetchall()
 
 
-def _row_count(connection: Any, sql: str, params: Any) -> int:
-    cursor = connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        return int(cursor.rowcount)
-    finally:
-        cursor.close()
+def _row_count(cursor: Any, sql: str, params: Any) -> int:
+    cursor.execute(sql, params)
+    return int(cursor.rowcount)
 
 
-def _row_count_many(connection: Any, sql: str, rows: Any) -> int:
+def _row_count_many(cursor: Any, sql: str, rows: Any) -> int:
     # PyMySQL and mysqlclient send one multi-row INSERT per ~1 MB of rows; rowcount is their sum.
-    cursor = connection.cursor()
+    cursor.executemany(sql, rows)
+    return int(cursor.rowcount)
+
+
+def _row_count_many_in_transaction(cursor: Any, sql: str, rows: Any) -> int:
+    # SQLite: the batch in one transaction (one commit, one fsync), taking the write lock up front.
+    cursor.execute(_dialects.SQLITE_BATCH_BEGIN)
     try:
         cursor.executemany(sql, rows)
-        return int(cursor.rowcount)
-    finally:
-        cursor.close()
-
-
-def _row_count_many_in_transaction(connection: Any, sql: str, rows: Any) -> int:
-    # SQLite: the batch in one transaction (one commit, one fsync), taking the write lock up front.
-    cursor = connection.cursor()
-    try:
-        cursor.execute(_dialects.SQLITE_BATCH_BEGIN)
-        try:
-            cursor.executemany(sql, rows)
-            count = int(cursor.rowcount)
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        return count
-    finally:
-        cursor.close()
+        count = int(cursor.rowcount)
+        cursor.connection.commit()
+    except BaseException:
+        cursor.connection.rollback()
+        raise
+    return count
 
 
 _engines: dict[str, sa.Engine] = {}
@@ -238,7 +218,7 @@ class SqlBackend(Backend):
         """
         compiled = sa.select(_migrate.version_table.c.version_num).compile(dialect=dialect)
         try:
-            rows = _fetch_all(lease[1], compiled.string, ())
+            rows = _fetch_all(lease[3], compiled.string, ())
         except dialect.loaded_dbapi.Error:
             return False
         return [tuple(row) for row in rows] == [(_migrate.head(),)]
@@ -263,7 +243,7 @@ class SqlBackend(Backend):
                 raise _errors.translate(exc, self.url) from exc
             connection = lease[1]
             try:
-                result = work(connection, sql, params)
+                result = work(lease[3], sql, params)
             except state.driver_error as exc:
                 lost = bool(state.is_disconnect(exc, connection, None))
                 if lost:

@@ -23,8 +23,10 @@ from persist_core.errors import BackendUnavailableError
 
 __all__ = ["Lease", "Pool"]
 
-#: A checked-out connection: (SQLAlchemy's wrapper, the driver connection, the pool generation).
-Lease = tuple[PoolProxiedConnection, Any, int]
+#: A checked-out connection: (SQLAlchemy's wrapper, the driver connection, the pool generation, a cursor of
+#: that connection). The cursor lives as long as its connection: making one per statement costs more than
+#: reusing it, and a connection serves one operation at a time.
+Lease = tuple[PoolProxiedConnection, Any, int, Any]
 
 
 class Pool:
@@ -36,7 +38,7 @@ class Pool:
 
     def __init__(self, engine: sa.Engine, *, max_size: int, idle_seconds: float, checkout_timeout: float) -> None:
         self._engine = engine
-        self._idle: list[tuple[PoolProxiedConnection, float, int]] = []
+        self._idle: list[tuple[PoolProxiedConnection, float, int, Any]] = []
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
         self._waiting = 0
@@ -50,7 +52,7 @@ class Pool:
     def acquire(self) -> Lease:
         """A connection for one operation; raises the driver's error if a new one cannot be made."""
         stale: list[PoolProxiedConnection] = []
-        reused: tuple[PoolProxiedConnection, float, int] | None = None
+        reused: tuple[PoolProxiedConnection, float, int, Any] | None = None
         with self._lock:
             if self._in_use >= self._max_size:
                 self._wait()
@@ -67,13 +69,14 @@ class Pool:
         for wrapper in stale:
             _close(wrapper)
         if reused is not None:
-            return reused[0], reused[0].dbapi_connection, generation
+            return reused[0], reused[0].dbapi_connection, generation, reused[3]
         try:
             wrapper = self._engine.raw_connection()
+            cursor = wrapper.dbapi_connection.cursor()  # type: ignore[union-attr]
         except BaseException:
             self._give_back()
             raise
-        return wrapper, wrapper.dbapi_connection, generation
+        return wrapper, wrapper.dbapi_connection, generation, cursor
 
     def _wait(self) -> None:
         # Caller holds the lock.
@@ -97,7 +100,7 @@ class Pool:
 
     def release(self, lease: Lease) -> None:
         """Give a healthy connection back."""
-        wrapper, _, born = lease
+        wrapper, _, born, cursor = lease
         stale: list[PoolProxiedConnection] = []
         with self._lock:
             self._in_use -= 1
@@ -105,7 +108,7 @@ class Pool:
                 self._freed.notify()
             if born == self._generation and not self._closed:
                 now = time.monotonic()
-                self._idle.append((wrapper, now, born))
+                self._idle.append((wrapper, now, born, cursor))
                 # The least recently used connections sit at the front; close those nobody reused in time.
                 if now - self._idle[0][1] >= self._idle_seconds:
                     keep = [entry for entry in self._idle if now - entry[1] < self._idle_seconds]
