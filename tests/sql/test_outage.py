@@ -1,8 +1,8 @@
 """A PostgreSQL server that stops and starts again in the middle of a run of writes.
 
 The server is a private cluster (``initdb`` into a temporary folder, its own free port) so that stopping it
-disturbs no other test. Binaries: ``PERSIST_TEST_PG_BINDIR`` (default ``/usr/lib/postgresql/15/bin``);
-``initdb`` refuses root, so the cluster runs as the ``postgres`` user.
+disturbs no other test. Binaries: ``PERSIST_TEST_PG_BINDIR``, else the newest ``/usr/lib/postgresql/*/bin``
+(Debian's layout; 15 on Debian 12); ``initdb`` refuses root, so the cluster then runs as ``postgres``.
 """
 
 from __future__ import annotations
@@ -77,9 +77,18 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _bindir() -> Path:
+    configured = os.environ.get("PERSIST_TEST_PG_BINDIR")
+    if configured:
+        return Path(configured)
+    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parts[-3].isdigit()]
+    installed = sorted(found, key=lambda p: int(p.parts[-3]))
+    return installed[-1].parent if installed else Path("/usr/lib/postgresql/15/bin")
+
+
 @pytest.fixture
 def cluster() -> Iterator[PrivateCluster]:
-    bindir = Path(os.environ.get("PERSIST_TEST_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
+    bindir = _bindir()
     try:
         user = pwd.getpwnam("postgres").pw_name if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
