@@ -239,9 +239,16 @@ class _MariaDBRows(_Rows):
 
 
 class _SqliteRows(_Rows):
+    """A database file of its own in a temporary folder, made by setup() and removed by teardown()."""
+
     def __init__(self) -> None:
+        super().__init__("sqlite://")  # replaced in setup(): building the pairs must create nothing
+        self.folder = ""
+
+    def setup(self) -> None:
         self.folder = tempfile.mkdtemp(prefix="persist-bench-sqlite-")
-        super().__init__(f"sqlite:///{os.path.join(self.folder, 'bench.db')}")
+        self.url = f"sqlite:///{os.path.join(self.folder, 'bench.db')}"
+        super().setup()
 
     def raw_write(self, i: int) -> None:
         self.raw.execute(_LITE_UPSERT, (*self.raw_key, json.dumps(self.value, separators=(",", ":")), None))
@@ -253,7 +260,8 @@ class _SqliteRows(_Rows):
         try:
             super().teardown()
         finally:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            if self.folder:
+                shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def bench_pairs(quick: bool) -> list[Pair]:

@@ -1,0 +1,32 @@
+"""The SQL benchmark rows run end to end (a few calls each) and clean up after themselves."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import sqlalchemy as sa
+
+from persist_core.bench.harness import run_pair
+from persist_sql import bench
+from tests.sql import servers
+
+
+def test_rows_and_targets() -> None:
+    pairs = bench.bench_pairs(quick=True)
+    names = {(p.backend, p.operation) for p in pairs}
+    assert set(bench.TARGETS) <= names
+    assert {"postgresql", "mariadb", "sqlite"} == {backend for backend, _ in names}
+
+
+def test_every_row_runs_and_leaves_no_rows_behind() -> None:
+    postgres, mysql = servers.server_url(servers.POSTGRES), servers.server_url(servers.MYSQL)
+    for url in (postgres, mysql):
+        servers.reset(url)
+    for pair in bench.bench_pairs(quick=True):
+        result = run_pair(dataclasses.replace(pair, n=4), chunk=2, warmup=1)
+        assert result.ours.n == 4
+        assert result.raw.n == 4
+    for url in (postgres, mysql):
+        with servers.admin_engine(url).connect() as connection:
+            for table in ("signal_items", "candle_items"):
+                assert connection.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar() == 0
