@@ -277,6 +277,10 @@ class SqlBackend(Backend):
             return 0
         state = self._started()
         st = state.statements[domain.name]
+        if not insert_only:
+            # A key twice in one upsert batch: the last one wins, as with put() one after the other (and
+            # PostgreSQL refuses to update one row twice in one statement).
+            items = list(dict(items).items())
         # One key order for every writer: two batches that share keys then lock them in the same order
         # and cannot deadlock each other (PostgreSQL and InnoDB lock row by row).
         rows = [self._values(st, key, record) for key, record in sorted(items, key=_by_key)]

@@ -153,6 +153,12 @@ def test_upserts_of_overlapping_batches_do_not_deadlock(any_url: str) -> None:
         assert len(backend.scan(STORAGE, (False,))) == 150
 
 
+def test_put_many_with_a_key_twice_keeps_the_last(any_url: str) -> None:
+    with SqlBackend(any_url) as backend:
+        backend.put_many(STORAGE, [((True, "a"), Record("1")), ((True, "b"), Record("2")), ((True, "a"), Record("3"))])
+        assert backend.scan(STORAGE, (True,)) == [("a", Record("3")), ("b", Record("2"))]
+
+
 # -------------------------------------------------------------------------------------- connections
 
 
