@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 
 from persist_core.backend import Record
 from persist_core.domains import DOMAINS, FieldType
-from persist_core.errors import SchemaAheadError, SchemaBehindError
+from persist_core.errors import SchemaAheadError, SchemaBehindError, SchemaError
 from persist_sql import SqlBackend, _dialects, _migrate, _schema, admin
 from tests.sql import servers
 
@@ -221,6 +221,20 @@ def test_schema_ahead_of_the_code_is_refused(empty_url: str) -> None:
     with pytest.raises(SchemaAheadError):
         admin.migrate(empty_url)
     assert _revision(empty_url) == ["ffff_from_the_future"]
+
+
+def test_a_table_dropped_behind_the_backends_back_is_a_schema_error(empty_url: str) -> None:
+    with SqlBackend(empty_url) as backend:
+        backend.put(DOMAINS["state"], ("s", "b"), Record("1"))
+        engine = _connect(empty_url)
+        with engine.begin() as connection:
+            connection.execute(sa.text("DROP TABLE state_items"))
+        engine.dispose()
+        with pytest.raises(SchemaError, match="backtest-persist check --url") as info:
+            backend.get(DOMAINS["state"], ("s", "b"))
+        assert isinstance(info.value.__cause__, Exception)
+        password = sa.make_url(empty_url).password
+        assert not password or password not in str(info.value)
 
 
 # ------------------------------------------------------------------------------------ migration races
