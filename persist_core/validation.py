@@ -54,6 +54,7 @@ _decode = json.loads
 # The encoder's own output is exactly one JSON document without surrounding whitespace, so the round-trip
 # check can skip json.loads' whitespace and trailing-data handling: raw_decode gives the same value.
 _raw_decode = json.JSONDecoder().raw_decode
+_PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 # --------------------------------------------------------------------------------------------- keys
@@ -151,10 +152,46 @@ def encode_value(value: object, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> str
             raise InvalidValueError("$", "contains a lone surrogate") from None
         if size > max_bytes:
             raise InvalidValueError("$", f"encodes to {size} bytes, more than the limit of {max_bytes}")
-    if _raw_decode(text)[0] != value:
+    if not _is_plain(value) and _raw_decode(text)[0] != value:
         _explain(value)
         raise InvalidValueError("$", "does not survive a JSON round trip (a subclass or a non-str dict key?)")
     return text
+
+
+def _is_plain(value: object) -> bool:
+    """Whether ``value`` is built only of exact ``dict`` (``str`` keys), ``list``, ``str``, ``int``,
+    ``float``, ``bool`` and ``None``.
+
+    For such a value, once the encoder has accepted it, decoding the text gives back an equal value: ints
+    and finite floats round-trip exactly through their repr, strings through their escapes, and distinct
+    ``str`` keys stay distinct. The round-trip comparison can only fail for other types (tuples, non-str
+    keys, subclasses), so only those pay for it; this walk costs about half of a decode and compare.
+    """
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return kind in _PLAIN_SCALARS
+    scalars = _PLAIN_SCALARS
+    stack: list[Any] = [value]
+    push, pop = stack.append, stack.pop
+    while stack:
+        node = pop()
+        if type(node) is dict:
+            for key, child in node.items():
+                if type(key) is not str:
+                    return False
+                kind = type(child)
+                if kind is dict or kind is list:
+                    push(child)
+                elif kind not in scalars:
+                    return False
+        else:
+            for child in node:
+                kind = type(child)
+                if kind is dict or kind is list:
+                    push(child)
+                elif kind not in scalars:
+                    return False
+    return True
 
 
 def decode_value(text: str | bytes) -> Any:
