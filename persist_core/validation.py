@@ -3,8 +3,9 @@
 Everything is checked before the first byte is written, so a bad batch writes nothing. Values are
 encoded here too, once, into the canonical JSON text that backends store.
 
-Value checking has a fast path and a precise path. The fast path lets the C JSON encoder and decoder
-do the work: it encodes, decodes and compares, and only looks deeper when the text shows something
+Value checking has a fast path and a precise path. The fast path lets the C JSON encoder do the work:
+it encodes, checks that decoding would give back an equal value (by a type walk for values of exact JSON
+types, by decoding and comparing for the rest), and only looks deeper when the text shows something
 that may break a rule (an escaped NUL, a 19-digit number, deep brackets, a lone surrogate). The precise
 path walks the value and raises with the JSONPath of the problem. Both accept exactly the same values:
 the precise path ends with the same round-trip comparison.
