@@ -331,24 +331,34 @@ _PG_LOCK_KEY = zlib.crc32(_LOCK_NAME.encode())
 def migration_lock(kind: Kind, connection: Connection) -> Iterator[None]:
     """Hold the lock that lets only one process check and migrate the schema at a time.
 
-    PostgreSQL: a transaction-level advisory lock (released at commit or rollback). MariaDB: ``GET_LOCK``
-    (named after the database; DDL commits implicitly there, so a transaction lock would not hold). SQLite:
-    the migration connection began its transaction with ``BEGIN EXCLUSIVE`` (see :mod:`persist_sql._migrate`),
-    which already excludes every other writer and reader of the file.
+    Taken before the migration's transaction begins and released after it has committed: a process that
+    gets the lock next must see the finished schema and its revision row, not a transaction still under
+    way. PostgreSQL: a session-level advisory lock. MariaDB: ``GET_LOCK`` named after the database (its DDL
+    commits implicitly, so no transaction-level lock could hold). SQLite: nothing here; the migration
+    connection begins its transaction with ``BEGIN EXCLUSIVE`` (see :mod:`persist_sql._migrate`), which
+    excludes every other connection to the file until it commits. ``connection`` must not be in a
+    transaction; it is left without one.
     """
+    if kind == "sqlite":
+        yield
+        return
     if kind == "postgresql":
-        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
-        yield
-    elif kind in ("mariadb", "mysql"):
-        name = f"{_LOCK_NAME}:{connection.exec_driver_sql('SELECT DATABASE()').scalar()}"[:64]
-        got = connection.execute(sa.select(sa.func.get_lock(name, MIGRATION_LOCK_TIMEOUT_S))).scalar()
-        if got != 1:
-            raise BackendUnavailableError(
-                f"timed out after {MIGRATION_LOCK_TIMEOUT_S}s waiting for another process' migration ({name!r})"
-            )
-        try:
-            yield
-        finally:
-            connection.execute(sa.select(sa.func.release_lock(name)))
+        take = sa.select(sa.func.pg_advisory_lock(_PG_LOCK_KEY))
+        give = sa.select(sa.func.pg_advisory_unlock(_PG_LOCK_KEY))
     else:
+        name = f"{_LOCK_NAME}:{connection.exec_driver_sql('SELECT DATABASE()').scalar()}"[:64]
+        take = sa.select(sa.func.get_lock(name, MIGRATION_LOCK_TIMEOUT_S))
+        give = sa.select(sa.func.release_lock(name))
+    got = connection.execute(take).scalar()
+    connection.commit()  # end the statement's implicit transaction; the lock belongs to the session
+    if kind != "postgresql" and got != 1:
+        raise BackendUnavailableError(
+            f"timed out after {MIGRATION_LOCK_TIMEOUT_S}s waiting for another process' migration"
+        )
+    try:
         yield
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+        connection.execute(give)
+        connection.commit()

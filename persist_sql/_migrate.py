@@ -183,13 +183,13 @@ def migration_engine(parsed: ParsedUrl) -> sa.Engine:
 
 @contextlib.contextmanager
 def _migrating(parsed: ParsedUrl) -> Iterator[Connection]:
-    """A connection in a transaction that holds the migration lock; commits on success."""
+    """A connection in a transaction, under the migration lock; commits on success, then unlocks."""
     engine = migration_engine(parsed)
     try:
         with (
             engine.connect() as connection,
-            connection.begin(),
             _dialects.migration_lock(_dialects.kind_of(connection.dialect), connection),
+            connection.begin(),
         ):
             yield connection
     finally:
