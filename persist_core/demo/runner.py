@@ -261,6 +261,9 @@ def run_demo(options: DemoOptions) -> tuple[int, list[str]]:
 def _run(options: DemoOptions, url: str, started: float, out: list[str]) -> int:
     """Run the four stages, appending the account to ``out``; return the exit status."""
     _check_target(url)
+    if options.reference_url == url:
+        # The reference would commit every step first and the live run would find nothing left to do.
+        raise ConfigurationError("the reference run needs a store of its own: --reference-url must differ from --url")
     names = Names(os.urandom(3).hex())
     market = Market(options.seed, options.candles)
     out.append(
