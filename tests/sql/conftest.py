@@ -11,16 +11,23 @@ from persist_sql import SqlBackend
 from tests.sql import servers
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_databases() -> Iterator[None]:
+    """Drop the session's own databases on the shared servers when the session ends."""
+    yield
+    servers.drop_session_databases()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    """The shared PostgreSQL test database (its owner role)."""
-    return servers.server_url(servers.POSTGRES)
+    """This session's database on the shared PostgreSQL (the owner role)."""
+    return servers.session_url(servers.POSTGRES)
 
 
 @pytest.fixture(scope="session")
 def mysql_url() -> str:
-    """The shared MariaDB test database (its owner role)."""
-    return servers.server_url(servers.MYSQL)
+    """This session's database on the shared MariaDB (the owner role)."""
+    return servers.session_url(servers.MYSQL)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
 """Test databases of the SQL backend: the shared servers' URLs, fast resets, scratch databases.
 
-Every contract test starts on empty tables: :func:`reset` deletes the rows of the 16 tables (much faster
-than dropping and creating them). Tests that need a database of their own (schema states, migration races,
-least privilege) get a scratch database that is dropped afterwards.
+The tests work in a database of their own session (:func:`session_url`), created on the shared server at
+first use and dropped at the end, so that two test runs on one machine (or a bench) never empty each other's
+tables. Every contract test starts on empty tables: :func:`reset` deletes the rows of the 16 tables (much
+faster than dropping and creating them). Tests that need a database of their own (schema states, migration
+races, least privilege) get a scratch database that is dropped afterwards.
 """
 
 from __future__ import annotations
@@ -41,6 +43,29 @@ def server_url(name: str) -> str:
     return require(name, _probe)
 
 
+_session_databases: dict[str, tuple[str, str]] = {}  # server variable -> (shared URL, session database URL)
+
+
+def session_url(name: str) -> str:
+    """The URL of this test session's database on the shared server ``name`` (created at first use)."""
+    if name not in _session_databases:
+        shared = server_url(name)
+        database = f"persist_scratch_{uuid.uuid4().hex[:12]}"
+        _create_database(shared, database)
+        _session_databases[name] = (shared, _with_database(shared, database))
+    return _session_databases[name][1]
+
+
+def drop_session_databases() -> None:
+    """Drop the databases that :func:`session_url` created (at the end of the session)."""
+    while _session_databases:
+        _, (shared, url) = _session_databases.popitem()
+        engine = _engines.pop(url, None)
+        if engine is not None:
+            engine.dispose()
+        _drop_database(admin_engine(shared), sa.make_url(shared).get_backend_name(), sa.make_url(url).database or "")
+
+
 def admin_engine(url: str) -> sa.Engine:
     """A pooled engine on ``url`` for the tests' own statements (kept for the session)."""
     engine = _engines.get(url)
@@ -69,14 +94,16 @@ def _with_database(url: str, database: str) -> str:
 def scratch_database(url: str) -> Iterator[str]:
     """A new, empty database on ``url``'s server (same owner), dropped afterwards; yields its URL."""
     name = f"persist_scratch_{uuid.uuid4().hex[:12]}"
-    parsed = sa.make_url(url)
-    engine = admin_engine(url)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    _create_database(url, name)
     try:
         yield _with_database(url, name)
     finally:
-        _drop_database(engine, parsed.get_backend_name(), name)
+        _drop_database(admin_engine(url), sa.make_url(url).get_backend_name(), name)
+
+
+def _create_database(url: str, name: str) -> None:
+    with admin_engine(url).connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
 
 
 def _drop_database(engine: sa.Engine, backend: str, name: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import sqlalchemy as sa
 
 from persist_core.bench.harness import run_pair
@@ -18,8 +19,11 @@ def test_rows_and_targets() -> None:
     assert {"postgresql", "mariadb", "sqlite"} == {backend for backend, _ in names}
 
 
-def test_every_row_runs_and_leaves_no_rows_behind() -> None:
-    postgres, mysql = servers.server_url(servers.POSTGRES), servers.server_url(servers.MYSQL)
+def test_every_row_runs_and_leaves_no_rows_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bench reads the same variables as the tests; point it at this session's databases.
+    postgres, mysql = servers.session_url(servers.POSTGRES), servers.session_url(servers.MYSQL)
+    monkeypatch.setenv(servers.POSTGRES, postgres)
+    monkeypatch.setenv(servers.MYSQL, mysql)
     for url in (postgres, mysql):
         servers.reset(url)
     for pair in bench.bench_pairs(quick=True):

@@ -47,8 +47,8 @@ def _every_operation(backend: SqlBackend, n: int) -> int:
 def _url_of(kind: str) -> str:
     """The shared server of ``kind``; ``mysqlclient`` is MariaDB through the other driver, when installed."""
     if kind == "postgresql":
-        return servers.server_url(servers.POSTGRES)
-    url = servers.server_url(servers.MYSQL)
+        return servers.session_url(servers.POSTGRES)
+    url = servers.session_url(servers.MYSQL)
     if kind == "mysqlclient":
         pytest.importorskip("MySQLdb", reason="mysqlclient is optional (the mysql extra installs PyMySQL)")
         url = sa.make_url(url).set(drivername="mysql+mysqldb").render_as_string(hide_password=False)
@@ -186,7 +186,7 @@ def test_a_connection_killed_by_the_server_is_replaced_without_an_error(
     server_backend: tuple[str, SqlBackend],
 ) -> None:
     kind, backend = server_backend
-    url = servers.server_url(servers.POSTGRES if kind == "postgresql" else servers.MYSQL)
+    url = servers.session_url(servers.POSTGRES if kind == "postgresql" else servers.MYSQL)
     backend.put(SIGNAL, ("S", "s", "x"), Record('{"v":1}'))
     for operation in range(4):
         pid = _server_pid(backend, kind)
@@ -202,7 +202,7 @@ def test_a_connection_killed_by_the_server_is_replaced_without_an_error(
 
 @pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
 def test_connections_idle_too_long_are_not_reused(kind: str) -> None:
-    url = servers.server_url(servers.POSTGRES if kind == "postgresql" else servers.MYSQL)
+    url = servers.session_url(servers.POSTGRES if kind == "postgresql" else servers.MYSQL)
     with SqlBackend(url, idle_seconds=0.2) as backend:
         first = _server_pid(backend, kind)
         assert _server_pid(backend, kind) == first  # reused while fresh
