@@ -10,6 +10,9 @@ Precedence, most specific first (CONTRACTS.md 7):
 
 The Redis URL for the Mongo backend: ``setup(redis_url=...)``, ``PERSIST_REDIS_URL``, upstream's
 ``CC_REDIS_HOST``/``CC_REDIS_PORT``/``CC_REDIS_USER``/``CC_REDIS_PASSWORD``.
+
+Any other ``PERSIST_*_URL`` variable is a :class:`ConfigurationError`, except ``PERSIST_TEST_*``, which
+names the servers of the test suite and the bench (``scripts/services.sh env``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from urllib.parse import quote
 from persist_core.domains import DOMAINS, domain
 from persist_core.errors import ConfigurationError
 
-__all__ = ["DEFAULT_URL", "MODES", "resolve_redis_url", "resolve_routes"]
+__all__ = ["DEFAULT_URL", "MODES", "TEST_SERVER_PREFIX", "resolve_redis_url", "resolve_routes"]
 
 MODES = ("backtest", "live")
 DEFAULT_URL = "file:./dump"
@@ -51,6 +54,24 @@ def _upstream_url(env: Mapping[str, str]) -> str | None:
     return env.get("CC_MONGO_CONNECTION_STRING") or None
 
 
+#: Variables under this prefix name the test servers of the test suite and the bench, never a route.
+TEST_SERVER_PREFIX = "PERSIST_TEST_"
+
+
+def _names_a_route(key: str) -> bool:
+    """Whether ``key`` is meant as a ``PERSIST_[<MODE>_]<DOMAIN>_URL`` route (and so must name a real one).
+
+    Every other ``PERSIST_*_URL`` is checked rather than ignored: a typo (``PERSIST_CANDLES_URL``) would
+    otherwise send live state to the default backend without a word.
+    """
+    return (
+        key.startswith("PERSIST_")
+        and key.endswith("_URL")
+        and key not in ("PERSIST_URL", "PERSIST_REDIS_URL")
+        and not key.startswith(TEST_SERVER_PREFIX)
+    )
+
+
 def resolve_routes(
     url: str | None = None,
     domains: Mapping[str, str] | None = None,
@@ -62,7 +83,7 @@ def resolve_routes(
     domains = _check_urls(domains, "domains")
     per_mode = {_check_mode(m): _check_urls(mapping, m) for m, mapping in (modes or {}).items()}
     for key in env:
-        if key.startswith("PERSIST_") and key.endswith("_URL") and key not in ("PERSIST_URL", "PERSIST_REDIS_URL"):
+        if _names_a_route(key):
             parts = key[len("PERSIST_") : -len("_URL")].lower().split("_")
             name = parts[-1]
             if name not in DOMAINS or (len(parts) == 2 and parts[0] not in MODES) or len(parts) > 2:

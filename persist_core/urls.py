@@ -9,8 +9,11 @@ from persist_core.errors import ConfigurationError
 
 __all__ = ["mask_url", "parse_options", "path_of", "scheme_of"]
 
-_USERINFO_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/@:?#]*:)(?P<pw>[^@/?#]*)(?P<at>@)")
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|pass|pwd)=)(?P<pw>[^&#]*)", re.IGNORECASE)
+# The password runs to the LAST "@" of the URL (up to white space): users paste raw passwords with "/", "#",
+# "?" or "@" in them, and a password must never show. A URL with an "@" after its host loses some of its tail
+# in messages instead; that is the price of never printing a secret.
+_USERINFO_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/@:?#]*:)(?P<pw>\S*)(?P<at>@)")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|pass|pwd)=)(?P<pw>[^&\s]*)", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:

@@ -93,6 +93,15 @@ def test_configuration_errors_are_clear(kwargs: dict[str, object], message: str)
         setup(**kwargs)  # type: ignore[arg-type]
 
 
+def test_test_server_variables_are_not_routes() -> None:
+    """``scripts/services.sh env`` exports PERSIST_TEST_*_URL for the suite; setup() must not trip on them."""
+    env = {"PERSIST_TEST_POSTGRES_URL": "postgresql+psycopg://u:pw@127.0.0.1/x", "PERSIST_URL": "memory://"}
+    with setup(env=env) as persist:
+        assert {url for _, _, url in persist.routes()} == {"memory://"}
+    with pytest.raises(ConfigurationError, match="PERSIST_TESTS_URL names no mode/domain"):
+        setup(env={"PERSIST_TESTS_URL": "memory://"})
+
+
 def test_unknown_mode_and_bad_context() -> None:
     with setup("memory://", env={}) as persist:
         with pytest.raises(ConfigurationError, match="unknown mode 'paper'"):
@@ -108,6 +117,14 @@ def test_password_is_masked() -> None:
     assert mask_url("mongodb://u:p%40ss@h/db?authSource=admin") == "mongodb://u:***@h/db?authSource=admin"
     assert mask_url("redis://:only-password@h:6379/0") == "redis://:***@h:6379/0"
     assert mask_url("mysql://h/db?password=s3cret&x=1") == "mysql://h/db?password=***&x=1"
+    # Raw (not percent-encoded) special characters in a password must not end the masking early.
+    assert (
+        mask_url("postgresql+psycopg://bot:p@ss/w0rd#1?@127.0.0.1/bot") == "postgresql+psycopg://bot:***@127.0.0.1/bot"
+    )
+    assert mask_url("mongodb://u:a#b?c@h/db") == "mongodb://u:***@h/db"
+    assert mask_url("mysql://h/db?password=s3#cret") == "mysql://h/db?password=***"
+    text = "cannot reach 'redis://:pw/1@h:6379/0' (refused); also mongodb://u:x@y@h/db tried"
+    assert mask_url(text) == "cannot reach 'redis://:***@h:6379/0' (refused); also mongodb://u:***@h/db tried"
     with pytest.raises(ConfigurationError) as info:
         setup("nosuch://user:s3cret@host/db", env={})
     assert "s3cret" not in str(info.value)
