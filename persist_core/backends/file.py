@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
+from persist_core.backends._durable import fsync_dir, makedirs_durably
 from persist_core.domains import DOMAINS, DomainSpec, FieldType, KeyField
 from persist_core.errors import BackendUnavailableError, ConfigurationError, CorruptRecordError, PersistError
 from persist_core.urls import parse_options, path_of
@@ -182,7 +183,7 @@ class FileBackend(Backend):
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
-            self._makedirs(folder)
+            makedirs_durably(folder, fsync=self._fsync)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(data)
@@ -197,25 +198,9 @@ class FileBackend(Backend):
         os.close(fd)
         return tmp
 
-    def _makedirs(self, folder: str) -> None:
-        missing = []
-        path = folder
-        while not os.path.isdir(path):
-            missing.append(path)
-            path = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        if self._fsync:
-            # A new folder is durable only once its parent's entry is: fsync each new level's parent.
-            for created in reversed(missing):
-                self._sync_dir(os.path.dirname(created))
-
     def _sync_dir(self, folder: str) -> None:
         if self._fsync:
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(folder)
 
     # docstrings inherited from Backend
 

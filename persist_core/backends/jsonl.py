@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
+from persist_core.backends._durable import fsync_dir, makedirs_durably
 from persist_core.domains import DOMAINS, DomainSpec, KeyField
 from persist_core.errors import (
     BackendUnavailableError,
@@ -148,7 +149,7 @@ class JsonlBackend(Backend):
             return os.open(self.path, flags)
         except FileNotFoundError:
             pass
-        self._makedirs(self.path.parent)
+        makedirs_durably(self.path.parent, fsync=self._fsync)
         try:
             fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:  # another process created it meanwhile
@@ -156,22 +157,9 @@ class JsonlBackend(Backend):
         self._sync_dir(self.path.parent)
         return fd
 
-    def _makedirs(self, folder: Path) -> None:
-        missing = []
-        while not folder.is_dir():
-            missing.append(folder)
-            folder = folder.parent
-        for created in reversed(missing):
-            created.mkdir(exist_ok=True)
-            self._sync_dir(created.parent)
-
     def _sync_dir(self, folder: Path) -> None:
         if self._fsync:
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(folder)
 
     # ---------------------------------------------------------------------------------- catch-up
 
