@@ -15,12 +15,16 @@ from persist_core.testing import BackendContractTests
 
 
 class TestMemoryBackend(BackendContractTests):
+    declared_capabilities = MemoryBackend.capabilities
+
     @pytest.fixture
     def backend_factory(self) -> Callable[[], Backend]:
         return MemoryBackend
 
 
 class TestFileBackend(BackendContractTests):
+    declared_capabilities = FileBackend.capabilities
+
     @pytest.fixture
     def backend_factory(self, tmp_path: Path) -> Callable[[], Backend]:
         return functools.partial(FileBackend, tmp_path / "dump")

@@ -149,3 +149,42 @@ def test_same_clause_passes_on_the_correct_backend(pytester: pytest.Pytester, va
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0, result.stdout.str()[-3000:]
     assert outcomes.get("passed", 0) >= 1, result.stdout.str()[-3000:]
+
+
+LOG_ONLY = """
+import pytest
+from persist_core.backend import Capabilities
+from persist_core.backends.memory import MemoryBackend
+from persist_core.testing import BackendContractTests
+
+class LogOnly(MemoryBackend):
+    capabilities = Capabilities(domains=frozenset({"log"}), shared_between_processes=False, survives_process_kill=False)
+
+class TestLogOnly(BackendContractTests):
+    declared_capabilities = DECLARED
+
+    @pytest.fixture
+    def backend_factory(self):
+        return LogOnly
+"""
+
+
+def test_declared_capabilities_deselect_the_clauses_of_unstored_domains(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_log_only=LOG_ONLY.replace("DECLARED", "LogOnly.capabilities"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q", "-W", "error")
+    collected = result.stdout.str()
+    assert "test_log_is_append_only" in collected
+    assert "test_collection_reads_ascending_by_id[log]" in collected
+    assert "test_slot_round_trip" not in collected
+    assert "[storage]" not in collected
+    assert "test_candle_first_write_wins" not in collected
+    assert "test_declared_capabilities_are_the_backends" in collected
+    assert result.parseoutcomes()["deselected"] > 1000
+
+
+def test_a_declaration_that_differs_from_the_backend_fails(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_log_only=LOG_ONLY.replace("DECLARED", "Capabilities(domains=frozenset({'log'}))"))
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-q", "-W", "error", "-k", "test_declared_capabilities_are_the_backends"
+    )
+    assert result.parseoutcomes() == {"failed": 1, "deselected": result.parseoutcomes()["deselected"]}

@@ -16,7 +16,7 @@ import datetime as dt
 import itertools
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -117,6 +117,12 @@ class BackendContractTests:
     of each test.
     """
 
+    #: Optional: the capabilities of the backend under test, known before any test runs (usually
+    #: ``MyBackend.capabilities``). When set, the clauses parametrized over domains that the backend does not
+    #: store are deselected at collection instead of collected and skipped one by one, and
+    #: ``test_declared_capabilities_are_the_backends`` checks that the backend declares exactly these.
+    declared_capabilities: ClassVar[Capabilities | None] = None
+
     # -- fixtures an adapter author overrides -----------------------------------------------------------
 
     @pytest.fixture
@@ -172,6 +178,13 @@ class BackendContractTests:
         caps = backend.capabilities
         assert isinstance(caps, Capabilities)
         assert caps.domains is None or (caps.domains <= set(DOMAINS) and caps.domains)
+
+    def test_declared_capabilities_are_the_backends(self, backend: Backend) -> None:
+        """What the test class declared for collection is what the backend declares at run time.
+
+        Deselected (by the plugin) in a class that declares nothing.
+        """
+        assert backend.capabilities == self.declared_capabilities
 
     def test_unsupported_domains_are_declared_not_faked(self, backend: Backend) -> None:
         """A backend storing only some domains says so; setup() then refuses to route others to it."""
@@ -337,6 +350,7 @@ class BackendContractTests:
             for i in range(count)
         ]
 
+    @pytest.mark.persist_domains("candle")
     def test_candle_write_counts_and_window_reads_back(self, backend: Backend) -> None:
         self.require(backend, "candle")
         store = self.store(backend, "candle")
@@ -345,6 +359,7 @@ class BackendContractTests:
         assert store.read(10, CANDLE_BASE_MS) == candles
         assert store.read(3, CANDLE_BASE_MS + 4 * 60_000) == candles[4:7]
 
+    @pytest.mark.persist_domains("candle")
     def test_candle_first_write_wins(self, backend: Backend) -> None:
         self.require(backend, "candle")
         store = self.store(backend, "candle")
@@ -354,6 +369,7 @@ class BackendContractTests:
         assert store.write(second) == 2
         assert store.read(5, CANDLE_BASE_MS) == first + second[3:]
 
+    @pytest.mark.persist_domains("candle")
     def test_candle_first_in_batch_wins_for_duplicate_timestamps(self, backend: Backend) -> None:
         self.require(backend, "candle")
         store = self.store(backend, "candle")
@@ -361,6 +377,7 @@ class BackendContractTests:
         assert store.write(batch) == 1
         assert store.read(1, CANDLE_BASE_MS) == [batch[0]]
 
+    @pytest.mark.persist_domains("candle")
     def test_candle_unclosed_is_skipped(self, backend: Backend) -> None:
         self.require(backend, "candle")
         now = CANDLE_BASE_MS + 5 * 60_000
@@ -372,6 +389,7 @@ class BackendContractTests:
         closing_now = self.store(backend, "candle", clock_ms=now + 60_000)
         assert closing_now.write(candles[5:]) == 1  # timestamp + step == now counts as closed
 
+    @pytest.mark.persist_domains("candle")
     def test_candle_partial_window_is_a_miss(self, backend: Backend) -> None:
         self.require(backend, "candle")
         store = self.store(backend, "candle")
@@ -382,6 +400,7 @@ class BackendContractTests:
         assert store.read(1, CANDLE_BASE_MS - 60_000) is None
         assert store.read(2, CANDLE_BASE_MS + 3 * 60_000) == candles[3:]
 
+    @pytest.mark.persist_domains("candle")
     @pytest.mark.parametrize("interval", INTERVALS)
     def test_candle_steps_per_interval(self, backend: Backend, interval: str) -> None:
         self.require(backend, "candle")
@@ -393,12 +412,14 @@ class BackendContractTests:
         assert store.read(4, start) == candles
         assert store.step_ms == step
 
+    @pytest.mark.persist_domains("candle")
     @pytest.mark.parametrize("interval", ["2m", "1w", "1M", "60s", ""])
     def test_candle_unknown_interval_is_invalid_key(self, backend: Backend, interval: str) -> None:
         self.require(backend, "candle")
         with pytest.raises(InvalidKeyError):
             self.store(backend, "candle", symbol="S", interval=interval, exchange_name="x")
 
+    @pytest.mark.persist_domains("candle")
     @pytest.mark.parametrize("bad", [-1, 2**53, 1.5, "1700000000000", None, True], ids=repr)
     def test_candle_bad_timestamp_rejected_and_nothing_written(self, backend: Backend, bad: Any) -> None:
         self.require(backend, "candle")
@@ -407,6 +428,7 @@ class BackendContractTests:
             store.write([*self._candles(CANDLE_BASE_MS, 2), {"timestamp": bad, "close": 1.0}])
         self.assert_nothing_stored(backend, "candle")
 
+    @pytest.mark.persist_domains("candle")
     def test_candle_window_of_1000_reads_in_order(self, backend: Backend) -> None:
         self.require(backend, "candle")
         store = self.store(backend, "candle")
@@ -448,6 +470,7 @@ class BackendContractTests:
         assert self.store(backend, name, backtest=True).read() == [{"id": "x", "mode": "backtest"}]
         assert self.store(backend, name, backtest=False).read() == [{"id": "x", "mode": "live"}]
 
+    @pytest.mark.persist_domains("log")
     def test_log_is_append_only(self, backend: Backend) -> None:
         self.require(backend, "log")
         store = self.store(backend, "log")
@@ -717,6 +740,7 @@ class BackendContractTests:
             store = self.store(backend, name, **{**base, first: left, second: right})
             assert _reads(spec)(store) == {"pair": [left, right]}
 
+    @pytest.mark.persist_domains("measure", "state")
     @given(data=st.data())
     @_PROPERTY
     def test_property_key_injectivity(self, backend: Backend, data: st.DataObject) -> None:
@@ -888,11 +912,13 @@ class BackendContractTests:
         results = race_processes(backend_factory, kind, namespace, racers=3, keys=15)
         self._check_one_winner(backend, kind, namespace, results)
 
+    @pytest.mark.persist_domains("signal")
     def test_threads_racing_on_one_slot_leave_one_written_value(self, backend: Backend, namespace: str) -> None:
         self.require(backend, "signal")
         results = race_threads(backend, "slot", namespace, racers=4, keys=10)
         self._check_slot(backend, namespace, results)
 
+    @pytest.mark.persist_domains("signal")
     def test_processes_racing_on_one_slot_leave_one_written_value(
         self, backend_factory: Callable[[], Backend], backend: Backend, namespace: str
     ) -> None:
@@ -900,6 +926,7 @@ class BackendContractTests:
         results = race_processes(backend_factory, "slot", namespace, racers=3, keys=10)
         self._check_slot(backend, namespace, results)
 
+    @pytest.mark.persist_domains("signal")
     def test_readers_never_see_a_torn_write(self, backend: Backend, namespace: str) -> None:
         """A read racing a replace sees the old or the new value, never a part of one (atomic writes)."""
         self.require(backend, "signal")
@@ -929,6 +956,7 @@ class BackendContractTests:
         torn = [v for v in seen if v not in values]
         assert torn == [], f"{len(torn)} of {len(seen)} reads saw a value nobody wrote"
 
+    @pytest.mark.persist_domains("measure")
     def test_threads_share_stores_without_losing_writes(self, backend: Backend, namespace: str) -> None:
         self.require(backend, "measure")
         store = self.store(backend, "measure", bucket=f"{namespace}threads")

@@ -1,4 +1,5 @@
-"""The ``pytest11`` plugin of backtest-persist: markers and Hypothesis profiles.
+"""The ``pytest11`` plugin of backtest-persist: markers, Hypothesis profiles, and the deselection of kit
+clauses for domains that a backend declares it does not store.
 
 Profiles: ``ci`` (derandomized, moderate example counts, no deadline) and ``thorough`` (many examples).
 Select one with ``pytest --hypothesis-profile=ci``.
@@ -8,10 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The parameters through which kit clauses name the domain they exercise.
+_DOMAIN_PARAMETERS = ("name", "kind")
+#: The clause that compares a class's declared capabilities with the backend's; nothing to compare without them.
+_DECLARATION_CLAUSE = "test_declared_capabilities_are_the_backends"
+
 
 def pytest_configure(config: Any) -> None:
     """Register the kit's markers and Hypothesis profiles."""
     config.addinivalue_line("markers", "persist_contract: a clause of the backtest-persist contract kit")
+    config.addinivalue_line(
+        "markers", "persist_domains(*names): a kit clause that needs every one of these domains stored"
+    )
     config.addinivalue_line("markers", "slow: a test that takes seconds (SIGKILL rounds, races, state machines)")
     try:
         from hypothesis import HealthCheck, settings
@@ -22,3 +31,26 @@ def pytest_configure(config: Any) -> None:
         "ci", derandomize=True, max_examples=20, deadline=None, print_blob=True, suppress_health_check=quiet
     )
     settings.register_profile("thorough", max_examples=500, deadline=None, suppress_health_check=quiet)
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Deselect kit clauses for domains outside a test class's ``declared_capabilities``."""
+    from persist_core.backend import Capabilities
+    from persist_core.domains import DOMAINS
+
+    kept: list[Any] = []
+    dropped: list[Any] = []
+    for item in items:
+        capabilities = getattr(getattr(item, "cls", None), "declared_capabilities", None)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        domains = [params[p] for p in _DOMAIN_PARAMETERS if isinstance(params.get(p), str) and params[p] in DOMAINS]
+        for marker in item.iter_markers("persist_domains"):
+            domains.extend(marker.args)
+        if isinstance(capabilities, Capabilities):
+            deselect = not all(capabilities.supports(d) for d in domains)
+        else:  # nothing declared: every clause runs, and the declaration check has nothing to compare
+            deselect = getattr(item, "originalname", "") == _DECLARATION_CLAUSE
+        (dropped if deselect else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

@@ -16,6 +16,8 @@ from tests.mongo import servers
 class TestMongoWithRedis(BackendContractTests):
     """FerretDB plus the shared Redis: reads go through the id cache."""
 
+    declared_capabilities = MongoBackend.capabilities
+
     @pytest.fixture
     def backend_factory(self, class_database: servers.ScratchDatabase) -> Callable[[], Backend]:
         redis_url = servers.shared_redis_url()
@@ -32,6 +34,8 @@ def closed_redis_port() -> Iterator[int]:
 
 class TestMongoWithRedisDown(BackendContractTests):
     """FerretDB with a Redis URL whose port refuses connections: every operation runs on MongoDB alone."""
+
+    declared_capabilities = MongoBackend.capabilities
 
     @pytest.fixture
     def backend_factory(self, class_database: servers.ScratchDatabase, closed_redis_port: int) -> Callable[[], Backend]:

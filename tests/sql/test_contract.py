@@ -16,6 +16,8 @@ from tests.sql import servers
 
 
 class TestPostgresContract(BackendContractTests):
+    declared_capabilities = SqlBackend.capabilities
+
     @pytest.fixture
     def backend_factory(self, postgres_url: str) -> Callable[[], Backend]:
         servers.reset(postgres_url)
@@ -23,6 +25,8 @@ class TestPostgresContract(BackendContractTests):
 
 
 class TestMariaDBContract(BackendContractTests):
+    declared_capabilities = SqlBackend.capabilities
+
     @pytest.fixture
     def backend_factory(self, mysql_url: str) -> Callable[[], Backend]:
         servers.reset(mysql_url)
@@ -30,6 +34,8 @@ class TestMariaDBContract(BackendContractTests):
 
 
 class TestSqliteContract(BackendContractTests):
+    declared_capabilities = SqlBackend.capabilities
+
     @pytest.fixture
     def backend_factory(self, sqlite_template: Path, tmp_path: Path) -> Callable[[], Backend]:
         path = tmp_path / "state.db"
