@@ -70,11 +70,12 @@ pkg_installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "instal
 
 ensure_packages() {
 	local p missing=()
-	for p in postgresql mariadb-server mariadb-client redis-server redis-tools; do
+	# libmariadb-dev, pkg-config and gcc: to build mysqlclient, the optional MariaDB driver the tests also cover.
+	for p in postgresql mariadb-server mariadb-client redis-server redis-tools libmariadb-dev pkg-config gcc; do
 		pkg_installed "$p" || missing+=("$p")
 	done
 	if ((${#missing[@]} == 0)); then
-		say "packages: postgresql, mariadb, redis already installed"
+		say "packages: postgresql, mariadb, redis, mysqlclient build deps already installed"
 		return
 	fi
 	say "packages: installing ${missing[*]} (log: $APT_LOG)"

@@ -8,6 +8,8 @@ python3 -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 
 bash scripts/services.sh up
 eval "$(bash scripts/services.sh env)"
+# mysqlclient (optional driver of bare mysql:// URLs) builds against libmariadb-dev, which services.sh installs.
+python3 -m pip install --quiet --disable-pip-version-check "mysqlclient>=2.2"
 
 echo "== ruff"
 python3 -m ruff check .
