@@ -96,6 +96,16 @@ VARIANTS = {
         """,
         "test_collection_bad_item_rejects_whole_batch",
     ),
+    # A backend that claims shared storage but starts empty on every open: a restart loses the state.
+    "forgets_on_reopen": (
+        """
+        from persist_core.backend import Capabilities
+        class Broken(MemoryBackend):
+            capabilities = Capabilities()
+        FACTORY = Broken
+        """,
+        "test_state_machine_matches_the_memory_model",
+    ),
     # A read that hands out the stored object itself (a decode cache).
     "read_returns_stored_object": (
         """

@@ -3,7 +3,8 @@
 Every step performs the same operation, valid or invalid, through the typed stores of the backend under
 test and of a :class:`~persist_core.backends.memory.MemoryBackend` (the model), and requires the same
 outcome: the same value read, or the same error type. After each step the touched context is read back
-in full on both sides and compared.
+in full on both sides and compared. On a backend whose instances share storage, a step may also close the
+backend and reopen a new instance (a restart), after which every context is compared.
 """
 
 from __future__ import annotations
@@ -179,6 +180,16 @@ class PersistStateMachine(RuleBasedStateMachine):
         name = data.draw(st.sampled_from(names))
         spec = DOMAINS[name]
         self._both(name, ctx, _writer_of(spec, {"v": 1}, item=bad_key), f"write with key {bad_key!r}")
+
+    @precondition(lambda self: self.real.capabilities.shared_between_processes)
+    @rule()
+    def reopen(self) -> None:
+        """Close the backend and go on with a new instance on the same storage: a restart resumes exactly."""
+        self.real.close()
+        self.real = type(self).factory()
+        self.real.open()
+        note("reopened the backend")
+        self.dirty.update((name, index) for name in self.contexts for index in range(len(self.contexts[name])))
 
     # -- the comparison after every step ----------------------------------------------------------------
 
