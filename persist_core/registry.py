@@ -14,7 +14,7 @@ from typing import Any
 
 from persist_core.backend import Backend
 from persist_core.errors import ConfigurationError
-from persist_core.urls import mask_url, scheme_of
+from persist_core.urls import check_credentials, mask_url, scheme_of
 
 __all__ = ["BackendFactory", "create_backend", "register_backend"]
 
@@ -82,6 +82,7 @@ def _factory(scheme: str, url: str) -> BackendFactory:
 def create_backend(url: str, **options: Any) -> Backend:
     """Build (but do not open) the backend for ``url``."""
     scheme = scheme_of(url)
+    check_credentials(url)
     factory = _factory(scheme, url)
     try:
         return factory(url, **options)

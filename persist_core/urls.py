@@ -7,12 +7,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 from persist_core.errors import ConfigurationError
 
-__all__ = ["mask_url", "parse_options", "path_of", "scheme_of"]
+__all__ = ["check_credentials", "mask_url", "parse_options", "path_of", "scheme_of"]
 
 # The password runs to the LAST "@" of the URL (up to white space): users paste raw passwords with "/", "#",
 # "?" or "@" in them, and a password must never show. A URL with an "@" after its host loses some of its tail
 # in messages instead; that is the price of never printing a secret.
 _USERINFO_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/@:?#]*:)(?P<pw>\S*)(?P<at>@)")
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|pass|pwd)=)(?P<pw>[^&\s]*)", re.IGNORECASE)
 
 
@@ -20,6 +21,28 @@ def mask_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (userinfo and ``password=`` query parameters)."""
     masked = _USERINFO_PASSWORD.sub(r"\g<head>***\g<at>", url)
     return _QUERY_PASSWORD.sub(r"\g<head>***", masked)
+
+
+def check_credentials(url: str) -> None:
+    """Refuse a URL whose user name or password holds a raw ``@`` or ``/``.
+
+    Parsers split such a URL at the wrong place: SQLAlchemy reads ``user:pa@ss@host`` as the host
+    ``ss@host``, and the driver's "cannot resolve host" error then quotes a piece of the password where no
+    masking can recognise it. A URL without an authority (``sqlite:////path``, ``file:``) is not checked.
+
+    Raises:
+        ConfigurationError: naming the fix (percent-encoding), with the URL masked.
+    """
+    match = _SCHEME.match(url)
+    if match is None:
+        return
+    rest = url[match.end() :].split("?", 1)[0]
+    at = rest.rfind("@")
+    if at > 0 and not rest.startswith("/") and ("@" in rest[:at] or "/" in rest[:at]):
+        raise ConfigurationError(
+            f"the user name or password in {mask_url(url)!r} holds a raw '@' or '/': percent-encode them "
+            "(urllib.parse.quote(password, safe='')), or the URL is split at the wrong place"
+        )
 
 
 def scheme_of(url: str) -> str:

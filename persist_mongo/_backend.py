@@ -19,7 +19,7 @@ from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.config import resolve_redis_url
 from persist_core.domains import DOMAINS, DomainSpec, FieldType
 from persist_core.errors import ConfigurationError
-from persist_core.urls import mask_url, parse_options
+from persist_core.urls import check_credentials, mask_url, parse_options
 from persist_mongo._cache import DISABLED, CacheStats, IdCache, cache_key, namespace_of
 from persist_mongo._codec import REMOVED, UPDATED, Layout
 from persist_mongo._errors import translate
@@ -110,6 +110,7 @@ class MongoBackend(Backend):
         """
         if redis_socket_timeout <= 0 or redis_retry_interval <= 0:
             raise ConfigurationError("redis_socket_timeout and redis_retry_interval must be positive")
+        check_credentials(url)
         self._raw_url = url
         self.url = mask_url(url)
         self.database = database_of(url)
@@ -121,6 +122,7 @@ class MongoBackend(Backend):
             redis_url = resolve_redis_url(None, os.environ)
         self._cache: IdCache | None = None
         if redis_url.strip().lower() not in DISABLED:
+            check_credentials(redis_url)
             try:
                 self._cache = IdCache(
                     redis_url, socket_timeout=redis_socket_timeout, retry_interval=redis_retry_interval

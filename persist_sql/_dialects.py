@@ -22,7 +22,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
 from persist_core.errors import BackendUnavailableError, ConfigurationError
-from persist_core.urls import mask_url
+from persist_core.urls import check_credentials, mask_url
 
 __all__ = [
     "OPTIONS",
@@ -86,6 +86,7 @@ def parse_url(url: str) -> ParsedUrl:
     connection would see its own empty database, which is not shared storage.
     """
     display = mask_url(url)
+    check_credentials(url)
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as exc:

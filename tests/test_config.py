@@ -11,7 +11,7 @@ from persist_core import ConfigurationError, InvalidKeyError, get_persist, setup
 from persist_core.backends.file import FileBackend
 from persist_core.backends.memory import MemoryBackend
 from persist_core.config import resolve_redis_url, resolve_routes
-from persist_core.urls import mask_url
+from persist_core.urls import check_credentials, mask_url
 
 
 def test_default_is_the_file_backend_under_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,6 +128,36 @@ def test_password_is_masked() -> None:
     with pytest.raises(ConfigurationError) as info:
         setup("nosuch://user:s3cret@host/db", env={})
     assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://bot:wr/ng@pw@127.0.0.1:5432/bot",
+        "mysql+pymysql://bot:p@ss@127.0.0.1/bot",
+        "mongodb://bot:a/b@127.0.0.1:27017/bot",
+    ],
+)
+def test_credentials_with_raw_at_or_slash_are_refused_without_showing_them(url: str) -> None:
+    """Else the URL splits at the wrong '@' and a driver's "cannot resolve host" error quotes the password."""
+    with pytest.raises(ConfigurationError, match="percent-encode") as info:
+        setup(url, env={})
+    message = str(info.value)
+    for fragment in ("wr/ng", "ng@pw", "p@ss", "a/b"):
+        assert fragment not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://bot:p%40ss%2Fw@127.0.0.1:5432/bot",  # percent-encoded: fine
+        "sqlite:////tmp/bot@2/state.db",  # no authority: a path may hold '@'
+        "mongodb://127.0.0.1:27017/bot?appName=a@b",  # after the '?': not credentials
+        "redis://:p?w@127.0.0.1:6379/0",
+    ],
+)
+def test_well_formed_urls_pass_the_credentials_check(url: str) -> None:
+    check_credentials(url)
 
 
 def test_get_persist_returns_the_last_setup(tmp_path: Path) -> None:
