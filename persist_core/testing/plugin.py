@@ -1,8 +1,10 @@
-"""The ``pytest11`` plugin of backtest-persist: markers, Hypothesis profiles, and the deselection of kit
-clauses for domains that a backend declares it does not store.
+"""The ``pytest11`` plugin of backtest-persist: markers, the ``thorough`` Hypothesis profile, and the
+deselection of kit clauses for domains that a backend declares it does not store.
 
-Profiles: ``ci`` (derandomized, moderate example counts, no deadline) and ``thorough`` (many examples).
-Select one with ``pytest --hypothesis-profile=ci``.
+Profiles: ``pytest --hypothesis-profile=thorough`` runs the kit's property tests and state machine with 500
+examples each. ``--hypothesis-profile=ci`` is Hypothesis's own ``ci`` profile (derandomized, no deadline, no
+example database), which this plugin leaves as it is: a plugin installed with a library must not change the
+settings of other projects' tests.
 """
 
 from __future__ import annotations
@@ -15,22 +17,27 @@ _DOMAIN_PARAMETERS = ("name", "kind")
 _DECLARATION_CLAUSE = "test_declared_capabilities_are_the_backends"
 
 
-def pytest_configure(config: Any) -> None:
-    """Register the kit's markers and Hypothesis profiles."""
-    config.addinivalue_line("markers", "persist_contract: a clause of the backtest-persist contract kit")
-    config.addinivalue_line(
-        "markers", "persist_domains(*names): a kit clause that needs every one of these domains stored"
-    )
-    config.addinivalue_line("markers", "slow: a test that takes seconds (SIGKILL rounds, races, state machines)")
+def _register_profiles() -> None:
+    # At import, not in pytest_configure: Hypothesis's own plugin loads the --hypothesis-profile in its
+    # pytest_configure, which may run before ours, and an unknown profile name aborts the run.
     try:
         from hypothesis import HealthCheck, settings
     except ImportError:  # pragma: no cover - the kit itself needs hypothesis; the markers do not
         return
     quiet = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
-    settings.register_profile(
-        "ci", derandomize=True, max_examples=20, deadline=None, print_blob=True, suppress_health_check=quiet
-    )
     settings.register_profile("thorough", max_examples=500, deadline=None, suppress_health_check=quiet)
+
+
+_register_profiles()
+
+
+def pytest_configure(config: Any) -> None:
+    """Register the kit's markers."""
+    config.addinivalue_line("markers", "persist_contract: a clause of the backtest-persist contract kit")
+    config.addinivalue_line(
+        "markers", "persist_domains(*names): a kit clause that needs every one of these domains stored"
+    )
+    config.addinivalue_line("markers", "slow: a test that takes seconds (SIGKILL rounds, races, state machines)")
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
