@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from persist_core.bench import core_pairs
+from persist_core.bench import core_pairs, jsonl_pairs
 from persist_core.bench.harness import (
     Pair,
     PairResult,
@@ -199,7 +199,7 @@ def test_core_value_is_one_kilobyte_of_json() -> None:
 
 def test_core_pairs_run_and_clean_up() -> None:
     pairs = core_pairs.bench_pairs(quick=True)
-    assert {(p.backend, p.operation) for p in pairs} == set(core_pairs.TARGETS)
+    assert {(p.backend, p.operation) for p in pairs} == {*core_pairs.TARGETS, ("file", "write vs encoding raw")}
     for pair in pairs:
         result = run_pair(dataclasses.replace(pair, n=5), warmup=1)
         assert result.ours.n == result.raw.n == 5
@@ -218,3 +218,33 @@ def test_core_file_read_returns_the_value_it_times() -> None:
         assert pair.ours(0) == pair.raw(0) == core_pairs.sample_value()
     finally:
         pair.teardown()
+
+
+def _json_lines(path: str) -> list[object]:
+    with open(path, encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines]
+
+
+def test_jsonl_pairs_run_append_what_they_say_and_clean_up() -> None:
+    pairs = jsonl_pairs.bench_pairs(quick=True)
+    assert {p.operation for p in pairs} == {
+        "append 100",
+        "append 100 vs encoding raw",
+        "append 100 process",
+        "insert_many 100",
+    }
+    for pair in pairs:
+        assert pair.setup is not None
+        assert pair.teardown is not None
+        pair.setup()
+        rows = pair.ours.__self__  # type: ignore[attr-defined]
+        try:
+            pair.ours(0)
+            pair.raw(0)
+            ours = _json_lines(os.path.join(rows.root, "ours.jsonl"))
+            raw = _json_lines(os.path.join(rows.root, "raw.jsonl"))
+            assert len(ours) == len(raw) == jsonl_pairs.BATCH
+            assert ours == raw  # the same entries, in the same order, on both sides
+        finally:
+            pair.teardown()
+        assert not os.path.exists(rows.root)

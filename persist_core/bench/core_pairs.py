@@ -3,7 +3,10 @@
 Every row uses the same 1 KB JSON value, an open-position row as the engine writes it to the signal slot:
 
 - file write: ``persist.live.signal(...).write(value)`` against a hand-written atomic write of the same
-  bytes (temp file, write, fsync, rename, fsync of the folder);
+  bytes, encoded before timing (temp file, write, fsync, rename, fsync of the folder): the strict reference
+  of issue 2's target;
+- file write vs encoding raw: the same, with ``json.dumps`` of the value inside the raw side's timing, as a
+  hand-written persister must do it (the SQL and Mongo references encode too);
 - file read: ``persist.live.signal(...).read()`` against open + read + ``json.loads`` of the same value;
 - memory write and read: the memory backend against ``copy.deepcopy`` of the value (what a dict-based
   store must do at least to keep callers from mutating stored state).
@@ -137,6 +140,11 @@ class _FileRows:
         finally:
             os.close(dir_fd)
 
+    def raw_encode_write(self, i: int) -> None:
+        """The raw write of a hand-written persister, which must encode the value too."""
+        self.data = json.dumps(self.value, separators=(",", ":"), ensure_ascii=False).encode()
+        self.raw_write(i)
+
     def ours_read(self, i: int) -> object:
         return self.store.read()
 
@@ -177,11 +185,16 @@ def bench_pairs(quick: bool) -> list[Pair]:
     """The file and memory rows; ``quick`` runs fewer operations."""
     file_n, memory_n = (200, 2000) if quick else (2000, 20000)
     write_rows, read_rows, memory_write, memory_read = _FileRows(), _FileRows(), _MemoryRows(), _MemoryRows()
+    encode_rows = _FileRows()
     atomic = "tmp+fsync+rename+dirfsync"
     return [
         Pair(
             "file", "write", write_rows.ours_write, write_rows.raw_write, atomic,
             n=file_n, setup=write_rows.setup, teardown=write_rows.teardown,
+        ),
+        Pair(
+            "file", "write vs encoding raw", encode_rows.ours_write, encode_rows.raw_encode_write,
+            f"json.dumps+{atomic}", n=file_n, setup=encode_rows.setup, teardown=encode_rows.teardown,
         ),
         Pair(
             "file", "read", read_rows.ours_read, read_rows.raw_read, "open+read+json.loads",

@@ -3,6 +3,8 @@
 - ``append 100``: ``persist.live.log().write(batch)`` (validation, encoding, dedup against the index, flock,
   one ``write``, one ``fdatasync``) against ``os.write`` + ``os.fsync`` of the same bytes to a file opened
   with ``O_APPEND``;
+- ``append 100 vs encoding raw``: the same, with the raw side encoding each entry inside its timing, as a
+  hand-written JSONL logger must;
 - ``append 100 process``: the same with ``?durability=process`` (no sync) against ``os.write`` alone;
 - ``insert_many 100``: the backend alone, ``JsonlBackend.insert_many`` of records the store layer already
   validated and encoded, against ``os.write`` + ``os.fsync``: what the backend adds to the raw append.
@@ -100,6 +102,13 @@ class _AppendRows:
         os.write(self.raw_fd, self.raw_bytes[next(self.next_raw)])
         os.fsync(self.raw_fd)
 
+    def raw_encode_sync(self, i: int) -> None:
+        """What a hand-written JSONL logger does: encode each entry, one write, one fsync."""
+        batch = self.batches[next(self.next_raw)]
+        lines = [json.dumps(e, separators=(",", ":"), ensure_ascii=False) + "\n" for e in batch]
+        os.write(self.raw_fd, "".join(lines).encode())
+        os.fsync(self.raw_fd)
+
     def raw_nosync(self, i: int) -> None:
         os.write(self.raw_fd, self.raw_bytes[next(self.next_raw)])
 
@@ -109,11 +118,16 @@ def bench_pairs(quick: bool) -> list[Pair]:
     n_sync, n_process = (50, 100) if quick else (300, 500)
     # Each call appends fresh ids; the harness warms up with at most n extra calls.
     full, process = _AppendRows(2 * n_sync, "full"), _AppendRows(2 * n_process, "process")
+    encoding = _AppendRows(2 * n_sync, "full")
     backend = _AppendRows(2 * n_sync, "full")
     return [
         Pair(
             "jsonl", f"append {BATCH}", full.ours, full.raw_sync, "os.write+os.fsync O_APPEND",
             n=n_sync, setup=full.setup, teardown=full.teardown,
+        ),
+        Pair(
+            "jsonl", f"append {BATCH} vs encoding raw", encoding.ours, encoding.raw_encode_sync,
+            "json.dumps+os.write+os.fsync", n=n_sync, setup=encoding.setup, teardown=encoding.teardown,
         ),
         Pair(
             "jsonl", f"append {BATCH} process", process.ours, process.raw_nosync, "os.write O_APPEND",
