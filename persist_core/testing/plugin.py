@@ -25,7 +25,16 @@ def _register_profiles() -> None:
     except ImportError:  # pragma: no cover - the kit itself needs hypothesis; the markers do not
         return
     quiet = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
-    settings.register_profile("thorough", max_examples=500, deadline=None, suppress_health_check=quiet)
+    # Explicit parent and derandomize: under CI=true Hypothesis makes its ci profile (derandomized) the default,
+    # and a deep run must explore new examples each time.
+    settings.register_profile(
+        "thorough",
+        parent=settings.get_profile("default"),
+        max_examples=500,
+        deadline=None,
+        derandomize=False,
+        suppress_health_check=quiet,
+    )
 
 
 _register_profiles()
