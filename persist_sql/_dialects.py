@@ -12,6 +12,8 @@ import contextlib
 import importlib.util
 import os
 import re
+import sqlite3
+import time
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -194,12 +196,33 @@ def configure_engine(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "connect")
     def _wal(dbapi_connection: Any, record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                cursor.execute("PRAGMA journal_mode=WAL")
-        finally:
-            cursor.close()
+        _switch_to_wal(dbapi_connection)
+
+
+def _switch_to_wal(dbapi_connection: Any) -> None:
+    """Put the database file in WAL mode, waiting (up to the busy timeout) for other connections' locks.
+
+    SQLite does not run its busy handler for a journal-mode change: while another process holds the
+    migration's exclusive lock on a new file, the change fails at once with "database is locked". So retry
+    here, and stop as soon as the file is in WAL mode (another process may have switched it meanwhile).
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    pause = 0.005
+    cursor = dbapi_connection.cursor()
+    try:
+        while True:
+            try:
+                if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    # Answers the mode it ends in; a file system without WAL support keeps the old one.
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+    finally:
+        cursor.close()
 
 
 def prepare_sqlite_file(sa_url: sa.URL) -> None:
