@@ -12,8 +12,10 @@ __all__ = ["check_credentials", "mask_url", "parse_options", "path_of", "scheme_
 # The password runs to the LAST "@" of the URL (up to white space): users paste raw passwords with "/", "#",
 # "?" or "@" in them, and a password must never show. A URL with an "@" after its host loses some of its tail
 # in messages instead; that is the price of never printing a secret.
-_USERINFO_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/@:?#]*:)(?P<pw>\S*)(?P<at>@)")
-_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
+_SCHEME_NAME = r"[a-zA-Z][a-zA-Z0-9+.\-]*"
+_USERINFO_PASSWORD = re.compile(rf"(?P<head>{_SCHEME_NAME}://[^\s/@:?#]*:)(?P<pw>\S*)(?P<at>@)")
+_SCHEME = re.compile(rf"^({_SCHEME_NAME}):")
+_AUTHORITY_START = re.compile(rf"^{_SCHEME_NAME}://")
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|pass|pwd)=)(?P<pw>[^&\s]*)", re.IGNORECASE)
 
 
@@ -33,7 +35,7 @@ def check_credentials(url: str) -> None:
     Raises:
         ConfigurationError: naming the fix (percent-encoding), with the URL masked.
     """
-    match = _SCHEME.match(url)
+    match = _AUTHORITY_START.match(url)
     if match is None:
         return
     rest = url[match.end() :].split("?", 1)[0]
@@ -47,7 +49,7 @@ def check_credentials(url: str) -> None:
 
 def scheme_of(url: str) -> str:
     """The URL scheme without a driver suffix, lower case: ``postgresql+psycopg://`` -> ``postgresql``."""
-    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.\-]*):", url)
+    match = _SCHEME.match(url)
     if match is None:
         raise ConfigurationError(f"not a backend URL (no scheme): {mask_url(url)!r}")
     return match.group(1).split("+", 1)[0].lower()

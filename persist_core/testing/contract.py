@@ -133,9 +133,13 @@ class BackendContractTests:
     # -- fixtures and helpers of the kit ------------------------------------------------------------------
 
     @pytest.fixture
-    def backend(self, backend_factory: Callable[[], Backend]) -> Iterator[Backend]:
-        """An opened backend on fresh storage."""
+    def backend(self, backend_factory: Callable[[], Backend], request: pytest.FixtureRequest) -> Iterator[Backend]:
+        """An opened backend on fresh storage; a clause marked ``persist_domains`` skips, before anything is
+        opened, unless the backend stores those domains (a class with ``declared_capabilities`` deselects it)."""
         backend = backend_factory()
+        for marker in request.node.iter_markers("persist_domains"):
+            for name in marker.args:
+                self.require(backend, name)
         backend.open()
         yield backend
         backend.close()
@@ -352,7 +356,6 @@ class BackendContractTests:
 
     @pytest.mark.persist_domains("candle")
     def test_candle_write_counts_and_window_reads_back(self, backend: Backend) -> None:
-        self.require(backend, "candle")
         store = self.store(backend, "candle")
         candles = self._candles(CANDLE_BASE_MS, 10)
         assert store.write(candles) == 10
@@ -361,7 +364,6 @@ class BackendContractTests:
 
     @pytest.mark.persist_domains("candle")
     def test_candle_first_write_wins(self, backend: Backend) -> None:
-        self.require(backend, "candle")
         store = self.store(backend, "candle")
         first = self._candles(CANDLE_BASE_MS, 3, close_source="first")
         assert store.write(first) == 3
@@ -371,7 +373,6 @@ class BackendContractTests:
 
     @pytest.mark.persist_domains("candle")
     def test_candle_first_in_batch_wins_for_duplicate_timestamps(self, backend: Backend) -> None:
-        self.require(backend, "candle")
         store = self.store(backend, "candle")
         batch = [{"timestamp": CANDLE_BASE_MS, "close": 1.0}, {"timestamp": CANDLE_BASE_MS, "close": 2.0}]
         assert store.write(batch) == 1
@@ -379,7 +380,6 @@ class BackendContractTests:
 
     @pytest.mark.persist_domains("candle")
     def test_candle_unclosed_is_skipped(self, backend: Backend) -> None:
-        self.require(backend, "candle")
         now = CANDLE_BASE_MS + 5 * 60_000
         store = self.store(backend, "candle", clock_ms=now)
         candles = self._candles(CANDLE_BASE_MS, 6)  # the last one opens at now - 0: closes at now + 60 s
@@ -391,7 +391,6 @@ class BackendContractTests:
 
     @pytest.mark.persist_domains("candle")
     def test_candle_partial_window_is_a_miss(self, backend: Backend) -> None:
-        self.require(backend, "candle")
         store = self.store(backend, "candle")
         candles = self._candles(CANDLE_BASE_MS, 5)
         store.write(candles[:2] + candles[3:])
@@ -403,7 +402,6 @@ class BackendContractTests:
     @pytest.mark.persist_domains("candle")
     @pytest.mark.parametrize("interval", INTERVALS)
     def test_candle_steps_per_interval(self, backend: Backend, interval: str) -> None:
-        self.require(backend, "candle")
         step = CANDLE_STEPS_MS[interval]
         store = self.store(backend, "candle", symbol="S", interval=interval, exchange_name="x")
         start = (CANDLE_BASE_MS // 86_400_000) * 86_400_000
@@ -415,14 +413,12 @@ class BackendContractTests:
     @pytest.mark.persist_domains("candle")
     @pytest.mark.parametrize("interval", ["2m", "1w", "1M", "60s", ""])
     def test_candle_unknown_interval_is_invalid_key(self, backend: Backend, interval: str) -> None:
-        self.require(backend, "candle")
         with pytest.raises(InvalidKeyError):
             self.store(backend, "candle", symbol="S", interval=interval, exchange_name="x")
 
     @pytest.mark.persist_domains("candle")
     @pytest.mark.parametrize("bad", [-1, 2**53, 1.5, "1700000000000", None, True], ids=repr)
     def test_candle_bad_timestamp_rejected_and_nothing_written(self, backend: Backend, bad: Any) -> None:
-        self.require(backend, "candle")
         store = self.store(backend, "candle")
         with pytest.raises((InvalidKeyError, InvalidValueError)):
             store.write([*self._candles(CANDLE_BASE_MS, 2), {"timestamp": bad, "close": 1.0}])
@@ -430,7 +426,6 @@ class BackendContractTests:
 
     @pytest.mark.persist_domains("candle")
     def test_candle_window_of_1000_reads_in_order(self, backend: Backend) -> None:
-        self.require(backend, "candle")
         store = self.store(backend, "candle")
         candles = self._candles(CANDLE_BASE_MS, 1000)
         assert store.write(candles[500:]) == 500
@@ -472,7 +467,6 @@ class BackendContractTests:
 
     @pytest.mark.persist_domains("log")
     def test_log_is_append_only(self, backend: Backend) -> None:
-        self.require(backend, "log")
         store = self.store(backend, "log")
         store.write([{"id": "e1", "topic": "first"}, {"id": "e2", "topic": "first"}])
         store.write([{"id": "e1", "topic": "changed"}, {"id": "e3", "topic": "second"}])
@@ -745,8 +739,6 @@ class BackendContractTests:
     @_PROPERTY
     def test_property_key_injectivity(self, backend: Backend, data: st.DataObject) -> None:
         """Two distinct keys never share a record (Hypothesis)."""
-        self.require(backend, "measure")
-        self.require(backend, "state")
         left, right = data.draw(st.lists(key_strings(), min_size=2, max_size=2, unique=True))
         tag = f"inj-{next(_namespaces)}"
         items = self.store(backend, "measure", bucket=tag)
@@ -914,7 +906,6 @@ class BackendContractTests:
 
     @pytest.mark.persist_domains("signal")
     def test_threads_racing_on_one_slot_leave_one_written_value(self, backend: Backend, namespace: str) -> None:
-        self.require(backend, "signal")
         results = race_threads(backend, "slot", namespace, racers=4, keys=10)
         self._check_slot(backend, namespace, results)
 
@@ -922,14 +913,13 @@ class BackendContractTests:
     def test_processes_racing_on_one_slot_leave_one_written_value(
         self, backend_factory: Callable[[], Backend], backend: Backend, namespace: str
     ) -> None:
-        self.require(backend, "signal", shared_between_processes=True)
+        self.require(backend, shared_between_processes=True)
         results = race_processes(backend_factory, "slot", namespace, racers=3, keys=10)
         self._check_slot(backend, namespace, results)
 
     @pytest.mark.persist_domains("signal")
     def test_readers_never_see_a_torn_write(self, backend: Backend, namespace: str) -> None:
         """A read racing a replace sees the old or the new value, never a part of one (atomic writes)."""
-        self.require(backend, "signal")
         store = self.store(backend, "signal", symbol=f"{namespace}TORN", strategy_name="s", exchange_name="x")
         values = [slot_value(who, 0, 40_000) for who in range(3)]
         store.write(values[0])
@@ -958,7 +948,6 @@ class BackendContractTests:
 
     @pytest.mark.persist_domains("measure")
     def test_threads_share_stores_without_losing_writes(self, backend: Backend, namespace: str) -> None:
-        self.require(backend, "measure")
         store = self.store(backend, "measure", bucket=f"{namespace}threads")
         errors: list[BaseException] = []
 
