@@ -118,6 +118,9 @@ class DomainSpec:
         missing: what a missing record reads as.
         first_write_wins: an existing key is never overwritten (candle, log).
         soft_delete: ``remove`` marks the record removed and keeps it (measure, interval, memory).
+        isolate_modes: live position state whose key carries no mode (signal, schedule, strategy, risk,
+            partial, breakeven): a backtest's records of it never share storage with live ones unless the
+            user opts in (CONTRACTS.md 3.7; :mod:`persist_core.config`).
         timed: writes accept ``when=`` and reads accept ``as_of=``.
         item_id_field: for collections, the field of each item that holds its key.
     """
@@ -131,6 +134,7 @@ class DomainSpec:
     first_write_wins: bool = False
     soft_delete: bool = False
     item_id_field: str | None = None
+    isolate_modes: bool = False
     description: str = ""
     timed: bool = field(init=False)
 
@@ -169,15 +173,23 @@ _BUCKET_NAME = KeyField("bucket_name")
 _TRIPLE = (_SYMBOL, _STRATEGY, _EXCHANGE)
 
 _SPECS = (
-    DomainSpec("signal", Kind.SLOT, _TRIPLE, value_kind=ValueKind.OBJECT, description="open position row"),
     DomainSpec(
-        "schedule", Kind.SLOT, _TRIPLE, value_kind=ValueKind.OBJECT, description="scheduled (limit-order) signal row"
+        "signal", Kind.SLOT, _TRIPLE, value_kind=ValueKind.OBJECT, isolate_modes=True, description="open position row"
+    ),
+    DomainSpec(
+        "schedule",
+        Kind.SLOT,
+        _TRIPLE,
+        value_kind=ValueKind.OBJECT,
+        isolate_modes=True,
+        description="scheduled (limit-order) signal row",
     ),
     DomainSpec(
         "strategy",
         Kind.SLOT,
         _TRIPLE,
         value_kind=ValueKind.OBJECT,
+        isolate_modes=True,
         description="deferred strategy state: commit queue, retry counters, pause flag",
     ),
     DomainSpec(
@@ -186,6 +198,7 @@ _SPECS = (
         (KeyField("risk_name"), _EXCHANGE),
         value_kind=ValueKind.OBJECT,
         missing=Missing.MAPPING,
+        isolate_modes=True,
         description="mapping position-key -> position",
     ),
     DomainSpec(
@@ -195,6 +208,7 @@ _SPECS = (
         _SIGNAL_ID,
         value_kind=ValueKind.OBJECT,
         missing=Missing.MAPPING,
+        isolate_modes=True,
         description="profit/loss levels reached",
     ),
     DomainSpec(
@@ -204,6 +218,7 @@ _SPECS = (
         _SIGNAL_ID,
         value_kind=ValueKind.OBJECT,
         missing=Missing.MAPPING,
+        isolate_modes=True,
         description="breakeven reached",
     ),
     DomainSpec(

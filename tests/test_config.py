@@ -10,8 +10,11 @@ import pytest
 from persist_core import ConfigurationError, InvalidKeyError, get_persist, setup
 from persist_core.backends.file import FileBackend
 from persist_core.backends.memory import MemoryBackend
-from persist_core.config import resolve_redis_url, resolve_routes
+from persist_core.config import BACKTEST_ISOLATED_URL, resolve_redis_url, resolve_routes
+from persist_core.domains import DOMAINS
 from persist_core.urls import check_credentials, mask_url
+
+ISOLATED = {name for name, spec in DOMAINS.items() if spec.isolate_modes}
 
 
 def test_default_is_the_file_backend_under_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,7 +23,11 @@ def test_default_is_the_file_backend_under_dump(tmp_path: Path, monkeypatch: pyt
         backend = persist.backend("live", "signal")
         assert isinstance(backend, FileBackend)
         assert backend.root == tmp_path / "dump"
-        assert {url for _, _, url in persist.routes()} == {"file:./dump"}
+        routes = {(mode, name): url for mode, name, url in persist.routes()}
+        assert {url for (mode, name), url in routes.items() if mode == "live"} == {"file:./dump"}
+        # A backtest keeps the six mode-free position domains to itself (CONTRACTS.md 3.7).
+        assert routes[("backtest", "signal")] == BACKTEST_ISOLATED_URL
+        assert routes[("backtest", "candle")] == "file:./dump"
         persist.live.signal(symbol="BTC/USDT", strategy_name="s", exchange_name="x").write({"id": "a"})
     assert (tmp_path / "dump" / "signal").is_dir()
 
@@ -39,11 +46,14 @@ def test_precedence_setup_then_specific_env_then_default() -> None:
     assert routes[("live", "candle")] == "memory://arg-candle"
     assert routes[("live", "signal")] == "memory://env-all"
     routes = resolve_routes(url="memory://arg", env=env)
-    assert set(routes.values()) == {"memory://arg"}
+    assert {url for (mode, name), url in routes.items() if not (mode == "backtest" and name in ISOLATED)} == {
+        "memory://arg"
+    }
     routes = resolve_routes(url="memory://arg", modes={"backtest": {"storage": "memory://bt"}}, env=env)
     assert routes[("backtest", "storage")] == "memory://bt"
     assert routes[("live", "storage")] == "memory://arg"
-    assert set(resolve_routes(env={}).values()) == {"file:./dump"}
+    assert set(resolve_routes(env={}).values()) == {"file:./dump", BACKTEST_ISOLATED_URL}
+    assert set(resolve_routes(env={}, share_modes=True).values()) == {"file:./dump"}
 
 
 def test_upstream_environment_names() -> None:
@@ -97,7 +107,7 @@ def test_test_server_variables_are_not_routes() -> None:
     """``scripts/services.sh env`` exports PERSIST_TEST_*_URL for the suite; setup() must not trip on them."""
     env = {"PERSIST_TEST_POSTGRES_URL": "postgresql+psycopg://u:pw@127.0.0.1/x", "PERSIST_URL": "memory://"}
     with setup(env=env) as persist:
-        assert {url for _, _, url in persist.routes()} == {"memory://"}
+        assert {url for _, _, url in persist.routes()} == {"memory://", BACKTEST_ISOLATED_URL}
     with pytest.raises(ConfigurationError, match="PERSIST_TESTS_URL names no mode/domain"):
         setup(env={"PERSIST_TESTS_URL": "memory://"})
 
