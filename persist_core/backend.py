@@ -14,9 +14,12 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from persist_core.domains import DomainSpec
+
+if TYPE_CHECKING:
+    from persist_core.ownership import LeaseLog
 
 __all__ = ["Backend", "Capabilities", "ItemKey", "Key", "Record"]
 
@@ -51,12 +54,16 @@ class Capabilities:
         shared_between_processes: two processes opening the same URL see one store.
         survives_process_kill: an acknowledged write survives SIGKILL of the writing process.
         keeps_removed_records: soft-deleted records stay in storage (readable through the back door).
+        ownership: :meth:`Backend.lease_log` keeps ownership leases, so a live process can own the storage
+            (CONTRACTS.md 3.7). A backend shared between processes without it runs live without that guard,
+            and ``setup()`` logs a warning.
     """
 
     domains: frozenset[str] | None = None
     shared_between_processes: bool = True
     survives_process_kill: bool = True
     keeps_removed_records: bool = True
+    ownership: bool = False
 
     def supports(self, domain_name: str) -> bool:
         """Whether the backend accepts records of ``domain_name``."""
@@ -134,6 +141,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         """Set the ``removed`` flag of the record under ``key`` and keep it; no-op if it is missing."""
+
+    def lease_log(self) -> LeaseLog:
+        """The storage of ownership leases (only if ``capabilities.ownership``); see :mod:`persist_core.ownership`.
+
+        Called after :meth:`open`. The log lives in the backend's own storage, so that every process opening
+        the same storage sees the same leases.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no ownership leases")
 
     def __enter__(self) -> Backend:
         self.open()

@@ -14,6 +14,7 @@ __all__ = [
     "CorruptRecordError",
     "InvalidKeyError",
     "InvalidValueError",
+    "OwnershipError",
     "PersistError",
     "SchemaAheadError",
     "SchemaBehindError",
@@ -76,3 +77,10 @@ class ConfigurationError(PersistError):
 
 class CorruptRecordError(PersistError):
     """A stored record cannot be decoded. The record is kept (quarantined where the backend can)."""
+
+
+class OwnershipError(PersistError):
+    """Another live process owns the state, or this process lost ownership (CONTRACTS.md 3.7).
+
+    Raised before anything is written. The message names the holder (host, pid, since).
+    """

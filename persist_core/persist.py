@@ -10,9 +10,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from persist_core.backend import Backend
-from persist_core.config import MODES, resolve_redis_url, resolve_routes
+from persist_core.config import MODES, resolve_redis_url, resolve_routes, share_modes_from
 from persist_core.domains import DOMAINS, DomainSpec, domain
 from persist_core.errors import ConfigurationError
+from persist_core.guarded import OwnedBackend, acquire_owner, release_owner
+from persist_core.ownership import DEFAULT_LEASE_SECONDS
 from persist_core.registry import create_backend
 from persist_core.stores import (
     BucketStore,
@@ -149,6 +151,10 @@ class Persist:
     """The configured persistence layer: a backend per (mode, domain) and typed stores on top.
 
     Obtain one with :func:`setup`. Stores are cheap to create and safe to share between threads.
+
+    Live stores write through an ownership guard (CONTRACTS.md 3.7): the first live write to a backend's
+    storage claims it for this process, and a second live process is refused with an
+    :class:`~persist_core.errors.OwnershipError`. Backtest stores take no ownership.
     """
 
     def __init__(
@@ -158,13 +164,17 @@ class Persist:
         options: Mapping[str, Mapping[str, Any]] | None = None,
         clock: Clock = wall_clock_ms,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         if type(max_value_bytes) is not int or max_value_bytes < 1:
             raise ConfigurationError("max_value_bytes must be a positive int")
+        if not isinstance(lease_seconds, int | float) or isinstance(lease_seconds, bool) or not lease_seconds > 0:
+            raise ConfigurationError(f"lease_seconds must be a positive number of seconds, not {lease_seconds!r}")
         self._routes = dict(routes)
         self._clock = clock
         self._max_bytes = max_value_bytes
         self._backends: dict[str, Backend] = {}
+        self._owned: dict[str, OwnedBackend] = {}
         options = options or {}
         try:
             for url in dict.fromkeys(self._routes.values()):
@@ -178,6 +188,15 @@ class Persist:
                     )
             for backend in self._backends.values():
                 backend.open()
+            for url in dict.fromkeys(u for (mode, _), u in self._routes.items() if mode == "live"):
+                backend = self._backends[url]
+                if backend.capabilities.ownership:
+                    self._owned[url] = OwnedBackend(backend, acquire_owner(backend, lease_seconds))
+                elif backend.capabilities.shared_between_processes:
+                    log.warning(
+                        "%s keeps no ownership leases: a second live process on it would not be refused",
+                        mask_url(url),
+                    )
         except BaseException:
             self.close()
             raise
@@ -195,7 +214,7 @@ class Persist:
         raise ConfigurationError(f"unknown mode {mode!r}; the modes are: {', '.join(MODES)}")
 
     def backend(self, mode: str, domain_name: str) -> Backend:
-        """The backend that serves ``domain_name`` in ``mode``."""
+        """The backend that serves ``domain_name`` in ``mode`` (bare: its writes take no ownership)."""
         self.mode(mode)
         domain(domain_name)
         return self._backends[self._routes[(mode, domain_name)]]
@@ -204,12 +223,27 @@ class Persist:
         """``(mode, domain, URL with password masked)`` for every pair."""
         return [(mode, name, mask_url(url)) for (mode, name), url in self._routes.items()]
 
+    def claim_ownership(self) -> None:
+        """Claim the live state now rather than at the first live write, to fail fast at start-up.
+
+        Raises:
+            OwnershipError: another live process owns one of the live backends' storage.
+        """
+        for owned in self._owned.values():
+            owned.owner.ensure()
+
     def _make_store(self, mode: str, spec: DomainSpec, context: dict[str, Any]) -> Store:
-        backend = self._backends[self._routes[(mode, spec.name)]]
+        url = self._routes[(mode, spec.name)]
+        backend: Backend = self._backends[url]
+        if mode == "live":
+            backend = self._owned.get(url, backend)
         return make_store(backend, spec, context, clock=self._clock, max_value_bytes=self._max_bytes)
 
     def close(self) -> None:
-        """Close every backend. Idempotent."""
+        """Release ownership and close every backend. Idempotent."""
+        owned, self._owned = self._owned, {}
+        for guarded in owned.values():
+            release_owner(guarded.inner)
         for backend in self._backends.values():
             try:
                 backend.close()
@@ -240,6 +274,8 @@ def setup(
     clock: Clock | None = None,
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     env: Mapping[str, str] | None = None,
+    share_modes: bool | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> Persist:
     """Configure the persistence layer once at start-up and return it (also via :func:`get_persist`).
 
@@ -253,22 +289,34 @@ def setup(
         clock: epoch-ms clock used to skip candles that have not closed yet (default: wall clock).
         max_value_bytes: the largest encoded value accepted (default 8 MiB).
         env: the environment to read (default ``os.environ``).
+        share_modes: opt in to backtest and live records of signal, schedule, strategy, risk, partial and
+            breakeven sharing one storage (default off, or ``PERSIST_SHARE_MODES=1``). Off, a backtest keeps
+            those six in a memory backend of its own unless ``backtest={...}`` routes them elsewhere.
+        lease_seconds: how long a live owner's lease lasts without renewal: a crashed owner on another host
+            is replaced after this long (on the same host at once).
 
     With no arguments and no ``PERSIST_*`` variables, every domain uses the file backend under ``./dump``.
     Every backend is opened (and checked) before this returns; a previous setup is closed.
 
     Raises:
-        ConfigurationError: unknown domain, mode or URL scheme, or a backend whose extra is not installed.
+        ConfigurationError: unknown domain, mode or URL scheme, a backend whose extra is not installed, or a
+            backtest route that would share live records without ``share_modes``.
         BackendUnavailableError: a backend cannot be reached.
     """
     global _current
     environ = os.environ if env is None else env
     modes = {k: v for k, v in (("live", live), ("backtest", backtest)) if v}
-    routes = resolve_routes(url, domains, modes, environ)
+    routes = resolve_routes(url, domains, modes, environ, share_modes=share_modes_from(share_modes, environ))
     merged = {scheme: dict(opts) for scheme, opts in (options or {}).items()}
     if any(scheme_of(u) == "mongodb" for u in routes.values()):
         merged.setdefault("mongodb", {}).setdefault("redis_url", resolve_redis_url(redis_url, environ))
-    persist = Persist(routes, options=merged, clock=clock or wall_clock_ms, max_value_bytes=max_value_bytes)
+    persist = Persist(
+        routes,
+        options=merged,
+        clock=clock or wall_clock_ms,
+        max_value_bytes=max_value_bytes,
+        lease_seconds=lease_seconds,
+    )
     with _current_lock:
         previous, _current = _current, persist
     if previous is not None:

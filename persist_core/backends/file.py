@@ -28,6 +28,7 @@ from urllib.parse import quote, unquote
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.backends._durable import fsync_dir, makedirs_durably
+from persist_core.backends._file_leases import FileLeaseLog
 from persist_core.domains import DOMAINS, DomainSpec, FieldType, KeyField
 from persist_core.errors import BackendUnavailableError, ConfigurationError, CorruptRecordError, PersistError
 from persist_core.urls import parse_options, path_of
@@ -80,7 +81,7 @@ class FileBackend(Backend):
     """Records as files under a root folder; shared between processes; survives kills (and power cuts
     unless ``durability="process"``)."""
 
-    capabilities = Capabilities()
+    capabilities = Capabilities(ownership=True)
 
     def __init__(
         self,
@@ -155,6 +156,10 @@ class FileBackend(Backend):
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
         log.error("quarantined unreadable record %s -> %s (%s)", path, target, reason)
+
+    def lease_log(self) -> FileLeaseLog:
+        # docstring inherited
+        return FileLeaseLog(self.root, fsync=self._fsync)
 
     # ------------------------------------------------------------------------------------- paths
 

@@ -1,0 +1,100 @@
+"""The live face of a backend: every write first makes sure this process owns the storage.
+
+:class:`OwnedBackend` wraps a backend for the live stores of a :class:`~persist_core.persist.Persist`;
+backtest stores use the bare backend and take no ownership (CONTRACTS.md 3.7). One :class:`Owner` serves
+every facade of a process on the same storage, so two ``setup()`` calls in one bot do not refuse each other.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from persist_core.backend import Backend, ItemKey, Key, Record
+from persist_core.domains import DomainSpec
+from persist_core.ownership import DEFAULT_LEASE_SECONDS, LeaseLog, Owner
+
+__all__ = ["OwnedBackend", "acquire_owner", "release_owner"]
+
+_owners: dict[str, tuple[Owner, int]] = {}
+_owners_lock = threading.Lock()
+
+
+def acquire_owner(backend: Backend, ttl_seconds: float = DEFAULT_LEASE_SECONDS) -> Owner:
+    """The process-wide :class:`Owner` of ``backend``'s storage (shared by URL); pair with :func:`release_owner`.
+
+    Nothing is claimed yet: the first live write claims.
+    """
+    with _owners_lock:
+        owner, users = _owners.get(backend.url, (None, 0))
+        if owner is None:
+            leases: LeaseLog = backend.lease_log()
+            owner = Owner(leases, backend.url, ttl_seconds=ttl_seconds)
+        _owners[backend.url] = (owner, users + 1)
+        return owner
+
+
+def release_owner(backend: Backend) -> None:
+    """Drop one user of ``backend``'s owner; the last one releases the lease so a successor takes over at once."""
+    with _owners_lock:
+        owner, users = _owners.get(backend.url, (None, 0))
+        if owner is None:
+            return
+        if users > 1:
+            _owners[backend.url] = (owner, users - 1)
+            return
+        del _owners[backend.url]
+    owner.release()
+
+
+class OwnedBackend(Backend):
+    """``inner`` with :meth:`Owner.ensure` before every write; reads pass straight through."""
+
+    def __init__(self, inner: Backend, owner: Owner) -> None:
+        self.inner = inner
+        self.owner = owner
+        self.url = inner.url
+        self.capabilities = inner.capabilities  # type: ignore[misc]
+
+    # docstrings inherited from Backend
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def get(self, domain: DomainSpec, key: Key) -> Record | None:
+        return self.inner.get(domain, key)
+
+    def scan(
+        self, domain: DomainSpec, context: Key, start: ItemKey | None = None, stop: ItemKey | None = None
+    ) -> list[tuple[ItemKey, Record]]:
+        return self.inner.scan(domain, context, start, stop)
+
+    def read_window(
+        self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
+    ) -> list[tuple[ItemKey, Record]]:
+        return self.inner.read_window(domain, context, start, stop, step)
+
+    def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
+        self.owner.ensure()
+        self.inner.put(domain, key, record)
+
+    def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
+        self.owner.ensure()
+        self.inner.put_many(domain, items)
+
+    def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
+        self.owner.ensure()
+        return self.inner.insert_many(domain, items)
+
+    def mark_removed(self, domain: DomainSpec, key: Key) -> None:
+        self.owner.ensure()
+        self.inner.mark_removed(domain, key)
+
+    def lease_log(self) -> LeaseLog:
+        return self.inner.lease_log()
+
+    def __repr__(self) -> str:
+        return f"<owned {self.inner!r}>"
