@@ -188,15 +188,7 @@ class Persist:
                     )
             for backend in self._backends.values():
                 backend.open()
-            for url in dict.fromkeys(u for (mode, _), u in self._routes.items() if mode == "live"):
-                backend = self._backends[url]
-                if backend.capabilities.ownership:
-                    self._owned[url] = OwnedBackend(backend, acquire_owner(backend, lease_seconds))
-                elif backend.capabilities.shared_between_processes:
-                    log.warning(
-                        "%s keeps no ownership leases: a second live process on it would not be refused",
-                        mask_url(url),
-                    )
+            self._guard_live_backends(lease_seconds)
         except BaseException:
             self.close()
             raise
@@ -204,6 +196,23 @@ class Persist:
         self.backtest = ModeStores(self, "backtest")
         for (mode, name), url in sorted(self._routes.items()):
             log.debug("%s %s -> %s", mode, name, mask_url(url))
+
+    def _guard_live_backends(self, lease_seconds: float) -> None:
+        live: dict[str, list[str]] = {}
+        for (mode, name), url in self._routes.items():
+            if mode == "live":
+                live.setdefault(url, []).append(name)
+        for url, names in live.items():
+            backend = self._backends[url]
+            if backend.capabilities.ownership:
+                self._owned[url] = OwnedBackend(backend, acquire_owner(backend, lease_seconds))
+            elif backend.capabilities.shared_between_processes and not all(DOMAINS[n].first_write_wins for n in names):
+                # Append-only domains (a jsonl log) cannot lose a write to a second process; others can.
+                log.warning(
+                    "%s keeps no ownership leases: a second live process writing %s would not be refused",
+                    mask_url(url),
+                    ", ".join(n for n in names if not DOMAINS[n].first_write_wins),
+                )
 
     def mode(self, mode: str) -> ModeStores:
         """The stores of ``mode`` (``"live"`` or ``"backtest"``)."""

@@ -466,6 +466,21 @@ class BackendContractTests(OwnershipClauses):
         assert self.store(backend, name, backtest=True).read() == [{"id": "x", "mode": "backtest"}]
         assert self.store(backend, name, backtest=False).read() == [{"id": "x", "mode": "live"}]
 
+    @pytest.mark.parametrize("name", [n for n in ALL if any(f.name == "backtest" for f in DOMAINS[n].context)])
+    def test_backtest_flag_keeps_mode_records_apart(self, backend: Backend, name: str) -> None:
+        """Where the key carries the mode (``backtest``), the two modes' records are distinct (CONTRACTS.md 3.7)."""
+        spec = DOMAINS[name]
+        context = context_for(spec)
+        backtest = self.store(backend, name, **{**context, "backtest": True})
+        live = self.store(backend, name, **{**context, "backtest": False})
+        _writes(spec, {"mode": "live"})(live)
+        _writes(spec, {"mode": "backtest"})(backtest)
+        assert _reads(spec)(live) == {"mode": "live"}
+        assert _reads(spec)(backtest) == {"mode": "backtest"}
+        if spec.kind is Kind.SLOT:
+            backtest.write(None)
+            assert _reads(spec)(live) == {"mode": "live"}
+
     @pytest.mark.persist_domains("log")
     def test_log_is_append_only(self, backend: Backend) -> None:
         store = self.store(backend, "log")
