@@ -19,7 +19,7 @@ from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.config import resolve_redis_url
 from persist_core.domains import DOMAINS, DomainSpec, FieldType
 from persist_core.errors import ConfigurationError
-from persist_core.urls import check_credentials, mask_url, parse_options
+from persist_core.urls import check_credentials, mask_url, masks_driver_errors, parse_options
 from persist_mongo._cache import DISABLED, CacheStats, IdCache, cache_key, namespace_of
 from persist_mongo._codec import REMOVED, UPDATED, Layout
 from persist_mongo._errors import translate
@@ -154,6 +154,7 @@ class MongoBackend(Backend):
 
     # ---------------------------------------------------------------------------------- lifecycle
 
+    @masks_driver_errors
     def open(self) -> None:
         # docstring inherited
         with self._lock:
@@ -178,6 +179,7 @@ class MongoBackend(Backend):
         if self._cache is not None:
             self._cache.ping()  # a dead Redis is logged and counted here, never fatal
 
+    @masks_driver_errors
     def ensure_indexes(self) -> None:
         """Create the unique index of every domain's collection now (idempotent).
 
@@ -230,6 +232,7 @@ class MongoBackend(Backend):
 
     # ---------------------------------------------------------------------------------- reads
 
+    @masks_driver_errors
     def get(self, domain: DomainSpec, key: Key) -> Record | None:
         # docstring inherited
         collection = self._collection(domain)
@@ -281,6 +284,7 @@ class MongoBackend(Backend):
         rows = self._find(domain, layout, layout.scan_filter(context, start, stop), batch_size=expected + 1)
         return [(item, record) for item, record in rows if (item - start) % step == 0]
 
+    @masks_driver_errors
     def _find(
         self, domain: DomainSpec, layout: Layout, query: dict[str, Any], *, batch_size: int
     ) -> list[tuple[ItemKey, Record]]:
@@ -303,6 +307,7 @@ class MongoBackend(Backend):
 
     # ---------------------------------------------------------------------------------- writes
 
+    @masks_driver_errors
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
         # docstring inherited
         collection = self._collection(domain)
@@ -329,6 +334,7 @@ class MongoBackend(Backend):
         for key, record in items:
             self.put(domain, key, record)
 
+    @masks_driver_errors
     def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
         # docstring inherited
         if not items:
@@ -362,6 +368,7 @@ class MongoBackend(Backend):
             )
         return inserted
 
+    @masks_driver_errors
     def _insert_one(self, domain: DomainSpec, key: Key, record: Record) -> int:
         collection = self._collection(domain)
         layout = self._layout(domain)
@@ -384,6 +391,7 @@ class MongoBackend(Backend):
         # Our _id came back only if this call inserted the document; otherwise it is the first writer's.
         return 1 if doc["_id"] == object_id else 0
 
+    @masks_driver_errors
     def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         # docstring inherited
         if not domain.soft_delete:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.domains import DomainSpec
 from persist_core.errors import ConfigurationError, PersistError
+from persist_core.urls import masks_driver_errors
 from persist_sql import _dialects, _errors, _migrate
 from persist_sql._dialects import Kind
 from persist_sql._pool import Lease, Pool
@@ -175,6 +176,7 @@ class SqlBackend(Backend):
                 raise PersistError(f"{self.url} could not be opened")
         return state
 
+    @masks_driver_errors
     def _connect(self) -> _Open:
         parsed = self._parsed
         _dialects.prepare_sqlite_file(parsed.sa_url)
@@ -225,6 +227,7 @@ class SqlBackend(Backend):
 
     # ------------------------------------------------------------------------------------ plumbing
 
+    @masks_driver_errors
     def _run(self, work: Work, sql: str, params: Any) -> Any:
         """Run one statement; after a lost connection or a deadlock, once more on a new connection.
 
