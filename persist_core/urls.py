@@ -11,11 +11,15 @@ from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 from persist_core.errors import ConfigurationError, PersistError
 
 __all__ = [
+    "BOOLEAN_WORDS",
     "MaskedDriverError",
     "check_credentials",
+    "check_options",
+    "describe_options",
     "is_secret_option",
     "mask_url",
     "masks_driver_errors",
+    "parse_boolean",
     "parse_options",
     "path_of",
     "scheme_of",
@@ -192,3 +196,50 @@ def parse_options(url: str) -> dict[str, str]:
     """The query parameters of ``url`` as a dict (last one wins)."""
     query = url.split("?", 1)[1] if "?" in url else ""
     return dict(parse_qsl(query, keep_blank_values=True))
+
+
+#: The words a boolean option accepts, in any case.
+BOOLEAN_WORDS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+_BOOLEAN_HELP = "a boolean: 1/0, true/false, yes/no, on/off"
+
+
+def parse_boolean(url: str, name: str, value: str) -> bool:
+    """The boolean option ``name=value`` of ``url``; any other word is a :class:`ConfigurationError`."""
+    parsed = BOOLEAN_WORDS.get(value.strip().lower())
+    if parsed is None:
+        raise ConfigurationError(
+            f"bad option {name}={mask_url(value)!r} in {mask_url(url)!r}: expected {_BOOLEAN_HELP}"
+        )
+    return parsed
+
+
+def describe_options(known: dict[str, str]) -> str:
+    """``known`` (option name -> what it accepts) as one line for a message."""
+    return ", ".join(f"{name} ({help})" if help else name for name, help in sorted(known.items())) or "none"
+
+
+def check_options(url: str, query: dict[str, str], known: dict[str, str], *, passes_through: str = "") -> None:
+    """Refuse a query option of ``url`` that is not in ``known`` (option name -> what it accepts).
+
+    A typo (``durabilty=process``) would otherwise be ignored and the backend run with the default, silently.
+    ``passes_through`` names the driver options that are accepted too, for the message.
+
+    Raises:
+        ConfigurationError: naming the unknown options and listing the known ones.
+    """
+    unknown = sorted(name for name in query if name not in known)
+    if unknown:
+        names = ", ".join(mask_url(name) for name in unknown)
+        also = f"; {passes_through}" if passes_through else ""
+        raise ConfigurationError(
+            f"unknown option(s) {names} in {mask_url(url)!r}; known: {describe_options(known)}{also}"
+        )

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 from bson.objectid import ObjectId
 from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
+from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
@@ -54,6 +55,23 @@ _ensured_lock = threading.Lock()
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _check_uri_options(url: str) -> None:
+    """Refuse a URI option that pymongo does not validate; pymongo only warns of one and then ignores it.
+
+    The backend has no URI options of its own; the pass-through list is pymongo's validated URI options
+    (docs/mongo.md), compared without case as pymongo does.
+    """
+    known = {name.lower(): name for name in URI_OPTIONS_VALIDATOR_MAP}
+    query = parse_options(url)
+    unknown = sorted(name for name in query if name.lower() not in known)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option(s) {', '.join(mask_url(name) for name in unknown)} in {mask_url(url)!r}; the mongodb "
+            f"backend has no URI options of its own; passed to pymongo: {', '.join(sorted(known.values()))} "
+            "(docs/mongo.md)"
+        )
 
 
 def database_of(url: str) -> str:
@@ -115,6 +133,7 @@ class MongoBackend(Backend):
         self.url = mask_url(url)
         self.database = database_of(url)
         self._namespace = namespace_of(self.database)
+        _check_uri_options(url)
         given = {key.lower() for key in parse_options(url)} | {key.lower() for key in client_options or {}}
         self._client_options: dict[str, Any] = {k: v for k, v in _CLIENT_DEFAULTS.items() if k.lower() not in given}
         self._client_options.update(client_options or {})
