@@ -15,14 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import IO, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from persist_core import __version__
 from persist_core.config import resolve_redis_url
 from persist_core.domains import DOMAINS
 from persist_core.errors import ConfigurationError, PersistError
 from persist_core.registry import create_backend
-from persist_core.urls import mask_url, scheme_of
+from persist_core.urls import mask_url, scheme_of, secrets_of
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -46,18 +45,8 @@ SQL_EXTRAS = {"sqlite": "sql", "postgresql": "postgres", "postgres": "postgres",
 
 
 def _passwords(urls: Sequence[str]) -> list[str]:
-    """The passwords written into ``urls`` (userinfo and ``password=``), raw and percent-decoded."""
-    found: set[str] = set()
-    for url in urls:
-        try:
-            password = urlsplit(url).password
-        except ValueError:
-            password = None
-        candidates = [password] if password else []
-        query = url.split("?", 1)[1] if "?" in url else ""
-        candidates += [v for k, v in parse_qsl(query) if k.lower() in ("password", "pass", "pwd") and v]
-        for candidate in candidates:
-            found.update({candidate, unquote(candidate)})
+    """The secrets written into ``urls`` (:func:`secrets_of`), longest first."""
+    found = {secret for url in urls for secret in secrets_of(url)}
     # Very short "passwords" would mask unrelated text; mask_url still hides them inside URLs.
     return sorted((p for p in found if len(p) >= 3), key=len, reverse=True)
 
@@ -65,7 +54,7 @@ def _passwords(urls: Sequence[str]) -> list[str]:
 class _Scrubbed:
     """A text stream that masks passwords in everything written to it.
 
-    It masks URL userinfo and ``password=`` query values (:func:`mask_url`), and the literal passwords of
+    It masks URL userinfo passwords and secret query values (:func:`mask_url`), and the literal passwords of
     the URLs given on the command line, in case a driver message quotes one without its URL.
     """
 

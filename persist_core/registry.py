@@ -8,6 +8,7 @@ A factory is called as ``factory(url, **options)`` and returns an unopened :clas
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -87,4 +88,24 @@ def create_backend(url: str, **options: Any) -> Backend:
     try:
         return factory(url, **options)
     except TypeError as exc:
-        raise ConfigurationError(f"bad options for the {scheme!r} backend ({mask_url(url)}): {exc}") from exc
+        raise ConfigurationError(
+            f"bad options for the {scheme!r} backend ({mask_url(url)}): {exc}; known: {_known_options(factory)}"
+        ) from exc
+
+
+def _known_options(factory: BackendFactory) -> str:
+    """The keyword options ``factory`` takes, read from its signature (and its class's, for ``from_url``)."""
+    names: list[str] = []
+    targets: list[Any] = [factory]
+    owner = getattr(factory, "__self__", None)
+    if isinstance(owner, type):
+        targets.append(owner)  # a class's signature is its constructor's, without self
+    for target in targets:
+        try:
+            parameters = list(inspect.signature(target).parameters.values())
+        except (TypeError, ValueError):
+            continue
+        for parameter in parameters[1:]:  # the first one is the URL
+            if parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD) and parameter.name != "url":
+                names.append(parameter.name)
+    return ", ".join(dict.fromkeys(names)) or "none"

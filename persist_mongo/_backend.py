@@ -13,13 +13,14 @@ from urllib.parse import unquote, urlsplit
 from bson.objectid import ObjectId
 from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
+from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.config import resolve_redis_url
 from persist_core.domains import DOMAINS, DomainSpec, FieldType
 from persist_core.errors import ConfigurationError
-from persist_core.urls import check_credentials, mask_url, parse_options
+from persist_core.urls import check_credentials, mask_url, masks_driver_errors, parse_options
 from persist_mongo._cache import DISABLED, CacheStats, IdCache, cache_key, namespace_of
 from persist_mongo._codec import REMOVED, UPDATED, Layout
 from persist_mongo._errors import translate
@@ -54,6 +55,23 @@ _ensured_lock = threading.Lock()
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _check_uri_options(url: str) -> None:
+    """Refuse a URI option that pymongo does not validate; pymongo only warns of one and then ignores it.
+
+    The backend has no URI options of its own; the pass-through list is pymongo's validated URI options
+    (docs/mongo.md), compared without case as pymongo does.
+    """
+    known = {name.lower(): name for name in URI_OPTIONS_VALIDATOR_MAP}
+    query = parse_options(url)
+    unknown = sorted(name for name in query if name.lower() not in known)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option(s) {', '.join(mask_url(name) for name in unknown)} in {mask_url(url)!r}; the mongodb "
+            f"backend has no URI options of its own; passed to pymongo: {', '.join(sorted(known.values()))} "
+            "(docs/mongo.md)"
+        )
 
 
 def database_of(url: str) -> str:
@@ -115,6 +133,7 @@ class MongoBackend(Backend):
         self.url = mask_url(url)
         self.database = database_of(url)
         self._namespace = namespace_of(self.database)
+        _check_uri_options(url)
         given = {key.lower() for key in parse_options(url)} | {key.lower() for key in client_options or {}}
         self._client_options: dict[str, Any] = {k: v for k, v in _CLIENT_DEFAULTS.items() if k.lower() not in given}
         self._client_options.update(client_options or {})
@@ -154,6 +173,7 @@ class MongoBackend(Backend):
 
     # ---------------------------------------------------------------------------------- lifecycle
 
+    @masks_driver_errors
     def open(self) -> None:
         # docstring inherited
         with self._lock:
@@ -178,6 +198,7 @@ class MongoBackend(Backend):
         if self._cache is not None:
             self._cache.ping()  # a dead Redis is logged and counted here, never fatal
 
+    @masks_driver_errors
     def ensure_indexes(self) -> None:
         """Create the unique index of every domain's collection now (idempotent).
 
@@ -230,6 +251,7 @@ class MongoBackend(Backend):
 
     # ---------------------------------------------------------------------------------- reads
 
+    @masks_driver_errors
     def get(self, domain: DomainSpec, key: Key) -> Record | None:
         # docstring inherited
         collection = self._collection(domain)
@@ -281,6 +303,7 @@ class MongoBackend(Backend):
         rows = self._find(domain, layout, layout.scan_filter(context, start, stop), batch_size=expected + 1)
         return [(item, record) for item, record in rows if (item - start) % step == 0]
 
+    @masks_driver_errors
     def _find(
         self, domain: DomainSpec, layout: Layout, query: dict[str, Any], *, batch_size: int
     ) -> list[tuple[ItemKey, Record]]:
@@ -303,6 +326,7 @@ class MongoBackend(Backend):
 
     # ---------------------------------------------------------------------------------- writes
 
+    @masks_driver_errors
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
         # docstring inherited
         collection = self._collection(domain)
@@ -329,6 +353,7 @@ class MongoBackend(Backend):
         for key, record in items:
             self.put(domain, key, record)
 
+    @masks_driver_errors
     def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
         # docstring inherited
         if not items:
@@ -362,6 +387,7 @@ class MongoBackend(Backend):
             )
         return inserted
 
+    @masks_driver_errors
     def _insert_one(self, domain: DomainSpec, key: Key, record: Record) -> int:
         collection = self._collection(domain)
         layout = self._layout(domain)
@@ -384,6 +410,7 @@ class MongoBackend(Backend):
         # Our _id came back only if this call inserted the document; otherwise it is the first writer's.
         return 1 if doc["_id"] == object_id else 0
 
+    @masks_driver_errors
     def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         # docstring inherited
         if not domain.soft_delete:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.domains import DomainSpec
 from persist_core.errors import ConfigurationError, PersistError
+from persist_core.urls import masks_driver_errors, parse_boolean
 from persist_sql import _dialects, _errors, _migrate
 from persist_sql._dialects import Kind
 from persist_sql._pool import Lease, Pool
@@ -25,7 +26,6 @@ from persist_sql._statements import DomainStatements, statements_for
 
 __all__ = ["SqlBackend"]
 
-_TRUE = ("1", "true", "yes", "on")
 _by_key = operator.itemgetter(0)
 
 #: How one operation uses its connection: ``work(cursor, sql, parameters) -> result``.
@@ -136,7 +136,7 @@ class SqlBackend(Backend):
         self._parsed = _dialects.parse_url(url)
         self.url = self._parsed.display
         if auto_migrate is None:
-            auto_migrate = self._parsed.options.get("auto_migrate", "0").lower() in _TRUE
+            auto_migrate = parse_boolean(url, "auto_migrate", self._parsed.options.get("auto_migrate", "0"))
         if pool_size < 1:
             raise ConfigurationError(f"pool_size must be at least 1, not {pool_size}")
         self._auto_migrate = auto_migrate
@@ -175,6 +175,7 @@ class SqlBackend(Backend):
                 raise PersistError(f"{self.url} could not be opened")
         return state
 
+    @masks_driver_errors
     def _connect(self) -> _Open:
         parsed = self._parsed
         _dialects.prepare_sqlite_file(parsed.sa_url)
@@ -225,6 +226,7 @@ class SqlBackend(Backend):
 
     # ------------------------------------------------------------------------------------ plumbing
 
+    @masks_driver_errors
     def _run(self, work: Work, sql: str, params: Any) -> Any:
         """Run one statement; after a lost connection or a deadlock, once more on a new connection.
 

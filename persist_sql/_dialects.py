@@ -24,7 +24,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
 from persist_core.errors import BackendUnavailableError, ConfigurationError
-from persist_core.urls import check_credentials, mask_url
+from persist_core.urls import check_credentials, describe_options, mask_url, parse_boolean
 
 __all__ = [
     "OPTIONS",
@@ -40,6 +40,7 @@ __all__ = [
     "kind_of",
     "migration_lock",
     "parse_url",
+    "pass_through",
     "payload_out",
     "payload_type",
     "prepare_sqlite_file",
@@ -53,6 +54,42 @@ Kind = Literal["postgresql", "mariadb", "mysql", "sqlite"]
 
 #: Query parameters of the URL that configure this backend rather than the driver.
 OPTIONS = frozenset({"auto_migrate"})
+_OPTIONS_HELP = {"auto_migrate": "a boolean: 1/0, true/false, yes/no, on/off"}
+#: Query parameters that go to a MariaDB/MySQL driver (docs/sql.md): what SQLAlchemy's mysqldb and pymysql
+#: dialects translate or hand on, and both drivers accept.
+MYSQL_PASS_THROUGH = frozenset(
+    {
+        "charset",
+        "client_flag",
+        "compress",
+        "connect_timeout",
+        "init_command",
+        "local_infile",
+        "passwd",
+        "password",
+        "read_timeout",
+        "sql_mode",
+        "ssl_ca",
+        "ssl_capath",
+        "ssl_cert",
+        "ssl_check_hostname",
+        "ssl_cipher",
+        "ssl_key",
+        "unix_socket",
+        "use_unicode",
+        "write_timeout",
+    }
+)
+#: Driver-specific additions to :data:`MYSQL_PASS_THROUGH`.
+MYSQL_DRIVER_PASS_THROUGH = {
+    "pymysql": frozenset({"bind_address", "program_name", "ssl_disabled", "ssl_verify_cert", "ssl_verify_identity"}),
+    "mysqldb": frozenset({"ssl_mode"}),
+}
+#: Query parameters that go to SQLite: pysqlite's own and, with ``uri=true``, SQLite's URI parameters.
+#: (``check_same_thread`` and ``isolation_level`` are set by the backend and are not the user's to change.)
+SQLITE_PASS_THROUGH = frozenset(
+    {"cache", "cached_statements", "detect_types", "immutable", "mode", "nolock", "psow", "timeout", "uri", "vfs"}
+)
 #: Seconds a connection attempt may take before the backend reports the server unavailable.
 CONNECT_TIMEOUT_S = 10
 #: Seconds a SQLite connection waits for another writer's lock before giving up.
@@ -110,9 +147,48 @@ def parse_url(url: str) -> ParsedUrl:
             )
     else:
         raise ConfigurationError(f"the sql backend does not serve {backend!r} URLs: {display!r}")
+    _check_query(url, display, parsed.query, drivername)
     options = {k: v for k, v in parsed.query.items() if k in OPTIONS and isinstance(v, str)}
+    for name, value in options.items():
+        parse_boolean(url, name, value)
     sa_url = parsed.set(drivername=drivername).difference_update_query(OPTIONS)
     return ParsedUrl(sa_url, display, options)
+
+
+def pass_through(drivername: str) -> frozenset[str] | None:
+    """The query parameters that go to the driver of ``drivername`` (docs/sql.md), ``None`` if unknown.
+
+    PostgreSQL: every connection parameter of the installed libpq (psycopg lists them), since SQLAlchemy's
+    psycopg dialect hands the query to libpq as it is. ``None`` for a driver we do not know, or one that is
+    not installed (its import fails later, with the extra to install).
+    """
+    backend, _, driver = drivername.partition("+")
+    if backend == "postgresql":
+        if driver != "psycopg" or not _have("psycopg"):
+            return None
+        from psycopg import pq
+
+        return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
+    if backend in ("mysql", "mariadb"):
+        return MYSQL_PASS_THROUGH | MYSQL_DRIVER_PASS_THROUGH.get(driver, frozenset())
+    if backend == "sqlite":
+        return SQLITE_PASS_THROUGH
+    return None
+
+
+def _check_query(url: str, display: str, query: Mapping[str, Any], drivername: str) -> None:
+    # A misspelt option (auto_migrat=1, sslmod=require) would otherwise reach the driver at the first
+    # connection as a generic error, or be dropped; this names it when the URL is read.
+    allowed = pass_through(drivername)
+    if allowed is None:
+        return
+    unknown = sorted(name for name in query if name not in OPTIONS and name not in allowed)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option(s) {', '.join(mask_url(name) for name in unknown)} in {display!r}; known: "
+            f"{describe_options(_OPTIONS_HELP)}; passed to the {drivername} driver: {', '.join(sorted(allowed))} "
+            "(docs/sql.md)"
+        )
 
 
 def kind_of(dialect: Dialect) -> Kind:

@@ -24,6 +24,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 
 from persist_core.errors import ConfigurationError, PersistError, SchemaAheadError, SchemaBehindError, SchemaError
+from persist_core.urls import masks_driver_errors
 from persist_sql import _dialects, _errors, _schema
 from persist_sql._dialects import ParsedUrl
 
@@ -200,6 +201,7 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(alembic_config(connection=connection), revision)
 
 
+@masks_driver_errors
 def ensure_schema(parsed: ParsedUrl, *, auto_migrate: bool) -> None:
     """The schema check of :meth:`SqlBackend.open` when the fast path did not find the head revision.
 
@@ -232,6 +234,7 @@ def ensure_schema(parsed: ParsedUrl, *, auto_migrate: bool) -> None:
         raise _errors.translate(exc, parsed.display) from exc
 
 
+@masks_driver_errors
 def upgrade(parsed: ParsedUrl, revision: str = "head") -> tuple[SchemaStatus, SchemaStatus]:
     """Upgrade to ``revision`` under the migration lock; return the status before and after."""
     try:

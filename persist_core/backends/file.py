@@ -31,7 +31,7 @@ from persist_core.backends._durable import fsync_dir, makedirs_durably
 from persist_core.backends._file_leases import FileLeaseLog
 from persist_core.domains import DOMAINS, DomainSpec, FieldType, KeyField
 from persist_core.errors import BackendUnavailableError, ConfigurationError, CorruptRecordError, PersistError
-from persist_core.urls import parse_options, path_of
+from persist_core.urls import check_options, describe_options, mask_url, parse_boolean, parse_options, path_of
 
 __all__ = ["FileBackend", "decode_segment", "encode_segment"]
 
@@ -77,6 +77,12 @@ def decode_segment(field: KeyField, segment: str) -> Any:
     return unquote(segment, errors="strict")
 
 
+#: The query options of a ``file:`` URL, and what each accepts.
+_URL_OPTIONS = {"durability": "full|process", "verify": "read every record on open; 1/0, true/false, yes/no, on/off"}
+#: The keyword options of :meth:`FileBackend.from_url` (setup's ``options={"file": {...}}``).
+_KEYWORD_OPTIONS = {"durability": "full|process", "verify_on_open": "bool"}
+
+
 class FileBackend(Backend):
     """Records as files under a root folder; shared between processes; survives kills (and power cuts
     unless ``durability="process"``)."""
@@ -103,14 +109,30 @@ class FileBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FileBackend:
-        """Build from ``file:PATH[?durability=process&verify=0]``; keyword options override the query."""
+        """Build from ``file:PATH[?durability=process&verify=0]``; keyword options override the query.
+
+        Raises:
+            ConfigurationError: an unknown query or keyword option, or a bad value, listing the known ones.
+        """
         query = parse_options(url)
+        check_options(url, query, _URL_OPTIONS)
+        durability = query.get("durability", "full")
+        if durability not in ("full", "process"):
+            raise ConfigurationError(
+                f"bad option durability={durability!r} in {mask_url(url)!r}; known: {describe_options(_URL_OPTIONS)}"
+            )
+        unknown = sorted(set(options) - set(_KEYWORD_OPTIONS))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown keyword option(s) {', '.join(unknown)} for {mask_url(url)!r}; "
+                f"known: {describe_options(_KEYWORD_OPTIONS)}"
+            )
         merged: dict[str, Any] = {
-            "durability": query.get("durability", "full"),
-            "verify_on_open": query.get("verify", "1") not in ("0", "false", "no"),
+            "durability": durability,
+            "verify_on_open": parse_boolean(url, "verify", query.get("verify", "1")),
+            **options,
         }
-        merged.update({k: v for k, v in options.items() if k in ("durability", "verify_on_open")})
-        return cls(path_of(url, "./dump"), url=url, **merged)
+        return cls(path_of(url, "./dump"), url=mask_url(url), **merged)
 
     # ---------------------------------------------------------------------------------- lifecycle
 

@@ -36,7 +36,7 @@ from persist_core.errors import (
     InvalidValueError,
     PersistError,
 )
-from persist_core.urls import mask_url, parse_options, path_of
+from persist_core.urls import check_options, describe_options, mask_url, parse_options, path_of
 from persist_core.validation import check_field
 
 __all__ = ["DEFAULT_PATH", "JsonlBackend"]
@@ -47,7 +47,8 @@ DEFAULT_PATH = "./dump/log/log.jsonl"
 QUARANTINE_INFIX = ".quarantine-"
 #: Catch-up reads the file in chunks of this size, so opening a large log does not read it whole.
 _CHUNK = 4 * 1024 * 1024
-_URL_OPTIONS = frozenset({"durability"})
+#: The options of a ``jsonl:`` URL (query or keyword), and what each accepts.
+_URL_OPTIONS = {"durability": "full|process"}
 _quote = json.encoder.encode_basestring  # the JSON string literal of a str, non-ASCII kept (the C function)
 _sync_data = getattr(os, "fdatasync", os.fsync)
 
@@ -93,12 +94,25 @@ class JsonlBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> JsonlBackend:
-        """Build from ``jsonl:PATH[?durability=process]``; keyword options override the query."""
+        """Build from ``jsonl:PATH[?durability=process]``; keyword options override the query.
+
+        Raises:
+            ConfigurationError: an unknown query or keyword option, or a bad value, listing the known ones.
+        """
         query = parse_options(url)
-        unknown = sorted(set(query) - _URL_OPTIONS)
+        check_options(url, query, _URL_OPTIONS)
+        durability = query.get("durability", "full")
+        if durability not in ("full", "process"):
+            raise ConfigurationError(
+                f"bad option durability={durability!r} in {mask_url(url)!r}; known: {describe_options(_URL_OPTIONS)}"
+            )
+        unknown = sorted(set(options) - set(_URL_OPTIONS))
         if unknown:
-            raise ConfigurationError(f"unknown option(s) {', '.join(unknown)} in {mask_url(url)!r}; known: durability")
-        merged: dict[str, Any] = {"durability": query.get("durability", "full"), **options}
+            raise ConfigurationError(
+                f"unknown keyword option(s) {', '.join(unknown)} for {mask_url(url)!r}; "
+                f"known: {describe_options(_URL_OPTIONS)}"
+            )
+        merged: dict[str, Any] = {"durability": durability, **options}
         return cls(path_of(url, DEFAULT_PATH), url=url, **merged)
 
     # ---------------------------------------------------------------------------------- lifecycle

@@ -13,6 +13,8 @@ from typing import Any
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.domains import DomainSpec
+from persist_core.errors import ConfigurationError
+from persist_core.urls import mask_url
 
 __all__ = ["MemoryBackend"]
 
@@ -39,7 +41,13 @@ class MemoryBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str) -> MemoryBackend:
-        """Build from ``memory://[name]``; each distinct URL is its own store within a setup."""
+        """Build from ``memory://[name]``; each distinct URL is its own store within a setup.
+
+        Raises:
+            ConfigurationError: the URL has a query; the memory backend has no options.
+        """
+        if "?" in url:
+            raise ConfigurationError(f"the memory backend has no options: {mask_url(url)!r}; known: none")
         return cls(url)
 
     def _table(self, domain: DomainSpec) -> _Table:
