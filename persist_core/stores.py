@@ -17,6 +17,7 @@ from persist_core.domains import CANDLE_STEPS_MS, DomainSpec, Kind, ValueKind
 from persist_core.errors import CorruptRecordError, InvalidValueError
 from persist_core.validation import (
     DEFAULT_MAX_VALUE_BYTES,
+    TIMESTAMP_LIMIT,
     check_context,
     check_field,
     decode_value,
@@ -213,11 +214,23 @@ class CandleStore(Store):
         return self._backend.insert_many(self._spec, items)
 
     def read(self, limit: int, since: int) -> list[Any] | None:
-        """Return exactly ``limit`` candles at ``since + i * step``, or ``None`` if any is missing."""
+        """Return exactly ``limit`` candles at ``since + i * step``, or ``None`` if any is missing.
+
+        Raises:
+            InvalidKeyError: ``since`` is not a valid candle timestamp.
+            InvalidValueError: ``limit`` is not a positive int, or the window's last timestamp is not
+                below 2**53 (no candle can be stored there, and backends cannot all express the range).
+        """
         if type(limit) is not int or limit < 1:
             raise InvalidValueError("limit", "must be a positive int")
         start = self._item(since)[-1]
         stop = start + limit * self._step
+        # The one check of the window's range for every backend: beyond 2**53 SQLite and MongoDB
+        # overflow their 64-bit ints (or doubles), PostgreSQL fails the statement, others answer None.
+        if stop - self._step >= TIMESTAMP_LIMIT:
+            raise InvalidValueError(
+                "limit", f"the window's last timestamp {stop - self._step} is not below 2**53 (the key range)"
+            )
         found = dict(self._backend.read_window(self._spec, self._context, start, stop, self._step))
         out = []
         for ts in range(start, stop, self._step):

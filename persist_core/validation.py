@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
     "MAX_DEPTH",
     "MAX_KEY_BYTES",
+    "TIMESTAMP_LIMIT",
     "check_context",
     "check_field",
     "decode_value",
@@ -38,7 +39,8 @@ MAX_DEPTH = 64
 DEFAULT_MAX_VALUE_BYTES = 8 * 1024 * 1024
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
-_TIMESTAMP_LIMIT = 2**53
+#: Candle timestamps are ints in ``[0, TIMESTAMP_LIMIT)``: exact in a double, so in every backend.
+TIMESTAMP_LIMIT = 2**53
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # A run of 19 digits can only come from an int of 19+ digits (float repr switches to exponent form at
@@ -89,7 +91,7 @@ def check_field(spec_field: KeyField, value: object) -> Any:
         return value
     if type(value) is not int:
         raise InvalidKeyError(name, f"must be an int, got {type(value).__name__}")
-    if not 0 <= value < _TIMESTAMP_LIMIT:
+    if not 0 <= value < TIMESTAMP_LIMIT:
         raise InvalidKeyError(name, f"must be in [0, 2**53), got {value}")
     return value
 
