@@ -356,6 +356,36 @@ def test_driver_errors_are_translated_with_the_password_masked() -> None:
     assert "pw-123" not in str(leaking)
 
 
+_BIG = 17 * 1024 * 1024  # over MongoDB's 16 MiB document limit, under the raised store limit below
+
+
+def test_a_value_over_16_mib_is_an_invalid_value_and_nothing_is_written(backend: MongoBackend) -> None:
+    limit = 32 * 1024 * 1024
+    state = make_store(backend, DOMAINS["state"], {"signal_id": "s", "bucket_name": "b"}, max_value_bytes=limit)
+    with pytest.raises(InvalidValueError, match="MongoDB document"):
+        state.write({"blob": "x" * _BIG})
+    assert backend.get(DOMAINS["state"], ("s", "b")) is None
+    log = make_store(backend, DOMAINS["log"], {}, max_value_bytes=limit)
+    # A batch with one oversized item writes none of its items (FerretDB would even store the big one).
+    with pytest.raises(InvalidValueError):
+        log.write([{"id": "e1"}, {"id": "e2", "blob": "x" * _BIG}])
+    assert backend.scan(DOMAINS["log"], ()) == []
+    storage = make_store(backend, DOMAINS["storage"], {"backtest": True}, max_value_bytes=limit)
+    with pytest.raises(InvalidValueError):
+        storage.write([{"id": "a"}, {"id": "b", "blob": "x" * _BIG}])
+    assert backend.scan(DOMAINS["storage"], (True,)) == []
+
+
+def test_the_drivers_document_too_large_is_translated(backend: MongoBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the backend's own size check the driver refuses the command itself, raising
+    # DocumentTooLarge, a bson InvalidDocument rather than a PyMongoError: it must still come out typed.
+    monkeypatch.setattr("persist_mongo._backend._MAX_PAYLOAD_BYTES", 1 << 30)
+    with pytest.raises(InvalidValueError, match="too large") as info:
+        backend.put(DOMAINS["state"], ("s", "b"), Record(json.dumps({"blob": "x" * _BIG})))
+    assert isinstance(info.value.__cause__, mongo_errors.DocumentTooLarge)
+    assert backend.get(DOMAINS["state"], ("s", "b")) is None
+
+
 # ------------------------------------------------------------------------------------------ string order
 
 
