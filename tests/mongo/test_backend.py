@@ -302,6 +302,34 @@ def test_a_read_without_a_cached_id_is_one_indexed_query_then_cached(
     assert commands.take() == ["find"]
 
 
+def test_a_foreign_redis_key_of_another_type_is_a_miss_not_an_outage(
+    backend: MongoBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(servers.shared_redis_url())
+    spec = DOMAINS["state"]
+    keys = [("s", "b1"), ("s", "b2")]
+    for key in keys:
+        backend.put(spec, key, Record('{"v":1}'))
+        ckey = cache_key(backend._namespace, spec, key)
+        client.delete(ckey)
+        client.rpush(ckey, "planted by another application")  # GET on it answers WRONGTYPE
+    with caplog.at_level("WARNING", logger="persist.mongo"):
+        for key in keys:
+            assert backend.get(spec, key) == Record('{"v":1}')
+    stats = backend.cache_stats
+    assert (stats.available, stats.outages, stats.errors, stats.stale) == (True, 0, 0, 2)
+    foreign = [r for r in caplog.records if "another type" in r.getMessage()]
+    assert len(foreign) == 1  # once, not once per key
+    assert not [r for r in caplog.records if "unavailable" in r.getMessage()]
+    # The foreign key was replaced by the cached id: the next read is a hit.
+    assert client.type(cache_key(backend._namespace, spec, keys[0])) == b"string"
+    assert backend.get(spec, keys[0]) == Record('{"v":1}')
+    assert backend.cache_stats.hits == 1
+    client.close()
+
+
 # ------------------------------------------------------------------------------------------ Redis keys
 
 
