@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.domains import DomainSpec
-from persist_core.errors import ConfigurationError, InvalidValueError, PersistError
+from persist_core.errors import BackendUnavailableError, ConfigurationError, InvalidValueError, PersistError
 from persist_sql import _dialects, _errors, _migrate
 from persist_sql._dialects import Kind
 from persist_sql._pool import Lease, Pool
@@ -208,7 +208,10 @@ class SqlBackend(Backend):
 
     def _connect(self) -> _Open:
         parsed = self._parsed
-        _dialects.prepare_sqlite_file(parsed.sa_url)
+        try:
+            _dialects.prepare_sqlite_file(parsed.sa_url)
+        except OSError as exc:  # an unwritable or read-only parent folder: the storage is unusable here
+            raise BackendUnavailableError(f"{self.url} is unavailable: cannot create its folder: {exc}") from exc
         engine = _engine(parsed.sa_url, self.url)
         pool = Pool(
             engine, max_size=self._pool_size, idle_seconds=self._idle_seconds, checkout_timeout=self._checkout_timeout

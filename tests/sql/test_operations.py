@@ -15,11 +15,11 @@ import sqlalchemy as sa
 
 from persist_core.backend import Record
 from persist_core.domains import DOMAINS
-from persist_core.errors import InvalidValueError
+from persist_core.errors import BackendUnavailableError, InvalidValueError
 from persist_core.stores import make_store
 from persist_sql import SqlBackend
 from persist_sql import _backend as backend_module
-from tests.services import in_ci
+from tests.services import in_ci, read_only_mount
 from tests.sql import servers
 
 CANDLE = DOMAINS["candle"]
@@ -275,3 +275,10 @@ def test_the_servers_packet_too_large_error_is_an_invalid_value_without_a_retry(
         assert getattr(info.value.__cause__, "args", (None,))[0] == 1153
         assert sent == [1]
         assert backend.get(DOMAINS["state"], ("s", "b")) is None
+
+
+def test_a_sqlite_file_under_an_unwritable_folder_is_a_typed_error() -> None:
+    with read_only_mount() as folder:
+        for path in (folder / "sub" / "state.db", folder / "state.db"):  # folder to create; file to create
+            with pytest.raises(BackendUnavailableError):
+                SqlBackend(f"sqlite:///{path}").open()
