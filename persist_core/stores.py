@@ -20,7 +20,7 @@ from persist_core.validation import (
     TIMESTAMP_LIMIT,
     check_context,
     check_field,
-    decode_value,
+    decode_stored,
     encode_value,
     to_epoch_ms,
 )
@@ -109,10 +109,10 @@ class Store:
 
     def _decode(self, record: Record, key: Key) -> Any:
         try:
-            return decode_value(record.payload)
+            return decode_stored(self._spec, record.payload)
         except ValueError as exc:
             raise CorruptRecordError(
-                f"{self._spec.name} record {key!r} in {self._backend.url} is not valid JSON: {exc}"
+                f"{self._spec.name} record {key!r} in {self._backend.url} is not a valid stored value: {exc}"
             ) from exc
 
     @staticmethod

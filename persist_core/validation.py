@@ -19,7 +19,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from persist_core.domains import DomainSpec, FieldType, KeyField
+from persist_core.domains import DomainSpec, FieldType, KeyField, Kind, ValueKind
 from persist_core.errors import InvalidKeyError, InvalidValueError
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "TIMESTAMP_LIMIT",
     "check_context",
     "check_field",
+    "decode_stored",
     "decode_value",
     "encode_value",
     "to_epoch_ms",
@@ -200,6 +201,32 @@ def _is_plain(value: object) -> bool:
 def decode_value(text: str | bytes) -> Any:
     """Decode stored JSON text into a fresh Python value."""
     return _decode(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (NaN and Infinity are never stored)")
+
+
+# json.loads accepts NaN, Infinity and -Infinity; a stored value must be what encode_value could have written.
+# parse_constant is called only for those three words, so a prebuilt decoder costs what json.loads costs.
+_STRICT_DECODE = json.JSONDecoder(parse_constant=_reject_constant).decode
+# The kinds whose store writes None as a JSON null (a cleared slot or keyed map); candles and collection
+# items are always objects.
+_NULL_KINDS = frozenset({Kind.SLOT, Kind.KEYED, Kind.BUCKET})
+
+
+def decode_stored(spec: DomainSpec, text: str | bytes) -> Any:
+    """Decode a stored payload of ``spec`` into a fresh value; raise ``ValueError`` if it is not one.
+
+    The one rule for "this record is readable", used by the stores on every read and by the file backend's
+    start-up sweep: valid JSON without NaN/Infinity, of the domain's value kind (an object where the domain
+    stores objects; ``null`` only where a store writes it).
+    """
+    value = _STRICT_DECODE(text.decode("utf-8") if isinstance(text, bytes) else text)
+    wrong_kind = spec.value_kind is ValueKind.OBJECT and type(value) is not dict
+    if wrong_kind and (value is not None or spec.kind not in _NULL_KINDS):
+        raise ValueError(f"a {spec.name} value must be a JSON object, not {type(value).__name__}")
+    return value
 
 
 def _explain(value: object) -> None:
