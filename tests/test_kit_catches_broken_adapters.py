@@ -111,12 +111,12 @@ VARIANTS = {
         """
         import persist_core.stores as stores
         _cache = {}
-        _decode = stores.decode_value
-        def cached(text):
+        _decode = stores.decode_stored
+        def cached(spec, text):
             if text not in _cache:
-                _cache[text] = _decode(text)
+                _cache[text] = _decode(spec, text)
             return _cache[text]
-        stores.decode_value = cached
+        stores.decode_stored = cached
         FACTORY = MemoryBackend
         """,
         "test_reads_return_fresh_objects",
