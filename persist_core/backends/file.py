@@ -130,7 +130,7 @@ class FileBackend(Backend):
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise BackendUnavailableError(f"file backend root {self.root} cannot be created: {exc}") from exc
+                raise BackendUnavailableError(f"file backend root {self.root} is not writable: {exc}") from exc
             probe = self.root / f"{TEMP_PREFIX}probe-{os.getpid()}"
             try:
                 probe.write_bytes(b"")
