@@ -18,8 +18,9 @@ from persist_core.domains import CANDLE_STEPS_MS, DomainSpec, ValueKind
 from persist_core.errors import CorruptRecordError, InvalidValueError
 from persist_core.validation import (
     DEFAULT_MAX_VALUE_BYTES,
+    TIMESTAMP_LIMIT,
     check_field,
-    decode_value,
+    decode_stored,
     encode_value,
     to_epoch_ms,
 )
@@ -42,9 +43,6 @@ WhenLike = Any
 Clock = Callable[[], int]
 #: The backend type of a face: :class:`~persist_core.backend.Backend` or its asyncio counterpart.
 B = TypeVar("B")
-
-#: Candle timestamps are ints below this (CONTRACTS.md 4).
-_TIMESTAMP_LIMIT = 2**53
 
 
 def wall_clock_ms() -> int:
@@ -109,10 +107,10 @@ class StoreRules(Generic[B]):
 
     def _decode(self, record: Record, key: Key) -> Any:
         try:
-            return decode_value(record.payload)
+            return decode_stored(self._spec, record.payload)
         except ValueError as exc:
             raise CorruptRecordError(
-                f"{self._spec.name} record {key!r} in {self._backend!r} is not valid JSON: {exc}"
+                f"{self._spec.name} record {key!r} in {self._backend!r} is not a valid stored value: {exc}"
             ) from exc
 
     @staticmethod
@@ -195,7 +193,7 @@ class CandleRules(StoreRules[B]):
         stop = start + limit * self._step
         # One check of the window's range for every backend: beyond 2**53 SQLite and MongoDB overflow their
         # 64-bit ints (or doubles) and PostgreSQL fails the statement, while no candle can be stored there.
-        if stop - self._step >= _TIMESTAMP_LIMIT:
+        if stop - self._step >= TIMESTAMP_LIMIT:
             raise InvalidValueError(
                 "limit", f"the window's last timestamp {stop - self._step} is not below 2**53 (the key range)"
             )

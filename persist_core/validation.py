@@ -19,15 +19,17 @@ import re
 from datetime import datetime
 from typing import Any
 
-from persist_core.domains import DomainSpec, FieldType, KeyField
+from persist_core.domains import DomainSpec, FieldType, KeyField, Kind, ValueKind
 from persist_core.errors import InvalidKeyError, InvalidValueError
 
 __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
     "MAX_DEPTH",
     "MAX_KEY_BYTES",
+    "TIMESTAMP_LIMIT",
     "check_context",
     "check_field",
+    "decode_stored",
     "decode_value",
     "encode_value",
     "to_epoch_ms",
@@ -38,7 +40,8 @@ MAX_DEPTH = 64
 DEFAULT_MAX_VALUE_BYTES = 8 * 1024 * 1024
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
-_TIMESTAMP_LIMIT = 2**53
+#: Candle timestamps are ints in ``[0, TIMESTAMP_LIMIT)``: exact in a double, so in every backend.
+TIMESTAMP_LIMIT = 2**53
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # A run of 19 digits can only come from an int of 19+ digits (float repr switches to exponent form at
@@ -89,7 +92,7 @@ def check_field(spec_field: KeyField, value: object) -> Any:
         return value
     if type(value) is not int:
         raise InvalidKeyError(name, f"must be an int, got {type(value).__name__}")
-    if not 0 <= value < _TIMESTAMP_LIMIT:
+    if not 0 <= value < TIMESTAMP_LIMIT:
         raise InvalidKeyError(name, f"must be in [0, 2**53), got {value}")
     return value
 
@@ -198,6 +201,32 @@ def _is_plain(value: object) -> bool:
 def decode_value(text: str | bytes) -> Any:
     """Decode stored JSON text into a fresh Python value."""
     return _decode(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (NaN and Infinity are never stored)")
+
+
+# json.loads accepts NaN, Infinity and -Infinity; a stored value must be what encode_value could have written.
+# parse_constant is called only for those three words, so a prebuilt decoder costs what json.loads costs.
+_STRICT_DECODE = json.JSONDecoder(parse_constant=_reject_constant).decode
+# The kinds whose store writes None as a JSON null (a cleared slot or keyed map); candles and collection
+# items are always objects.
+_NULL_KINDS = frozenset({Kind.SLOT, Kind.KEYED, Kind.BUCKET})
+
+
+def decode_stored(spec: DomainSpec, text: str | bytes) -> Any:
+    """Decode a stored payload of ``spec`` into a fresh value; raise ``ValueError`` if it is not one.
+
+    The one rule for "this record is readable", used by the stores on every read and by the file backend's
+    start-up sweep: valid JSON without NaN/Infinity, of the domain's value kind (an object where the domain
+    stores objects; ``null`` only where a store writes it).
+    """
+    value = _STRICT_DECODE(text.decode("utf-8") if isinstance(text, bytes) else text)
+    wrong_kind = spec.value_kind is ValueKind.OBJECT and type(value) is not dict
+    if wrong_kind and (value is not None or spec.kind not in _NULL_KINDS):
+        raise ValueError(f"a {spec.name} value must be a JSON object, not {type(value).__name__}")
+    return value
 
 
 def _explain(value: object) -> None:

@@ -14,16 +14,16 @@ from bson.objectid import ObjectId
 from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.config import resolve_redis_url
 from persist_core.domains import DOMAINS, DomainSpec, FieldType
-from persist_core.errors import ConfigurationError
+from persist_core.errors import ConfigurationError, InvalidValueError
 from persist_core.urls import check_credentials, mask_url, masks_driver_errors, parse_options
 from persist_mongo._cache import DISABLED, CacheStats, IdCache, cache_key, namespace_of
 from persist_mongo._codec import REMOVED, UPDATED, Layout
-from persist_mongo._errors import translate
+from persist_mongo._errors import DRIVER_ERRORS, translate
 
 __all__ = ["DEFAULT_DATABASE", "MongoBackend"]
 
@@ -45,6 +45,11 @@ _UPSERT_ATTEMPTS = 3
 # A scan returns everything it finds; a large first batch (the server still caps it at 16 MiB) spares the
 # getMore round trips that the default first batch of 101 documents would cost.
 _SCAN_BATCH = 10_000
+# MongoDB's document limit (maxBsonObjectSize, 16 MiB on every server version since 1.8) less room for the
+# key fields, times and field names around the payload (a few hundred bytes at most). A payload above it is
+# refused before anything of its batch is sent: the server would refuse the document (or pymongo the
+# command) with a batch already half-inserted, and FerretDB would even store it.
+_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024 - 16 * 1024
 _BAD_DB_CHARS = frozenset('/\\. "$*<>:|?\x00')
 _first = itemgetter(0)
 # (URL, database) pairs whose indexes this process has ensured: the start-up work is done once per process
@@ -71,6 +76,16 @@ def _check_uri_options(url: str) -> None:
             f"unknown option(s) {', '.join(mask_url(name) for name in unknown)} in {mask_url(url)!r}; the mongodb "
             f"backend has no URI options of its own; passed to pymongo: {', '.join(sorted(known.values()))} "
             "(docs/mongo.md)"
+        )
+
+
+def _check_size(domain: DomainSpec, record: Record) -> None:
+    """Raise :class:`InvalidValueError` if ``record``'s payload cannot fit in one MongoDB document."""
+    payload = record.payload
+    # len() counts code points, each at most 4 bytes of UTF-8: only a payload near the limit is encoded.
+    if len(payload) * 4 > _MAX_PAYLOAD_BYTES and len(payload.encode("utf-8")) > _MAX_PAYLOAD_BYTES:
+        raise InvalidValueError(
+            "$", f"a {domain.name} value over {_MAX_PAYLOAD_BYTES} bytes does not fit in one MongoDB document"
         )
 
 
@@ -181,7 +196,7 @@ class MongoBackend(Backend):
                 return
             try:
                 client: MongoClient[dict[str, Any]] = MongoClient(self._raw_url, **self._client_options)
-            except PyMongoError as exc:
+            except DRIVER_ERRORS as exc:
                 raise translate(exc, self._raw_url, "opening") from exc
             try:
                 client.admin.command("ping")  # fail fast (CONTRACTS.md 3.6)
@@ -191,7 +206,7 @@ class MongoBackend(Backend):
                     if (self._raw_url, self.database) not in _ensured:
                         self._create_indexes(collections)
                         _ensured.add((self._raw_url, self.database))
-            except PyMongoError as exc:
+            except DRIVER_ERRORS as exc:
                 client.close()
                 raise translate(exc, self._raw_url, "opening") from exc
             self._state = _Open(client, collections)
@@ -212,7 +227,7 @@ class MongoBackend(Backend):
         if state is not None:
             try:
                 self._create_indexes(state.collections)
-            except PyMongoError as exc:
+            except DRIVER_ERRORS as exc:
                 raise translate(exc, self._raw_url, "creating indexes") from exc
 
     def _create_indexes(self, collections: Mapping[str, Collection[dict[str, Any]]]) -> None:
@@ -272,7 +287,7 @@ class MongoBackend(Backend):
                         return layout.record(doc)
                     cache.stale()
             doc = collection.find_one(layout.key_filter(key))
-        except PyMongoError as exc:
+        except DRIVER_ERRORS as exc:
             raise translate(exc, self._raw_url, f"reading {domain.name}") from exc
         if doc is None:
             if object_id is not None and cache is not None:
@@ -314,7 +329,7 @@ class MongoBackend(Backend):
         try:
             cursor = collection.find(query, layout.scan_projection, batch_size=batch_size).sort(item_field, 1)
             rows = [(layout.item_of(doc), layout.record(doc)) for doc in cursor]
-        except PyMongoError as exc:
+        except DRIVER_ERRORS as exc:
             raise translate(exc, self._raw_url, f"scanning {domain.name}") from exc
         if domain.item is not None and domain.item.type is FieldType.STR:
             # MongoDB (no collation) and FerretDB on SQLite or a C-collated PostgreSQL order strings by
@@ -329,6 +344,7 @@ class MongoBackend(Backend):
     @masks_driver_errors
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
         # docstring inherited
+        _check_size(domain, record)
         collection = self._collection(domain)
         layout = self._layout(domain)
         query = layout.key_filter(key)
@@ -340,7 +356,7 @@ class MongoBackend(Backend):
             except DuplicateKeyError as exc:  # a concurrent upsert inserted the key first: update it now
                 if attempt + 1 == _UPSERT_ATTEMPTS:
                     raise translate(exc, self._raw_url, f"writing {domain.name}") from exc
-            except PyMongoError as exc:
+            except DRIVER_ERRORS as exc:
                 raise translate(exc, self._raw_url, f"writing {domain.name}") from exc
         if self._cache is not None and doc is not None:
             self._cache.set(cache_key(self._namespace, domain, key), doc["_id"])
@@ -350,6 +366,8 @@ class MongoBackend(Backend):
         # One find_one_and_update per item, as upstream does. A batched bulk_write of upserts is not used:
         # on FerretDB v1 a duplicate-key race inside such a batch stops the batch and returns a reply that
         # pymongo cannot parse (KeyError 'nModified'), which would lose the rest of the batch.
+        for _, record in items:
+            _check_size(domain, record)  # the whole batch first: nothing is written if one item is too large
         for key, record in items:
             self.put(domain, key, record)
 
@@ -358,6 +376,8 @@ class MongoBackend(Backend):
         # docstring inherited
         if not items:
             return 0
+        for _, record in items:
+            _check_size(domain, record)
         if len(items) == 1:
             return self._insert_one(domain, *items[0])
         collection = self._collection(domain)
@@ -377,7 +397,7 @@ class MongoBackend(Backend):
                 raise translate(exc, self._raw_url, f"inserting {domain.name}") from exc
             lost = {e["index"] for e in errors}
             inserted = int(details.get("nInserted", len(docs) - len(lost)))
-        except PyMongoError as exc:
+        except DRIVER_ERRORS as exc:
             raise translate(exc, self._raw_url, f"inserting {domain.name}") from exc
         if self._cache is not None and inserted == len(docs) - len(lost):
             self._cache.set_many(
@@ -401,7 +421,7 @@ class MongoBackend(Backend):
             )
         except DuplicateKeyError:
             return 0  # a concurrent writer inserted the key between our lookup and our insert: it won
-        except PyMongoError as exc:
+        except DRIVER_ERRORS as exc:
             raise translate(exc, self._raw_url, f"inserting {domain.name}") from exc
         if doc is None:  # pragma: no cover - an upsert returning AFTER always returns the document
             return 0
@@ -423,7 +443,7 @@ class MongoBackend(Backend):
                 {"$set": {REMOVED: True, UPDATED: _utcnow()}},
                 return_document=ReturnDocument.AFTER,
             )
-        except PyMongoError as exc:
+        except DRIVER_ERRORS as exc:
             raise translate(exc, self._raw_url, f"removing from {domain.name}") from exc
         if doc is not None and self._cache is not None:
             self._cache.set(cache_key(self._namespace, domain, key), doc["_id"])

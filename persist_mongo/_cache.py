@@ -68,7 +68,8 @@ class CacheStats:
         available: Redis answered the last command (False while an outage lasts).
         hits: reads served by a cached ``_id`` whose document carried the requested key.
         misses: reads whose key was not in Redis (then answered by the indexed query).
-        stale: cached ``_id`` s that led to no document or to another key's document (then re-cached).
+        stale: cached entries that led to no document or to another key's document, or were not ours at all
+            (a key of another type, say a list; then read by key and re-cached).
         stores: ``_id`` s written to Redis (after writes and after misses).
         errors: Redis commands that failed.
         outages: times Redis went from available to unavailable (one warning each).
@@ -103,6 +104,7 @@ class IdCache:
         )
         self._lock = threading.Lock()
         self._available = True
+        self._warned_foreign = False
         self._retry_at = 0.0
         self._counts = dict.fromkeys(("hits", "misses", "stale", "stores", "errors", "outages", "bypassed"), 0)
 
@@ -139,6 +141,18 @@ class IdCache:
             self._retry_interval,
         )
 
+    def _foreign(self, key: str) -> None:
+        with self._lock:
+            self._counts["stale"] += 1
+            first, self._warned_foreign = not self._warned_foreign, True
+        if first:  # once per cache: a namespace full of foreign keys must not flood the log
+            log.warning(
+                "Redis id cache at %s: key %r holds a value of another type (not written by this library); "
+                "it reads as a miss and is replaced. Is another application using this Redis database?",
+                self.url,
+                key,
+            )
+
     def _succeeded(self) -> None:
         if self._available:
             return
@@ -155,6 +169,15 @@ class IdCache:
             return None
         try:
             raw = self._client.get(key)
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                self._failed(exc)
+                return None
+            # A key of another type (a list, a hash) under our name: Redis answered, so this is no outage.
+            # It reads as a stale entry, a miss; the caller's SET after the MongoDB read replaces it.
+            self._succeeded()
+            self._foreign(key)
+            return None
         except redis.RedisError as exc:
             self._failed(exc)
             return None

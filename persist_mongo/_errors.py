@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bson.errors import InvalidDocument
 from pymongo import errors as mongo_errors
 
 from persist_core.errors import (
@@ -12,7 +13,12 @@ from persist_core.errors import (
 )
 from persist_core.urls import mask_url
 
-__all__ = ["translate"]
+__all__ = ["DRIVER_ERRORS", "translate"]
+
+#: What the backend catches around a driver call. ``DocumentTooLarge`` (a command or document over the
+#: server's BSON limit, raised by pymongo before sending) is a ``bson.errors.InvalidDocument``, not a
+#: ``PyMongoError``: catching ``PyMongoError`` alone let it escape untranslated.
+DRIVER_ERRORS = (mongo_errors.PyMongoError, InvalidDocument)
 
 # OperationFailure codes that mean "this configuration cannot work": bad credentials, missing rights.
 _AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
@@ -32,7 +38,7 @@ def translate(exc: Exception, url: str, action: str) -> PersistError:
         return ConfigurationError(f"bad MongoDB configuration {where}: {detail}")
     if isinstance(exc, mongo_errors.ConnectionFailure | mongo_errors.ExecutionTimeout | mongo_errors.WTimeoutError):
         return BackendUnavailableError(f"MongoDB at {where} is unavailable ({action}): {detail}")
-    if isinstance(exc, mongo_errors.DocumentTooLarge):
+    if isinstance(exc, InvalidDocument):  # DocumentTooLarge is one; a payload is a string, so no other
         return InvalidValueError("$", f"too large for one MongoDB document at {where}: {detail}")
     if isinstance(exc, mongo_errors.OperationFailure):
         if exc.code in _AUTH_CODES:

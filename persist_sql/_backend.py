@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.domains import DomainSpec
-from persist_core.errors import ConfigurationError, PersistError
+from persist_core.errors import BackendUnavailableError, ConfigurationError, InvalidValueError, PersistError
 from persist_core.urls import masks_driver_errors, parse_boolean
 from persist_sql import _dialects, _errors, _migrate
 from persist_sql._dialects import Kind
@@ -40,6 +40,35 @@ def _fetch_one(cursor: Any, sql: str, params: Any) -> Any:
 def _fetch_all(cursor: Any, sql: str, params: Any) -> Any:
     cursor.execute(sql, params)
     return cursor.fetchall()
+
+
+def _max_packet(lease: Lease) -> int:
+    """The server's max_allowed_packet: the largest statement it accepts."""
+    return int(_fetch_one(lease[3], "SELECT @@max_allowed_packet", ())[0])
+
+
+# Room in a packet for the statement around a payload: SQL text, key columns, times (a few hundred bytes).
+_PACKET_OVERHEAD = 16 * 1024
+
+
+def _check_packet(record: Record, max_packet: int, domain: DomainSpec) -> None:
+    """Raise :class:`InvalidValueError` if ``record`` cannot fit in one MariaDB/MySQL packet.
+
+    The server answers a larger statement with error 1153, or, when it is much larger, by closing the
+    connection mid-send, which reads as an outage (2006/2013) that a caller would retry forever. Both
+    drivers send the payload as an escaped string literal: UTF-8, plus a backslash before each quote and
+    backslash (JSON text holds no raw NUL, newline or Ctrl-Z).
+    """
+    payload = record.payload
+    if len(payload) * 8 + _PACKET_OVERHEAD < max_packet:  # at most 4 bytes a code point, doubled by escaping
+        return
+    size = len(payload.encode("utf-8")) + payload.count('"') + payload.count("\\") + payload.count("'")
+    if size + _PACKET_OVERHEAD > max_packet:
+        raise InvalidValueError(
+            "$",
+            f"a {domain.name} value of {size} bytes (escaped) does not fit in the server's max_allowed_packet "
+            f"of {max_packet} bytes; raise max_allowed_packet or store a smaller value",
+        )
 
 
 def _row_count(cursor: Any, sql: str, params: Any) -> int:
@@ -104,6 +133,8 @@ class _Open:
     driver_error: type[Exception]
     is_disconnect: Callable[..., bool]
     batch_work: Work
+    #: MariaDB/MySQL's max_allowed_packet (read at open), else None: no statement may be larger.
+    max_packet: int | None = None
 
 
 class SqlBackend(Backend):
@@ -178,7 +209,10 @@ class SqlBackend(Backend):
     @masks_driver_errors
     def _connect(self) -> _Open:
         parsed = self._parsed
-        _dialects.prepare_sqlite_file(parsed.sa_url)
+        try:
+            _dialects.prepare_sqlite_file(parsed.sa_url)
+        except OSError as exc:  # an unwritable or read-only parent folder: the storage is unusable here
+            raise BackendUnavailableError(f"{self.url} is unavailable: cannot create its folder: {exc}") from exc
         engine = _engine(parsed.sa_url, self.url)
         pool = Pool(
             engine, max_size=self._pool_size, idle_seconds=self._idle_seconds, checkout_timeout=self._checkout_timeout
@@ -190,13 +224,14 @@ class SqlBackend(Backend):
                 raise
             except Exception as exc:
                 raise _errors.translate(exc, self.url) from exc
+            kind = _dialects.kind_of(engine.dialect)
             try:
                 at_head = self._at_head(engine.dialect, lease)
+                max_packet = _max_packet(lease) if kind in ("mariadb", "mysql") else None
             finally:
                 pool.release(lease)
             if not at_head:
                 _migrate.ensure_schema(parsed, auto_migrate=self._auto_migrate)
-            kind = _dialects.kind_of(engine.dialect)
             driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
             return _Open(
                 engine=engine,
@@ -206,6 +241,7 @@ class SqlBackend(Backend):
                 driver_error=driver_error,
                 is_disconnect=engine.dialect.is_disconnect,
                 batch_work=_row_count_many_in_transaction if kind == "sqlite" else _row_count_many,
+                max_packet=max_packet,
             )
         except BaseException:
             pool.close()
@@ -248,12 +284,12 @@ class SqlBackend(Backend):
                 result = work(lease[3], sql, params)
             except state.driver_error as exc:
                 lost = bool(state.is_disconnect(exc, connection, None))
-                if lost:
+                if lost or _errors.is_too_large(exc):  # the server closes the connection after a too-large packet
                     pool.discard(lease, exc)
                     pool.drop_idle()  # they date from before the outage too
                 else:
                     pool.release(lease)
-                if not retried and (lost or _errors.is_transient(exc)):
+                if not retried and (lost or _errors.is_transient(exc)) and not _errors.is_too_large(exc):
                     retried = True
                     continue
                 raise _errors.translate(exc, self.url, disconnect=lost) from exc
@@ -285,6 +321,9 @@ class SqlBackend(Backend):
             items = list(dict(items).items())
         # One key order for every writer: two batches that share keys then lock them in the same order
         # and cannot deadlock each other (PostgreSQL and InnoDB lock row by row).
+        if state.max_packet is not None:
+            for _, record in items:  # the whole batch first: a driver may split it into several statements
+                _check_packet(record, state.max_packet, domain)
         rows = [self._values(st, key, record) for key, record in sorted(items, key=_by_key)]
         arrays_sql = st.insert_new_arrays if insert_only else st.put_arrays
         if arrays_sql is not None:
@@ -336,7 +375,10 @@ class SqlBackend(Backend):
 
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
         # docstring inherited
-        st = self._started().statements[domain.name]
+        state = self._started()
+        if state.max_packet is not None:
+            _check_packet(record, state.max_packet, domain)
+        st = state.statements[domain.name]
         self._run(_row_count, st.put.text, st.put.bind(self._values(st, key, record)))
 
     def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:

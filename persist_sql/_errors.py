@@ -9,12 +9,13 @@ import sqlalchemy as sa
 from persist_core.errors import (
     BackendUnavailableError,
     ConfigurationError,
+    InvalidValueError,
     PersistError,
     SchemaError,
 )
 from persist_core.urls import mask_url
 
-__all__ = ["is_privilege_error", "is_transient", "translate"]
+__all__ = ["is_privilege_error", "is_too_large", "is_transient", "translate"]
 
 # PostgreSQL SQLSTATEs. Class 08 (connection exception) is matched by prefix.
 _PG_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300", "57014", "55P03"}  # shutdown, crash, starting, slots, timeouts
@@ -29,6 +30,7 @@ _MY_UNAVAILABLE = {1040, 1053, 1205, 1927, 1969, 2002, 2003, 2005, 2006, 2013, 2
 _MY_LOGIN = {1044, 1045, 1049}
 _MY_PRIVILEGE = {1142, 1143, 1227}
 _MY_SCHEMA = {1146, 1054}
+_MY_TOO_LARGE = 1153  # ER_NET_PACKET_TOO_LARGE: the statement is over max_allowed_packet
 # SQLite primary result codes (names, as sqlite3 reports them from Python 3.11 on).
 _LITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_NOTADB")
 _LITE_SCHEMA_TEXT = ("no such table", "no such column", "has no column named")
@@ -65,6 +67,11 @@ def is_transient(error: BaseException) -> bool:
     return _code(error) in _TRANSIENT
 
 
+def is_too_large(error: BaseException) -> bool:
+    """Whether ``error`` says the statement is larger than the server accepts (no retry can help)."""
+    return _code(error) == _MY_TOO_LARGE
+
+
 def is_privilege_error(error: BaseException | None) -> bool:
     """Whether ``error`` (a driver error) says the role lacks a privilege."""
     code = None if error is None else _code(error)
@@ -87,6 +94,8 @@ def translate(error: BaseException, url: str, *, disconnect: bool = False) -> Pe
     code = _code(original)
     schema_hint = f"the schema is missing or incomplete; see `backtest-persist check --url {url}`"
 
+    if code == _MY_TOO_LARGE:  # checked first: the server also drops the connection, which is no outage
+        return InvalidValueError("$", f"the statement is larger than max_allowed_packet of {url}: {message}")
     if disconnect or code in _PG_UNAVAILABLE or code in _MY_UNAVAILABLE:
         return BackendUnavailableError(f"{url} is unavailable: {message}")
     if isinstance(code, str) and code.startswith("08"):

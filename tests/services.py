@@ -7,8 +7,12 @@ test is skipped with a message that names the script.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +47,27 @@ def require(name: str, probe: Callable[[str], object]) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return url
+
+
+@contextlib.contextmanager
+def read_only_mount(populate: Callable[[Path], object] = lambda path: None) -> Iterator[Path]:
+    """A real read-only file system: a tmpfs filled by ``populate``, then remounted read-only.
+
+    Tests run as root, which ignores file modes; a read-only mount binds root too. Skips when the process
+    may not mount (not root, no CAP_SYS_ADMIN), failing instead in CI.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="persist-ro-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        folder.rmdir()
+        message = f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        populate(folder)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+        folder.rmdir()

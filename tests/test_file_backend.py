@@ -6,6 +6,11 @@ import functools
 import json
 import logging
 import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +24,11 @@ from persist_core.backend import Record
 from persist_core.backends import file as file_module
 from persist_core.backends.file import FileBackend, decode_segment, encode_segment
 from persist_core.domains import DOMAINS, FieldType, KeyField
-from persist_core.errors import CorruptRecordError
+from persist_core.errors import BackendUnavailableError, ConfigurationError, CorruptRecordError
+from persist_core.stores import make_store
 from persist_core.testing import run_kill_test
 from persist_core.testing.strategies import key_strings
+from tests.services import read_only_mount
 
 STR = KeyField("symbol")
 FRAME = KeyField("frame_name", may_be_empty=True)
@@ -145,3 +152,190 @@ def test_sigkill_many_times_mid_write_never_tears_or_loses(tmp_path: Path) -> No
     assert [p for r in reports for p in r.problems] == []
     # Many rounds really were killed mid-stream: the slot found is often the last acknowledged or the next one.
     assert all(r.slot_seq_found is not None for r in reports)
+
+
+# ------------------------------------------------------------------------------- hostile file systems
+
+SIGNAL_CONTEXT = {"symbol": "s", "strategy_name": "t", "exchange_name": "x"}
+
+
+def _open(root: Path) -> FileBackend:
+    backend = FileBackend(root)
+    backend.open()
+    return backend
+
+
+def test_foreign_file_names_are_skipped_and_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    backend = _open(tmp_path)
+    log_store = make_store(backend, DOMAINS["log"], {})
+    log_store.write([{"id": "A"}])
+    record = (tmp_path / "log" / "A.json").read_bytes()
+    for name in ("%FF.json", "%41.json", "%00.json"):  # not UTF-8; a second spelling of "A"; a NUL key
+        (tmp_path / "log" / name).write_bytes(record)
+    candles = tmp_path / "candle" / "S" / "1m" / "x"
+    candles.mkdir(parents=True)
+    (candles / "abc.json").write_bytes(record)
+    candle_store = make_store(backend, DOMAINS["candle"], {"symbol": "S", "interval": "1m", "exchange_name": "x"})
+    with caplog.at_level(logging.WARNING, logger="persist.file"):
+        for _ in range(3):
+            assert log_store.read() == [{"id": "A"}]
+            assert backend.scan(DOMAINS["candle"], ("S", "1m", "x")) == []
+            assert candle_store.read(1, 0) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 4  # once per name, however often it is listed
+    assert all("foreign file" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("domain", "payload"),
+    [
+        ("signal", "[1,2]"),  # a list where the domain stores objects
+        ("signal", '"text"'),
+        ("state", "NaN"),  # json.loads accepts it, JSON does not
+        ("state", '{"price":Infinity}'),
+        ("state", "-Infinity"),
+    ],
+)
+def test_stored_values_that_no_write_could_produce_are_corrupt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, domain: str, payload: str
+) -> None:
+    spec = DOMAINS[domain]
+    key = ("s", "t", "x") if domain == "signal" else ("s", "b")
+    context = SIGNAL_CONTEXT if domain == "signal" else {"signal_id": "s", "bucket_name": "b"}
+    backend = _open(tmp_path)
+    backend.put(spec, key, Record(payload))
+    path = Path(os.path.join(*backend._path(spec, key)))
+    with caplog.at_level(logging.ERROR, logger="persist.file"):
+        FileBackend(tmp_path).open()  # the start-up sweep
+    assert not path.exists()
+    assert len(list((tmp_path / ".quarantine").rglob("slot.json.*"))) == 1
+    assert "quarantined" in caplog.text
+    # After start-up the same record makes a read fail instead of handing out the value.
+    backend.put(spec, key, Record(payload))
+    with pytest.raises(CorruptRecordError):
+        make_store(backend, spec, context).read()
+
+
+def test_a_cleared_slot_is_not_corrupt(tmp_path: Path) -> None:
+    backend = _open(tmp_path)
+    store = make_store(backend, DOMAINS["signal"], SIGNAL_CONTEXT)
+    store.write(None)
+    FileBackend(tmp_path).open()
+    assert store.read() is None
+    assert not (tmp_path / ".quarantine").exists()
+
+
+def _in_thread(work: Any, seconds: float = 10.0) -> Any:
+    """Run ``work`` in a thread; fail (rather than hang the suite) if it does not return in time."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(work())
+        except BaseException as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the call hangs"
+    return out[0]
+
+
+def test_a_fifo_is_never_opened(tmp_path: Path) -> None:
+    backend = _open(tmp_path)
+    spec = DOMAINS["signal"]
+    path = Path(os.path.join(*backend._path(spec, ("s", "t", "x"))))
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)
+    assert _in_thread(lambda: FileBackend(tmp_path).open()) is None  # the sweep moves it away
+    assert not path.exists()
+    assert len(list((tmp_path / ".quarantine").rglob("slot.json.*"))) == 1
+    # After start-up: a FIFO in a record's place is a corrupt record on get, and not listed.
+    os.mkfifo(path)
+    assert isinstance(_in_thread(lambda: backend.get(spec, ("s", "t", "x"))), CorruptRecordError)
+    (tmp_path / "log").mkdir()
+    os.mkfifo(tmp_path / "log" / "e.json")
+    assert _in_thread(lambda: backend.scan(DOMAINS["log"], ())) == []
+
+
+def test_links_inside_the_root_are_never_followed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    backend = _open(root)
+    (root / "signal").mkdir()
+    (root / "signal" / "s").symlink_to(outside, target_is_directory=True)
+    store = make_store(backend, DOMAINS["signal"], SIGNAL_CONTEXT)
+    with caplog.at_level(logging.ERROR, logger="persist.file"), pytest.raises(ConfigurationError, match="link"):
+        store.write({"a": 1})
+    assert list(outside.iterdir()) == []
+    assert "refused a link" in caplog.text
+    # A record file that is a link is not followed either: corrupt on get, not listed.
+    (outside / "secret.json").write_bytes(b'{"when":null,"removed":false}\n{"id":"secret"}\n')
+    (root / "log").mkdir()
+    (root / "log" / "e.json").symlink_to(outside / "secret.json")
+    assert backend.scan(DOMAINS["log"], ()) == []
+    with pytest.raises(CorruptRecordError, match="not a regular file"):
+        backend.get(DOMAINS["log"], ("e",))
+
+
+def test_a_read_only_dump_opens_for_reading(caplog: pytest.LogCaptureFixture) -> None:
+    def populate(root: Path) -> None:
+        store = make_store(_open(root), DOMAINS["signal"], SIGNAL_CONTEXT)
+        store.write({"position": 1})
+        (root / "signal" / "s" / "t" / "x" / ".tmp-0123456789abcdef").write_bytes(b"debris")
+        os.utime(root / "signal" / "s" / "t" / "x" / ".tmp-0123456789abcdef", (0, 0))
+
+    with read_only_mount(populate) as root:
+        with caplog.at_level(logging.INFO, logger="persist.file"):
+            backend = _open(root)
+        assert "read-only" in caplog.text
+        store = make_store(backend, DOMAINS["signal"], SIGNAL_CONTEXT)
+        assert store.read() == {"position": 1}
+        with pytest.raises(BackendUnavailableError):
+            store.write({"position": 2})
+        with pytest.raises(BackendUnavailableError):
+            make_store(backend, DOMAINS["log"], {}).write([{"id": "e"}])
+
+
+_UNREADABLE_CHILD = """
+import sys
+from persist_core.backends.file import FileBackend
+from persist_core.errors import BackendUnavailableError
+try:
+    FileBackend(sys.argv[1]).open()
+except BackendUnavailableError as exc:
+    print("typed:", exc)
+"""
+
+
+def test_an_unreadable_record_fails_the_open_with_a_typed_error(tmp_path: Path) -> None:
+    # Root reads every file whatever its mode, so the open runs in a child as "nobody". The system
+    # Python serves: the package is pure Python and its path is readable by anyone.
+    python = "/usr/bin/python3"
+    if os.geteuid() != 0 or not os.path.exists(python):
+        pytest.skip("needs root (to switch to nobody) and /usr/bin/python3")
+    nobody = pwd.getpwnam("nobody")
+    root = Path(tempfile.mkdtemp(prefix="persist-unreadable-"))  # /tmp/pytest-of-root is private to root
+    try:
+        _write_signal(root, {"ok": True})
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        record = root / "signal" / "s" / "t" / "x" / "slot.json"
+        record.chmod(0)
+        done = subprocess.run(
+            [python, "-c", _UNREADABLE_CHILD, str(root)],
+            capture_output=True,
+            text=True,
+            user=nobody.pw_uid,
+            group=nobody.pw_gid,
+            extra_groups=[],
+            env={"PYTHONPATH": str(Path(file_module.__file__).parents[2])},
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("typed:"), done.stdout + done.stderr
+        assert "slot.json" in done.stdout
+        assert record.exists()  # not quarantined: its bytes may be fine
+    finally:
+        shutil.rmtree(root)

@@ -109,14 +109,14 @@ VARIANTS = {
     # A read that hands out the stored object itself (a decode cache).
     "read_returns_stored_object": (
         """
-        import persist_core.stores as stores
+        import persist_core.store_rules as rules
         _cache = {}
-        _decode = stores.decode_value
-        def cached(text):
+        _decode = rules.decode_stored
+        def cached(spec, text):
             if text not in _cache:
-                _cache[text] = _decode(text)
+                _cache[text] = _decode(spec, text)
             return _cache[text]
-        stores.decode_value = cached
+        rules.decode_stored = cached
         FACTORY = MemoryBackend
         """,
         "test_reads_return_fresh_objects",

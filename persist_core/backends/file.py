@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Sequence
@@ -30,8 +31,15 @@ from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.backends._durable import fsync_dir, makedirs_durably
 from persist_core.backends._file_leases import FileLeaseLog
 from persist_core.domains import DOMAINS, DomainSpec, FieldType, KeyField
-from persist_core.errors import BackendUnavailableError, ConfigurationError, CorruptRecordError, PersistError
+from persist_core.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    CorruptRecordError,
+    InvalidKeyError,
+    PersistError,
+)
 from persist_core.urls import check_options, describe_options, mask_url, parse_boolean, parse_options, path_of
+from persist_core.validation import check_field, decode_stored
 
 __all__ = ["FileBackend", "decode_segment", "encode_segment"]
 
@@ -106,6 +114,8 @@ class FileBackend(Backend):
         self._opened = False
         self._open_lock = threading.Lock()
         self._dirs: dict[tuple[str, Key], str] = {}
+        self._read_only = False
+        self._foreign_names: set[str] = set()  # file names already logged as foreign (log once per name)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FileBackend:
@@ -142,11 +152,20 @@ class FileBackend(Backend):
                 return
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
-                probe = self.root / f"{TEMP_PREFIX}probe-{os.getpid()}"
-                probe.write_bytes(b"")
-                probe.unlink()
             except OSError as exc:
                 raise BackendUnavailableError(f"file backend root {self.root} is not writable: {exc}") from exc
+            probe = self.root / f"{TEMP_PREFIX}probe-{os.getpid()}"
+            try:
+                probe.write_bytes(b"")
+                probe.unlink()
+                self._read_only = False
+            except OSError as exc:
+                if not os.access(self.root, os.R_OK | os.X_OK):
+                    raise BackendUnavailableError(f"file backend root {self.root} is not readable: {exc}") from exc
+                # A dump on a read-only mount (or of another user) can still be read: an archive, a copy
+                # to inspect. Writes then fail one by one with BackendUnavailableError.
+                self._read_only = True
+                log.info("file backend root %s is read-only (%s): reads only, no start-up sweep writes", self.root, exc)
             self._sweep()
             self._opened = True
 
@@ -154,25 +173,39 @@ class FileBackend(Backend):
         """Remove stale temp files; quarantine records that cannot be decoded (never delete them)."""
         now = time.time()
         quarantine = self.root / QUARANTINE
+        # os.walk does not descend into links to folders (followlinks=False); links are refused by _dir.
         for dirpath, dirnames, filenames in os.walk(self.root):
             if Path(dirpath) == self.root:
                 dirnames[:] = [d for d in dirnames if d in DOMAINS]
+                continue
+            spec = DOMAINS[Path(dirpath).relative_to(self.root).parts[0]]
             for name in filenames:
                 path = os.path.join(dirpath, name)
                 if name.startswith(TEMP_PREFIX):
                     try:
-                        if now - os.stat(path).st_mtime > TEMP_GRACE_SECONDS:
+                        if not self._read_only and now - os.lstat(path).st_mtime > TEMP_GRACE_SECONDS:
                             os.unlink(path)
                             log.info("removed stale temp file %s", path)
                     except FileNotFoundError:
                         pass
                 elif self._verify and name.endswith(SUFFIX) and not name.startswith("."):
                     try:
-                        json.loads(_parse(Path(path).read_bytes()).payload)
-                    except ValueError as exc:
+                        decode_stored(spec, _parse(_read_bytes(path)).payload)
+                    except FileNotFoundError:
+                        pass
+                    except PermissionError as exc:
+                        # Not corruption: the bytes may be fine, the process runs as the wrong user or a
+                        # chmod went wrong. Moving the file would hide a state the operator can fix.
+                        raise BackendUnavailableError(
+                            f"file backend cannot read record {path}: {exc.strerror}; fix its owner or mode"
+                        ) from exc
+                    except (ValueError, _NotARecordError) as exc:
                         self._quarantine(Path(path), quarantine, str(exc))
 
     def _quarantine(self, path: Path, quarantine: Path, reason: str) -> None:
+        if self._read_only:
+            log.error("unreadable record %s left in place on a read-only root (%s)", path, reason)
+            return
         target = quarantine / path.relative_to(self.root)
         target = target.with_name(f"{target.name}.{time.time_ns()}")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -191,10 +224,33 @@ class FileBackend(Backend):
         if path is None:
             parts = [encode_segment(f, v) for f, v in zip(domain.context, context, strict=True)]
             path = os.path.join(self.root, domain.name, *parts)
+            self._refuse_links(domain.name, parts)  # once per folder: the result is cached below
             if len(self._dirs) > 65_536:
                 self._dirs.clear()
             self._dirs[cache_key] = path
         return path
+
+    def _refuse_links(self, domain_name: str, parts: list[str]) -> None:
+        """Raise :class:`ConfigurationError` if a folder on the way to a context folder is a link.
+
+        A link inside the root would send writes outside it. One ``lstat`` per existing level, paid only
+        when a context folder enters the ``_dirs`` cache; levels that do not exist yet are created by us.
+        """
+        path = os.fspath(self.root)
+        for part in (domain_name, *parts):
+            path = os.path.join(path, part)
+            try:
+                mode = os.lstat(path).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except OSError as exc:
+                raise _translate(exc, path) from exc
+            if stat.S_ISLNK(mode):
+                log.error("refused a link inside the file backend root: %s -> %s", path, os.readlink(path))
+                raise ConfigurationError(
+                    f"{path} is a link inside the file backend root {self.root}: links are never followed "
+                    "there (a write would land outside the root); move the data instead of linking it"
+                )
 
     def _path(self, domain: DomainSpec, key: Key) -> tuple[str, str]:
         if domain.item is None:
@@ -284,6 +340,8 @@ class FileBackend(Backend):
             return None
         except NotADirectoryError:
             return None
+        except _NotARecordError as exc:
+            raise CorruptRecordError(f"record {path} is not a regular file: {exc}") from exc
         except OSError as exc:
             raise _translate(exc, path) from exc
         try:
@@ -303,10 +361,13 @@ class FileBackend(Backend):
             raise TypeError(f"domain {domain.name!r} has no item key to scan")
         folder = self._dir(domain, context)
         try:
+            # is_file(follow_symlinks=False) comes from the directory entry's type: no extra system call.
             names = [
                 entry.name
                 for entry in os.scandir(folder)
-                if entry.name.endswith(SUFFIX) and not entry.name.startswith(".")
+                if entry.name.endswith(SUFFIX)
+                and not entry.name.startswith(".")
+                and entry.is_file(follow_symlinks=False)
             ]
         except (FileNotFoundError, NotADirectoryError):
             return []
@@ -314,7 +375,9 @@ class FileBackend(Backend):
             raise _translate(exc, folder) from exc
         items = []
         for name in names:
-            item = decode_segment(item_field, name[: -len(SUFFIX)])
+            item = self._item_of(item_field, name, folder)
+            if item is None:
+                continue
             if (start is None or item >= start) and (stop is None or item < stop):
                 items.append(item)
         items.sort()
@@ -324,6 +387,27 @@ class FileBackend(Backend):
             if record is not None:  # may vanish only if removed by hand meanwhile
                 out.append((item, record))
         return out
+
+    def _item_of(self, field: KeyField, name: str, folder: str) -> Any:
+        """The item key a record file name encodes, or ``None`` (logged once) for a foreign name.
+
+        A name is ours only if it decodes to a valid key that encodes back to exactly that name: ``%FF``
+        (not UTF-8), ``abc`` for a timestamp or ``%41`` (a second spelling of ``A``) are files someone else
+        put there, and must not break a listing or show up as a second copy of a key.
+        """
+        segment = name[: -len(SUFFIX)]
+        try:
+            item = check_field(field, decode_segment(field, segment))
+            if encode_segment(field, item) == segment:
+                return item
+            reason = "not the canonical spelling of its key"
+        except (ValueError, InvalidKeyError) as exc:  # UnicodeDecodeError is a ValueError
+            reason = str(exc)
+        path = os.path.join(folder, name)
+        if path not in self._foreign_names:
+            self._foreign_names.add(path)
+            log.warning("skipped foreign file %r in %s: %s", name, folder, reason)
+        return None
 
     def read_window(
         self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
@@ -375,9 +459,19 @@ def _read_bytes(path: str) -> bytes:
     place, so one read of ``size + 1`` bytes returns the whole file; the loop is for a file that something
     else is appending to.
     """
-    fd = os.open(path, os.O_RDONLY)
+    # O_NOFOLLOW: a link in place of a record is not followed (ELOOP); O_NONBLOCK: opening a FIFO does
+    # not wait for a writer. Neither changes anything for a regular file.
     try:
-        size = os.fstat(fd).st_size
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotARecordError("a symbolic link") from exc
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotARecordError(f"file type {stat.filemode(info.st_mode)[0]!r}")
+        size = info.st_size
         data = os.read(fd, size + 1)
         if len(data) <= size:
             return data
@@ -389,6 +483,10 @@ def _read_bytes(path: str) -> bytes:
         os.close(fd)
 
 
+class _NotARecordError(Exception):
+    """A record's name is taken by something that is not a regular file (a FIFO, a socket, a link)."""
+
+
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -397,7 +495,7 @@ def _unlink_quietly(path: str) -> None:
 def _translate(exc: OSError, where: object) -> PersistError:
     """The one place where OS errors of the file backend become persist errors."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO):
-        return BackendUnavailableError(f"file backend cannot write at {where}: {exc.strerror}")
+        return BackendUnavailableError(f"file backend cannot access {where}: {exc.strerror}")
     if exc.errno == errno.ENAMETOOLONG:
         return ConfigurationError(f"path too long under {where}: move the root folder higher up")
     return BackendUnavailableError(f"file backend error at {where}: {exc}")

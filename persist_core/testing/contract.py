@@ -426,6 +426,20 @@ class BackendContractTests(OwnershipClauses):
         self.assert_nothing_stored(backend, "candle")
 
     @pytest.mark.persist_domains("candle")
+    @pytest.mark.parametrize(
+        ("limit", "since"),
+        [(2, 2**53 - 1), (2, 2**53 - 60_000), (3, 2**53 - 2 * 60_000), (2**40, 0), (2**62, CANDLE_BASE_MS)],
+        ids=["last+1", "last+step", "last+2step", "huge-limit", "int64-overflow"],
+    )
+    def test_candle_window_beyond_the_key_range_is_invalid(self, backend: Backend, limit: int, since: int) -> None:
+        store = self.store(backend, "candle")
+        with pytest.raises(InvalidValueError):
+            store.read(limit, since)
+        # The last window that still fits is an ordinary miss on every backend.
+        assert store.read(1, 2**53 - 1) is None
+        assert store.read(2, 2**53 - 1 - 60_000) is None
+
+    @pytest.mark.persist_domains("candle")
     def test_candle_window_of_1000_reads_in_order(self, backend: Backend) -> None:
         store = self.store(backend, "candle")
         candles = self._candles(CANDLE_BASE_MS, 1000)

@@ -302,6 +302,34 @@ def test_a_read_without_a_cached_id_is_one_indexed_query_then_cached(
     assert commands.take() == ["find"]
 
 
+def test_a_foreign_redis_key_of_another_type_is_a_miss_not_an_outage(
+    backend: MongoBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(servers.shared_redis_url())
+    spec = DOMAINS["state"]
+    keys = [("s", "b1"), ("s", "b2")]
+    for key in keys:
+        backend.put(spec, key, Record('{"v":1}'))
+        ckey = cache_key(backend._namespace, spec, key)
+        client.delete(ckey)
+        client.rpush(ckey, "planted by another application")  # GET on it answers WRONGTYPE
+    with caplog.at_level("WARNING", logger="persist.mongo"):
+        for key in keys:
+            assert backend.get(spec, key) == Record('{"v":1}')
+    stats = backend.cache_stats
+    assert (stats.available, stats.outages, stats.errors, stats.stale) == (True, 0, 0, 2)
+    foreign = [r for r in caplog.records if "another type" in r.getMessage()]
+    assert len(foreign) == 1  # once, not once per key
+    assert not [r for r in caplog.records if "unavailable" in r.getMessage()]
+    # The foreign key was replaced by the cached id: the next read is a hit.
+    assert client.type(cache_key(backend._namespace, spec, keys[0])) == b"string"
+    assert backend.get(spec, keys[0]) == Record('{"v":1}')
+    assert backend.cache_stats.hits == 1
+    client.close()
+
+
 # ------------------------------------------------------------------------------------------ Redis keys
 
 
@@ -354,6 +382,36 @@ def test_driver_errors_are_translated_with_the_password_masked() -> None:
     leaking = translate(mongo_errors.OperationFailure(f"bad thing at {url}", code=2), url, "writing")
     assert type(leaking) is PersistError
     assert "pw-123" not in str(leaking)
+
+
+_BIG = 17 * 1024 * 1024  # over MongoDB's 16 MiB document limit, under the raised store limit below
+
+
+def test_a_value_over_16_mib_is_an_invalid_value_and_nothing_is_written(backend: MongoBackend) -> None:
+    limit = 32 * 1024 * 1024
+    state = make_store(backend, DOMAINS["state"], {"signal_id": "s", "bucket_name": "b"}, max_value_bytes=limit)
+    with pytest.raises(InvalidValueError, match="MongoDB document"):
+        state.write({"blob": "x" * _BIG})
+    assert backend.get(DOMAINS["state"], ("s", "b")) is None
+    log = make_store(backend, DOMAINS["log"], {}, max_value_bytes=limit)
+    # A batch with one oversized item writes none of its items (FerretDB would even store the big one).
+    with pytest.raises(InvalidValueError):
+        log.write([{"id": "e1"}, {"id": "e2", "blob": "x" * _BIG}])
+    assert backend.scan(DOMAINS["log"], ()) == []
+    storage = make_store(backend, DOMAINS["storage"], {"backtest": True}, max_value_bytes=limit)
+    with pytest.raises(InvalidValueError):
+        storage.write([{"id": "a"}, {"id": "b", "blob": "x" * _BIG}])
+    assert backend.scan(DOMAINS["storage"], (True,)) == []
+
+
+def test_the_drivers_document_too_large_is_translated(backend: MongoBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the backend's own size check the driver refuses the command itself, raising
+    # DocumentTooLarge, a bson InvalidDocument rather than a PyMongoError: it must still come out typed.
+    monkeypatch.setattr("persist_mongo._backend._MAX_PAYLOAD_BYTES", 1 << 30)
+    with pytest.raises(InvalidValueError, match="too large") as info:
+        backend.put(DOMAINS["state"], ("s", "b"), Record(json.dumps({"blob": "x" * _BIG})))
+    assert isinstance(info.value.__cause__, mongo_errors.DocumentTooLarge)
+    assert backend.get(DOMAINS["state"], ("s", "b")) is None
 
 
 # ------------------------------------------------------------------------------------------ string order

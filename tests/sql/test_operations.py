@@ -15,8 +15,11 @@ import sqlalchemy as sa
 
 from persist_core.backend import Record
 from persist_core.domains import DOMAINS
+from persist_core.errors import BackendUnavailableError, InvalidValueError
+from persist_core.stores import make_store
 from persist_sql import SqlBackend
-from tests.services import in_ci
+from persist_sql import _backend as backend_module
+from tests.services import in_ci, read_only_mount
 from tests.sql import servers
 
 CANDLE = DOMAINS["candle"]
@@ -215,3 +218,67 @@ def test_connections_idle_too_long_are_not_reused(kind: str) -> None:
         assert _server_pid(backend, kind) == first  # reused while fresh
         time.sleep(0.3)
         assert _server_pid(backend, kind) != first
+
+
+# -------------------------------------------------------------------------------------- too large
+
+_MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize("driver", ["mariadb", "mysqlclient"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"blob": "x" * (17 * _MIB)},  # just over 16 MiB: the server answers 1153
+        {"blob": "x" * (40 * _MIB)},  # far over: the server drops the connection mid-send (2006)
+        {"blob": '"' * (5 * _MIB)},  # 5 MiB of quotes: 10 MiB of JSON, 20 MiB once escaped for the wire
+    ],
+    ids=["17MiB", "40MiB", "escaped-20MiB"],
+)
+def test_a_value_over_max_allowed_packet_is_an_invalid_value(driver: str, value: dict[str, str]) -> None:
+    url = _url_of(driver)
+    servers.reset(url)
+    with SqlBackend(url, pool_size=1) as backend:
+        assert backend._started().max_packet == 16 * _MIB  # the shared MariaDB's default
+        store = make_store(backend, DOMAINS["state"], {"signal_id": "s", "bucket_name": "b"}, max_value_bytes=64 * _MIB)
+        with pytest.raises(InvalidValueError, match="max_allowed_packet"):
+            store.write(value)
+        assert backend.get(DOMAINS["state"], ("s", "b")) is None
+        storage = make_store(backend, DOMAINS["storage"], {"backtest": True}, max_value_bytes=64 * _MIB)
+        with pytest.raises(InvalidValueError, match="max_allowed_packet"):
+            storage.write([{"id": "a"}, {"id": "b", **value}])
+        assert backend.scan(DOMAINS["storage"], (True,)) == []
+        store.write({"small": 1})  # the connection is still usable
+        assert store.read() == {"small": 1}
+
+
+@pytest.mark.parametrize("driver", ["mariadb", "mysqlclient"])
+def test_the_servers_packet_too_large_error_is_an_invalid_value_without_a_retry(
+    driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past the backend's own check (disabled here) the server's error 1153 must still come out typed, and
+    # the statement must not be sent a second time as after an outage.
+    monkeypatch.setattr("persist_sql._backend._check_packet", lambda *args: None)
+    url = _url_of(driver)
+    servers.reset(url)
+    sent: list[int] = []
+    row_count = backend_module._row_count
+
+    def counting_row_count(*args: Any) -> Any:
+        sent.append(1)
+        return row_count(*args)
+
+    monkeypatch.setattr(backend_module, "_row_count", counting_row_count)
+    with SqlBackend(url, pool_size=1) as backend:
+        with pytest.raises(InvalidValueError, match="max_allowed_packet") as info:
+            backend.put(DOMAINS["state"], ("s", "b"), Record('{"blob":"' + "x" * (17 * _MIB) + '"}'))
+        assert getattr(info.value.__cause__, "args", (None,))[0] == 1153
+        assert sent == [1]
+        assert backend.get(DOMAINS["state"], ("s", "b")) is None
+
+
+def test_a_sqlite_file_under_an_unwritable_folder_is_a_typed_error() -> None:
+    with read_only_mount() as folder:
+        for path in (folder / "sub" / "state.db", folder / "state.db"):  # folder to create; file to create
+            with pytest.raises(BackendUnavailableError):
+                SqlBackend(f"sqlite:///{path}").open()
