@@ -209,7 +209,9 @@ def race_remove_write(
     deadline = time.monotonic() + seconds
     limit = max_ops if max_ops is not None else 1 << 62
     acked = 0
+    seen = 0  # the last write the remover saw before it began a remove
     done = threading.Event()
+    remover_failed = threading.Event()
     started = threading.Barrier(2, timeout=60)
     errors: list[BaseException] = []
     tally = {"removes": 0, "older": 0}
@@ -224,15 +226,19 @@ def race_remove_write(
                 n += 1
                 store.write("k", {"n": n, "pad": "x" * 64})
                 acked = n  # published only once the write returned: acknowledged
+                # Write again only once a remove of this write has begun, so that every write races a
+                # remove; on a fast backend the writer would otherwise finish before the remover ran once.
+                while seen < n and time.monotonic() < deadline and not remover_failed.is_set():
+                    time.sleep(0)
         except BaseException as exc:  # re-raised in the calling thread below
             errors.append(exc)
         finally:
             done.set()
 
     def remover() -> None:
+        nonlocal seen
         try:
             started.wait()
-            seen = 0
             while not done.is_set():
                 # Remove only after a new write was acknowledged, so that each remove finds a live record
                 # (removing a removed one may do nothing) and races the writer's next write.
@@ -250,6 +256,7 @@ def race_remove_write(
                         first_older.append((before, stored))
         except BaseException as exc:
             errors.append(exc)
+            remover_failed.set()
 
     threads = [threading.Thread(target=writer), threading.Thread(target=remover)]
     for thread in threads:
