@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from bson.int64 import Int64
 from bson.objectid import ObjectId
 from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
@@ -25,7 +29,9 @@ from persist_mongo._cache import DISABLED, CacheStats, IdCache, cache_key, names
 from persist_mongo._codec import REMOVED, UPDATED, Layout
 from persist_mongo._errors import DRIVER_ERRORS, translate
 
-__all__ = ["DEFAULT_DATABASE", "MongoBackend"]
+__all__ = ["DEFAULT_DATABASE", "LOCK_COLLECTION", "MongoBackend"]
+
+log = logging.getLogger("persist.mongo")
 
 #: The database used when the URL names none (``mongodb://host:27017``).
 DEFAULT_DATABASE = "backtest-persist"
@@ -50,6 +56,18 @@ _SCAN_BATCH = 10_000
 # refused before anything of its batch is sent: the server would refuse the document (or pymongo the
 # command) with a batch already half-inserted, and FerretDB would even store it.
 _MAX_PAYLOAD_BYTES = 16 * 1024 * 1024 - 16 * 1024
+
+# Key locks of the soft-delete domains (docs/mongo.md, "Atomicity on FerretDB"): FerretDB 1.24 runs every
+# update as a SELECT, then an UPDATE of the whole document by _id, so a remove ($set removed) racing a write
+# wrote the payload it had read back over the write (1,446 older payloads in a 20 s race). Its one atomic
+# test-and-set is an insert into a unique index: a lock is a document of this collection, taken by inserting
+# it and released by deleting it by its own _id.
+LOCK_COLLECTION = "persist-locks"
+_LOCK_INDEX = "persist_locks_uq"
+#: A lock older than this belongs to a holder that died between taking and releasing it, and is broken.
+#: A holder keeps a lock for one update (milliseconds); the lease only bounds the wait after a crash.
+_LOCK_LEASE_MS = 10_000
+_LOCK_BACKOFF_MAX = 0.02
 _BAD_DB_CHARS = frozenset('/\\. "$*<>:|?\x00')
 _first = itemgetter(0)
 # (URL, database) pairs whose indexes this process has ensured: the start-up work is done once per process
@@ -104,11 +122,17 @@ def database_of(url: str) -> str:
 class _Open:
     """What an opened backend holds: the client and the collections by domain name."""
 
-    __slots__ = ("client", "collections")
+    __slots__ = ("client", "collections", "locks")
 
-    def __init__(self, client: MongoClient[dict[str, Any]], collections: dict[str, Collection[dict[str, Any]]]):
+    def __init__(
+        self,
+        client: MongoClient[dict[str, Any]],
+        collections: dict[str, Collection[dict[str, Any]]],
+        locks: Collection[dict[str, Any]],
+    ):
         self.client = client
         self.collections = collections
+        self.locks = locks
 
 
 class MongoBackend(Backend):
@@ -202,14 +226,15 @@ class MongoBackend(Backend):
                 client.admin.command("ping")  # fail fast (CONTRACTS.md 3.6)
                 db = client[self.database]
                 collections = {name: db[self._layout(spec).collection] for name, spec in DOMAINS.items()}
+                locks = db[LOCK_COLLECTION]
                 with _ensured_lock:
                     if (self._raw_url, self.database) not in _ensured:
-                        self._create_indexes(collections)
+                        self._create_indexes(collections, locks)
                         _ensured.add((self._raw_url, self.database))
             except DRIVER_ERRORS as exc:
                 client.close()
                 raise translate(exc, self._raw_url, "opening") from exc
-            self._state = _Open(client, collections)
+            self._state = _Open(client, collections, locks)
         if self._cache is not None:
             self._cache.ping()  # a dead Redis is logged and counted here, never fatal
 
@@ -226,14 +251,17 @@ class MongoBackend(Backend):
             state = self._state
         if state is not None:
             try:
-                self._create_indexes(state.collections)
+                self._create_indexes(state.collections, state.locks)
             except DRIVER_ERRORS as exc:
                 raise translate(exc, self._raw_url, "creating indexes") from exc
 
-    def _create_indexes(self, collections: Mapping[str, Collection[dict[str, Any]]]) -> None:
+    def _create_indexes(
+        self, collections: Mapping[str, Collection[dict[str, Any]]], locks: Collection[dict[str, Any]]
+    ) -> None:
         for name, collection in collections.items():
             layout = self._layout(DOMAINS[name])
             collection.create_index(layout.index, unique=True, name=layout.index_name)
+        locks.create_index("lock", unique=True, name=_LOCK_INDEX)
 
     def close(self) -> None:
         # docstring inherited
@@ -345,6 +373,16 @@ class MongoBackend(Backend):
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
         # docstring inherited
         _check_size(domain, record)
+        if domain.soft_delete:
+            # Serialised with mark_removed of the key, whose update is a read-modify-write on FerretDB.
+            with self._key_lock(domain, key, f"writing {domain.name}"):
+                self._upsert(domain, key, record)
+        else:
+            # A full $set of every stored field is safe without a lock even on FerretDB: the document it
+            # leaves does not depend on what the server read first (docs/mongo.md, "Atomicity on FerretDB").
+            self._upsert(domain, key, record)
+
+    def _upsert(self, domain: DomainSpec, key: Key, record: Record) -> None:
         collection = self._collection(domain)
         layout = self._layout(domain)
         query = layout.key_filter(key)
@@ -437,13 +475,66 @@ class MongoBackend(Backend):
             raise TypeError(f"the {domain.name} domain has no soft delete")
         collection = self._collection(domain)
         layout = self._layout(domain)
-        try:
-            doc = collection.find_one_and_update(
-                layout.key_filter(key),
-                {"$set": {REMOVED: True, UPDATED: _utcnow()}},
-                return_document=ReturnDocument.AFTER,
-            )
-        except DRIVER_ERRORS as exc:
-            raise translate(exc, self._raw_url, f"removing from {domain.name}") from exc
+        # Under the key's lock: on FerretDB this update rewrites the whole document as the server read it,
+        # payload included, and would undo a put that landed in between (docs/mongo.md).
+        with self._key_lock(domain, key, f"removing from {domain.name}"):
+            try:
+                doc = collection.find_one_and_update(
+                    layout.key_filter(key),
+                    {"$set": {REMOVED: True, UPDATED: _utcnow()}},
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DRIVER_ERRORS as exc:
+                raise translate(exc, self._raw_url, f"removing from {domain.name}") from exc
         if doc is not None and self._cache is not None:
             self._cache.set(cache_key(self._namespace, domain, key), doc["_id"])
+
+    # ---------------------------------------------------------------------------------- key locks
+
+    @contextlib.contextmanager
+    def _key_lock(self, domain: DomainSpec, key: Key, what: str) -> Iterator[None]:
+        """Hold the lock of one record's key for the ``with`` block (soft-delete domains only).
+
+        Taking it inserts ``{lock: <key>, expires}`` into the unique index of :data:`LOCK_COLLECTION`; a
+        duplicate key means another holder, and the caller waits (0.5 ms, doubling to 20 ms). A lock past
+        its lease belongs to a holder that died and is deleted by its ``_id``, so that only that very lock
+        goes. Releasing deletes the lock by its ``_id``; if that fails, the lease frees the key.
+        """
+        state = self._state
+        if state is None:
+            self._collection(domain)  # opens, or raises if this backend cannot be opened
+            state = self._state
+            if state is None:  # pragma: no cover - closed by another thread meanwhile
+                raise ConfigurationError(f"{self.url} was closed while it was being used")
+        locks = state.locks
+        name = cache_key(self._namespace, domain, key)
+        lock_id = ObjectId()
+        delay = 0.0005
+        try:
+            while True:
+                now_ms = time.time_ns() // 1_000_000
+                try:
+                    locks.insert_one({"_id": lock_id, "lock": name, "expires": Int64(now_ms + _LOCK_LEASE_MS)})
+                    break
+                except DuplicateKeyError:
+                    holder = locks.find_one({"lock": name})
+                    if holder is None:
+                        continue  # released meanwhile
+                    expires = holder.get("expires")
+                    if not isinstance(expires, int) or expires < now_ms:
+                        log.warning("breaking the expired lock of %s (a writer died holding it)", name)
+                        locks.delete_one({"_id": holder["_id"]})
+                        continue
+                time.sleep(delay)
+                delay = min(delay * 2, _LOCK_BACKOFF_MAX)
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self._raw_url, what) from exc
+        try:
+            yield
+        finally:
+            try:
+                locks.delete_one({"_id": lock_id})
+            except DRIVER_ERRORS as exc:  # the lease frees the key; the operation itself has its own verdict
+                lease = _LOCK_LEASE_MS // 1000
+                reason = type(exc).__name__
+                log.warning("could not release the lock of %s (%s); it expires in %d s", name, reason, lease)

@@ -106,6 +106,21 @@ VARIANTS = {
         """,
         "test_state_machine_matches_the_memory_model",
     ),
+    # Soft delete as an unlocked read-modify-write: a write acknowledged between the read and the write-back
+    # is undone by the older payload (issue 9). The sleep widens the window the way a slow disk does.
+    "remove_read_modify_write": (
+        """
+        import time
+        class Broken(MemoryBackend):
+            def mark_removed(self, domain, key):
+                record = self.get(domain, key)
+                if record is not None and not record.removed:
+                    time.sleep(0.001)
+                    self.put(domain, key, Record(record.payload, record.when, removed=True))
+        FACTORY = Broken
+        """,
+        "test_remove_racing_write_never_restores_an_older_payload",
+    ),
     # A read that hands out the stored object itself (a decode cache).
     "read_returns_stored_object": (
         """

@@ -29,7 +29,7 @@ from persist_core.errors import InvalidKeyError, InvalidValueError
 from persist_core.stores import Store, make_store
 from persist_core.testing.durability import run_kill_test
 from persist_core.testing.ownership import OwnershipClauses
-from persist_core.testing.races import CANDLE_BASE_MS, race_processes, race_threads, slot_value
+from persist_core.testing.races import CANDLE_BASE_MS, race_processes, race_remove_write, race_threads, slot_value
 from persist_core.testing.samples import (
     HOSTILE_KEYS,
     INVALID_KEYS,
@@ -946,6 +946,27 @@ class BackendContractTests(OwnershipClauses):
         self.require(backend, shared_between_processes=True)
         results = race_processes(backend_factory, "slot", namespace, racers=3, keys=10)
         self._check_slot(backend, namespace, results)
+
+    @pytest.mark.persist_domains("measure")
+    def test_remove_racing_write_never_restores_an_older_payload(self, backend: Backend, namespace: str) -> None:
+        """A remove racing a write of one bucket key never puts an older payload back (CONTRACTS.md 3.5).
+
+        Two threads for about a second: one writes increasing counters, one removes. After each remove
+        the stored counter (removed records included) may not be below the last acknowledged write, and
+        at the end it is the last write's, removed or not. A remove that reads the record and writes it
+        back flagged undoes a write acknowledged in between (issue 9).
+        """
+        race = race_remove_write(backend, "measure", namespace, seconds=1.0, max_ops=400)
+        assert race.writes > 0, f"the race did not run: {race}"
+        assert race.removes > 0, f"the race did not run: {race}"
+        assert race.older == 0, (
+            f"{race.older} of {race.removes} removes left an older payload than the last acknowledged write "
+            f"(first: write {race.first_older[0] if race.first_older else '?'} acknowledged, "
+            f"{race.first_older[1] if race.first_older else '?'} stored)"
+        )
+        assert race.final == race.writes, (
+            f"after the race the key holds write {race.final}, not the last acknowledged write {race.writes}"
+        )
 
     @pytest.mark.persist_domains("signal")
     def test_readers_never_see_a_torn_write(self, backend: Backend, namespace: str) -> None:
