@@ -7,6 +7,7 @@ is asked of :mod:`persist_sql._dialects`; driver errors become library errors in
 
 from __future__ import annotations
 
+import logging
 import operator
 import threading
 from collections.abc import Callable, Sequence
@@ -17,14 +18,24 @@ import sqlalchemy as sa
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.domains import DomainSpec
-from persist_core.errors import BackendUnavailableError, ConfigurationError, InvalidValueError, PersistError
+from persist_core.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    CorruptRecordError,
+    InvalidValueError,
+    PersistError,
+)
+from persist_core.ownership import Lease as OwnershipLease
+from persist_core.ownership import LeaseLog
 from persist_core.urls import masks_driver_errors, parse_boolean
 from persist_sql import _dialects, _errors, _migrate
 from persist_sql._dialects import Kind
 from persist_sql._pool import Lease, Pool
-from persist_sql._statements import DomainStatements, statements_for
+from persist_sql._statements import DomainStatements, LeaseStatements, lease_statements_for, statements_for
 
-__all__ = ["SqlBackend"]
+__all__ = ["SqlBackend", "SqlLeaseLog"]
+
+log = logging.getLogger("persist.sql")
 
 _by_key = operator.itemgetter(0)
 
@@ -130,6 +141,7 @@ class _Open:
     pool: Pool
     kind: Kind
     statements: dict[str, DomainStatements]
+    leases: LeaseStatements
     driver_error: type[Exception]
     is_disconnect: Callable[..., bool]
     batch_work: Work
@@ -145,6 +157,8 @@ class SqlBackend(Backend):
     raises :class:`~persist_core.errors.SchemaBehindError` unless ``auto_migrate`` is set (also as
     ``?auto_migrate=1`` in the URL), a newer one raises :class:`~persist_core.errors.SchemaAheadError`.
 
+    Ownership leases live in the ``persist_leases`` table (:class:`SqlLeaseLog`).
+
     Args:
         url: the database URL; its password never appears in messages.
         auto_migrate: upgrade an older schema on open instead of refusing it.
@@ -153,7 +167,7 @@ class SqlBackend(Backend):
         checkout_timeout: how long an operation waits for a free connection when all are in use.
     """
 
-    capabilities = Capabilities()
+    capabilities = Capabilities(ownership=True)
 
     def __init__(
         self,
@@ -238,6 +252,7 @@ class SqlBackend(Backend):
                 pool=pool,
                 kind=kind,
                 statements=statements_for(engine.dialect),
+                leases=lease_statements_for(engine.dialect),
                 driver_error=driver_error,
                 is_disconnect=engine.dialect.is_disconnect,
                 batch_work=_row_count_many_in_transaction if kind == "sqlite" else _row_count_many,
@@ -395,3 +410,73 @@ class SqlBackend(Backend):
         if st.mark_removed is None:
             raise PersistError(f"the {domain.name} domain has no soft delete")
         self._run(_row_count, st.mark_removed.text, st.mark_removed.bind(key))
+
+    def lease_log(self) -> SqlLeaseLog:
+        # docstring inherited
+        return SqlLeaseLog(self)
+
+
+class SqlLeaseLog(LeaseLog):
+    """Ownership leases in ``persist_leases``: one row per generation, the generation its primary key.
+
+    Each method is one precompiled statement run through the backend's :meth:`SqlBackend._run` (errors
+    translated in one place, a lost connection retried once). ``claim`` is the first-write-wins insert of the
+    candle and log domains (``ON CONFLICT DO NOTHING``; on MariaDB ``ON DUPLICATE KEY UPDATE`` of the key to
+    itself) and tells by its row count whether it stored the row.
+    """
+
+    def __init__(self, backend: SqlBackend) -> None:
+        self._backend = backend
+        self._prune_refused = False
+
+    def _statements(self) -> LeaseStatements:
+        return self._backend._started().leases
+
+    # docstrings inherited from LeaseLog
+
+    def head(self) -> tuple[int, OwnershipLease] | None:
+        sql = self._statements().head
+        row = self._backend._run(_fetch_one, sql.text, sql.bind(()))
+        if row is None:
+            return None
+        return int(row[0]), self._parse(int(row[0]), row[1])
+
+    def claim(self, generation: int, lease: OwnershipLease) -> bool:
+        st = self._statements()
+        text = lease.to_json()
+        if int(self._backend._run(_row_count, st.claim.text, st.claim.bind((generation, text)))) == 1:
+            return True
+        # Not inserted: another claim holds the generation, or ours did and its connection was lost before
+        # the reply came, so that the retry found our own row. A lease names its holder's host, pid, start
+        # time and claim time to the millisecond: an equal text is this very claim.
+        stored = self._backend._run(_fetch_one, st.lease_of.text, st.lease_of.bind((generation,)))
+        return stored is not None and stored[0] == text
+
+    def renew(self, generation: int, lease: OwnershipLease) -> None:
+        sql = self._statements().renew
+        self._backend._run(_row_count, sql.text, sql.bind((generation, lease.to_json())))
+
+    def prune(self, below: int) -> None:
+        """Delete the generations below ``below``; never raises.
+
+        Needs DELETE on ``persist_leases`` (docs/sql.md). A role without it keeps every generation (one
+        small row per takeover): the refusal is logged once and pruning stops for this log.
+        """
+        if self._prune_refused:
+            return
+        sql = self._statements().prune
+        try:
+            self._backend._run(_row_count, sql.text, sql.bind((below,)))
+        except ConfigurationError as exc:
+            self._prune_refused = True
+            log.info("%s: old ownership leases are kept (no DELETE on persist_leases): %s", self._backend.url, exc)
+        except PersistError as exc:
+            log.warning("%s: could not prune old ownership leases: %s", self._backend.url, exc)
+
+    def _parse(self, generation: int, text: Any) -> OwnershipLease:
+        try:
+            return OwnershipLease.from_json(str(text))
+        except ValueError as exc:
+            raise CorruptRecordError(
+                f"{self._backend.url}: unreadable ownership lease of generation {generation} in persist_leases: {exc}"
+            ) from exc

@@ -22,7 +22,7 @@ from persist_core.domains import DOMAINS, DomainSpec
 from persist_sql import _dialects, _schema
 from persist_sql._dialects import Kind
 
-__all__ = ["DomainStatements", "Sql", "statements_for"]
+__all__ = ["DomainStatements", "LeaseStatements", "Sql", "lease_statements_for", "statements_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +65,25 @@ class DomainStatements:
     soft_delete: bool
 
 
-def _compile(stmt: sa.ClauseElement, dialect: Dialect, source: Sequence[str], *, arrays: bool = False) -> Sql:
-    compiled = stmt.compile(dialect=dialect)
+@dataclass(frozen=True, slots=True)
+class LeaseStatements:
+    """The compiled statements of the ownership leases (``persist_leases``).
+
+    Source values: ``head``: none; ``claim``/``renew``: ``generation``, ``lease``; ``lease_of``: ``generation``;
+    ``prune``: ``below``.
+    """
+
+    head: Sql  #: the newest generation and its lease
+    claim: Sql  #: insert a new generation; its row count is 0 when the generation exists
+    renew: Sql  #: replace the lease of one generation
+    lease_of: Sql  #: the lease of one generation
+    prune: Sql  #: delete the generations below one
+
+
+def _compile(
+    stmt: sa.ClauseElement, dialect: Dialect, source: Sequence[str], *, arrays: bool = False, literal: bool = False
+) -> Sql:
+    compiled = stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True} if literal else {})
     names = compiled.positiontup if isinstance(compiled, SQLCompiler) else None
     if not dialect.positional or names is None:  # pragma: no cover - engines are built positional
         raise RuntimeError(f"expected a positional paramstyle, got {dialect.paramstyle!r}")
@@ -155,7 +172,31 @@ def _unnest(table: sa.Table, columns: list[str]) -> sa.Select[Any]:
     return sa.select(*picked)
 
 
+def _leases(kind: Kind, dialect: Dialect) -> LeaseStatements:
+    table = _schema.lease_table_for(kind)
+    generation, lease = table.c.generation, table.c.lease
+    names = ["generation", "lease"]
+    head = sa.select(generation, lease).order_by(generation.desc()).limit(1)
+    one_row = _dialects.insert(kind, table).values({name: sa.bindparam(name) for name in names})
+    renew = (
+        sa.update(table)
+        .where(generation == sa.bindparam("g"))
+        .values(lease=sa.bindparam("lease"), updated_at=sa.func.current_timestamp())
+    )
+    lease_of = sa.select(lease).where(generation == sa.bindparam("generation"))
+    prune = sa.delete(table).where(generation < sa.bindparam("below"))
+    return LeaseStatements(
+        # LIMIT as a literal: the statement has no parameter and one text for every call.
+        head=_compile(head, dialect, [], literal=True),
+        claim=_compile(_dialects.insert_new(kind, one_row, [generation]), dialect, names),
+        renew=_compile(renew, dialect, ["g", "lease"]),
+        lease_of=_compile(lease_of, dialect, ["generation"]),
+        prune=_compile(prune, dialect, ["below"]),
+    )
+
+
 _cache: dict[tuple[Any, ...], dict[str, DomainStatements]] = {}
+_lease_cache: dict[tuple[Any, ...], LeaseStatements] = {}
 _cache_lock = threading.Lock()
 
 
@@ -174,4 +215,18 @@ def statements_for(dialect: Dialect) -> dict[str, DomainStatements]:
             if statements is None:
                 statements = {name: _domain(kind, dialect, spec) for name, spec in DOMAINS.items()}
                 _cache[key] = statements
+    return statements
+
+
+def lease_statements_for(dialect: Dialect) -> LeaseStatements:
+    """The statements of the ownership leases, compiled for ``dialect`` (once per key, as :func:`statements_for`)."""
+    kind = _dialects.kind_of(dialect)
+    key = (kind, dialect.driver, dialect.paramstyle, dialect.server_version_info)
+    statements = _lease_cache.get(key)
+    if statements is None:
+        with _cache_lock:
+            statements = _lease_cache.get(key)
+            if statements is None:
+                statements = _leases(kind, dialect)
+                _lease_cache[key] = statements
     return statements

@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 
 from persist_core.domains import DOMAINS
 from persist_core.errors import PersistError
-from persist_sql import _dialects, _errors, _migrate
+from persist_sql import _dialects, _errors, _migrate, _schema
 
 __all__ = ["check", "migrate"]
 
@@ -113,7 +113,9 @@ _RUNTIME_PRIVILEGES = ("SELECT", "INSERT", "UPDATE")
 
 
 def _check_privileges(connection: sa.Connection) -> tuple[str, bool, str]:
-    """Whether the role may SELECT, INSERT and UPDATE every domain table (and read the version table).
+    """Whether the role may SELECT, INSERT and UPDATE every domain table and the leases (and read the version table).
+
+    DELETE on the leases is not required (pruning old generations is skipped without it).
 
     PostgreSQL answers ``has_table_privilege``; MariaDB checks privileges when it explains a statement, so
     ``EXPLAIN`` of a harmless insert and update tells without writing. SQLite: the file and its folder (for
@@ -128,17 +130,17 @@ def _check_privileges(connection: sa.Connection) -> tuple[str, bool, str]:
             if not os.access(path, os.R_OK | os.W_OK):
                 missing.append(f"write access to {path}")
     else:
-        for spec in DOMAINS.values():
-            table = _migrate.target_metadata(connection.dialect).tables[spec.table_name]
+        tables = _migrate.target_metadata(connection.dialect).tables
+        for name in [*(spec.table_name for spec in DOMAINS.values()), _schema.LEASE_TABLE]:
             for privilege in _RUNTIME_PRIVILEGES:
-                if not _may(connection, kind, table, privilege):
-                    missing.append(f"{privilege} on {spec.table_name}")
+                if not _may(connection, kind, tables[name], privilege):
+                    missing.append(f"{privilege} on {name}")
         if not _may(connection, kind, _migrate.version_table, "SELECT"):
             missing.append(f"SELECT on {_migrate.VERSION_TABLE}")
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
         return ("privileges", False, f"missing {shown} (docs/sql.md, least-privilege setup)")
-    return ("privileges", True, "SELECT, INSERT and UPDATE on every domain table")
+    return ("privileges", True, "SELECT, INSERT and UPDATE on every domain table and on the ownership leases")
 
 
 def _may(connection: sa.Connection, kind: str, table: sa.Table, privilege: str) -> bool:
@@ -150,7 +152,7 @@ def _may(connection: sa.Connection, kind: str, table: sa.Table, privilege: str) 
     elif privilege == "INSERT":
         probe = sa.insert(table).values({column.name: _sample(column) for column in table.primary_key.columns})
     else:
-        probe = sa.update(table).values({table.c.when_ms: table.c.when_ms}).where(sa.false())
+        probe = sa.update(table).values({table.c.updated_at: table.c.updated_at}).where(sa.false())
     text = str(probe.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
     try:
         connection.exec_driver_sql(f"EXPLAIN {text}")  # autocommit: a refusal ends no transaction

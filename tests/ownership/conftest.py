@@ -1,4 +1,8 @@
-"""The backends the ownership tests run on: each yields ``(url, extra environment)`` on fresh storage."""
+"""The backends the ownership tests run on: each yields ``(url, extra environment)`` on fresh storage.
+
+PostgreSQL and MariaDB run on a scratch database of each test's own on the shared test servers
+(``scripts/services.sh``): skipped when a server is unreachable, failed under ``CI=true``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-BACKENDS = ["file", "sqlite"]
+BACKENDS = ["file", "sqlite", "postgresql", "mariadb"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -19,5 +23,15 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
     elif kind == "sqlite":
         pytest.importorskip("sqlalchemy")
         yield f"sqlite:///{tmp_path / 'state.db'}", {}
+    elif kind in ("postgresql", "mariadb"):
+        pytest.importorskip("sqlalchemy")
+        from persist_sql import SqlBackend
+        from tests.sql import servers
+
+        server = servers.server_url(servers.POSTGRES if kind == "postgresql" else servers.MYSQL)
+        with servers.scratch_database(server) as url:
+            with SqlBackend(url):  # creates the schema, as `backtest-persist migrate` would
+                pass
+            yield url, {}
     else:  # pragma: no cover
         raise AssertionError(kind)

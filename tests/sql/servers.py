@@ -2,7 +2,7 @@
 
 The tests work in a database of their own session (:func:`session_url`), created on the shared server at
 first use and dropped at the end, so that two test runs on one machine (or a bench) never empty each other's
-tables. Every contract test starts on empty tables: :func:`reset` deletes the rows of the 16 tables (much
+tables. Every contract test starts on empty tables: :func:`reset` deletes the rows of the 17 tables (much
 faster than dropping and creating them). Tests that need a database of their own (schema states, migration
 races, least privilege) get a scratch database that is dropped afterwards.
 """
@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from persist_core.domains import DOMAINS
 from persist_sql import SqlBackend
+from persist_sql._schema import LEASE_TABLE
 from tests.services import require
 
 POSTGRES = "PERSIST_TEST_POSTGRES_URL"
@@ -76,7 +77,7 @@ def admin_engine(url: str) -> sa.Engine:
 
 
 def reset(url: str) -> None:
-    """Empty the 16 tables of ``url``'s database (creating the schema at head the first time)."""
+    """Empty the 16 tables and the leases of ``url``'s database (creating the schema at head the first time)."""
     if url not in _ready:
         with SqlBackend(url):
             pass
@@ -84,6 +85,7 @@ def reset(url: str) -> None:
     with admin_engine(url).begin() as connection:
         for spec in DOMAINS.values():
             connection.execute(sa.table(spec.table_name).delete())
+        connection.execute(sa.table(LEASE_TABLE).delete())
 
 
 def _with_database(url: str, database: str) -> str:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from persist_core.domains import DOMAINS
 from persist_core.errors import BackendUnavailableError
 from persist_sql import _migrate, admin
+from persist_sql._schema import LEASE_TABLE
 from tests.sql import servers
 
 TABLES = [spec.table_name for spec in DOMAINS.values()]
@@ -92,9 +93,11 @@ def test_migrate_of_an_unreachable_server_raises_unavailable() -> None:
 )
 def test_sql_mode_writes_the_script_without_connecting(url: str, collation: str) -> None:
     script = admin.migrate(url, sql=True)
-    for table in [*TABLES, _migrate.VERSION_TABLE]:
+    for table in [*TABLES, _migrate.VERSION_TABLE, LEASE_TABLE]:
         assert f"CREATE TABLE {table}" in script or f"CREATE TABLE IF NOT EXISTS {table}" in script
     assert collation in script
-    assert f"INSERT INTO {_migrate.VERSION_TABLE} (version_num) VALUES ('{_migrate.head()}')" in script
+    # Every revision in turn: the first inserts its revision row, each later one moves it on to the head.
+    assert f"INSERT INTO {_migrate.VERSION_TABLE} (version_num) VALUES ('0001')" in script
+    assert f"SET version_num='{_migrate.head()}'" in script
     assert "hush-hush" not in script
     assert not Path("never-created.db").exists()

@@ -1,8 +1,9 @@
 """The runtime needs only SELECT, INSERT and UPDATE: migrate as the owner, then work as ``persist_app``.
 
-The owner migrates a database and grants the three privileges on its tables to the least-privilege role of
-``scripts/services.sh`` (PERSIST_TEST_*_APP_URL), which then runs every operation of the backend on every
-domain, and the contract kit's state machine. PostgreSQL uses a scratch database per test. On MariaDB the
+The owner migrates a database and grants the three privileges on its tables, and DELETE on the ownership
+leases alone, to the least-privilege role of ``scripts/services.sh`` (PERSIST_TEST_*_APP_URL), which then runs
+every operation of the backend on every domain, ownership (with and without that DELETE), and the contract
+kit's state machine. PostgreSQL uses a scratch database per test. On MariaDB the
 owner may grant only on the shared test database (the services script's wildcard grant for scratch
 databases does not carry a usable GRANT OPTION), so the tests there write on contexts of their own and
 empty nothing.
@@ -23,9 +24,11 @@ from hypothesis.stateful import run_state_machine_as_test
 from persist_core.backend import Record
 from persist_core.domains import DOMAINS, FieldType, Kind
 from persist_core.errors import ConfigurationError, PersistError, SchemaBehindError
+from persist_core.ownership import Owner, ProcessIdentity
 from persist_core.testing import state_machine_for
 from persist_core.testing.samples import context_for
 from persist_sql import SqlBackend, admin
+from persist_sql._schema import LEASE_TABLE
 from tests.services import service_url
 from tests.sql import servers
 
@@ -35,8 +38,15 @@ def _on_database(url: str, database: str) -> str:
 
 
 def _grant(
-    owner_url: str, app_url: str, database: str, *, revoke: bool = False, privileges: str = "SELECT, INSERT, UPDATE"
+    owner_url: str,
+    app_url: str,
+    database: str,
+    *,
+    revoke: bool = False,
+    privileges: str = "SELECT, INSERT, UPDATE",
+    table: str | None = None,
 ) -> None:
+    """Grant (or revoke) ``privileges`` on every table of ``database``, or on ``table`` alone."""
     app_user = sa.make_url(app_url).username
     engine = servers.admin_engine(owner_url)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -46,13 +56,15 @@ def _grant(
             # The owner's connection is to the shared database; the grant must run in the scratch one.
             scratch = sa.create_engine(_on_database(owner_url, database), poolclass=sa.pool.NullPool)
             with scratch.begin() as inside:
-                inside.execute(sa.text(f"{verb} {privileges} ON ALL TABLES IN SCHEMA public {direction} {app_user}"))
+                on = table or "ALL TABLES IN SCHEMA public"
+                inside.execute(sa.text(f"{verb} {privileges} ON {on} {direction} {app_user}"))
             scratch.dispose()
         else:
             verb, direction = ("REVOKE", "FROM") if revoke else ("GRANT", "TO")
             # Straight to the driver without parameters, so that the host '%' is not taken for a placeholder.
             cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            cursor.execute(f"{verb} {privileges} ON `{database}`.* {direction} '{app_user}'@'%'")
+            on = f"`{database}`.`{table}`" if table else f"`{database}`.*"
+            cursor.execute(f"{verb} {privileges} ON {on} {direction} '{app_user}'@'%'")
             cursor.close()
 
 
@@ -71,21 +83,25 @@ def app_url(request: pytest.FixtureRequest) -> Iterator[str]:
         database = sa.make_url(owner).database or ""
         admin.migrate(owner)
         _grant(owner, app, database)
+        _grant(owner, app, database, privileges="DELETE", table=LEASE_TABLE)
         try:
             servers.server_url(app_name)
             yield _on_database(app, database)
         finally:
             _grant(owner, app, database, revoke=True)
+            _grant(owner, app, database, revoke=True, privileges="DELETE", table=LEASE_TABLE)
         return
     servers.server_url(app_name)
     with servers.scratch_database(owner) as scratch:
         database = sa.make_url(scratch).database or ""
         admin.migrate(scratch)
         _grant(owner, app, database)
+        _grant(owner, app, database, privileges="DELETE", table=LEASE_TABLE)
         try:
             yield _on_database(app, database)
         finally:
             _grant(owner, app, database, revoke=True)
+            _grant(owner, app, database, revoke=True, privileges="DELETE", table=LEASE_TABLE)
 
 
 def test_the_role_has_no_ddl_rights(app_url: str) -> None:
@@ -96,6 +112,8 @@ def test_the_role_has_no_ddl_rights(app_url: str) -> None:
             connection.execute(sa.text("CREATE TABLE persist_probe (x INTEGER)"))
         with pytest.raises(sa.exc.DBAPIError), engine.begin() as connection:
             connection.execute(sa.text("DELETE FROM signal_items"))
+        with pytest.raises(sa.exc.DBAPIError), engine.begin() as connection:
+            connection.execute(sa.text("DROP TABLE persist_leases"))
     finally:
         engine.dispose()
 
@@ -157,6 +175,42 @@ def test_check_reports_the_privileges_of_the_role(app_url: str) -> None:
 def test_every_operation_on_every_domain_as_the_role(app_url: str) -> None:
     with SqlBackend(app_url) as backend:
         _write_every_domain(backend, f"lp-{uuid.uuid4().hex[:8]}-")
+
+
+@pytest.mark.parametrize("may_delete", [True, False], ids=["delete-granted", "no-delete"])
+def test_ownership_as_the_role(app_url: str, may_delete: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """Claims, renewals and releases need SELECT, INSERT and UPDATE; pruning old generations needs DELETE on
+    the leases, and without it the old generations are kept and nothing fails."""
+    owner_url = servers.server_url(servers.POSTGRES if app_url.startswith("postgresql") else servers.MYSQL)
+    database = sa.make_url(app_url).database or ""
+    wall = [4_000_000_000_000]  # far ahead of any lease another test left in a shared database
+    generations: list[int] = []
+    if not may_delete:
+        _grant(owner_url, app_url, database, revoke=True, privileges="DELETE", table=LEASE_TABLE)
+    try:
+        with SqlBackend(app_url) as backend, caplog.at_level("INFO", logger="persist.sql"):
+            leases = backend.lease_log()
+            for n in range(3):  # three successive owners: the third claim prunes below the second
+                identity = ProcessIdentity(f"lp-host-{n}", 100 + n, "lp")
+                owner = Owner(leases, "lp", identity=identity, wall_ms=lambda: wall[0], monotonic=lambda: 0.0)
+                try:
+                    owner.ensure()
+                    assert owner.generation is not None
+                    generations.append(owner.generation)
+                finally:
+                    owner.release()
+            engine = servers.admin_engine(_on_database(owner_url, database))
+            with engine.connect() as connection:
+                table = sa.table(LEASE_TABLE, sa.column("generation"))
+                kept = connection.execute(
+                    sa.select(table.c.generation).where(table.c.generation >= generations[0]).order_by("generation")
+                ).scalars()
+                assert list(kept) == (generations[1:] if may_delete else generations)
+    finally:
+        if not may_delete:
+            _grant(owner_url, app_url, database, privileges="DELETE", table=LEASE_TABLE)
+    refused = [r for r in caplog.records if "old ownership leases are kept" in r.getMessage()]
+    assert len(refused) == (0 if may_delete else 1)
 
 
 def test_the_state_machine_as_the_role(app_url: str) -> None:

@@ -94,6 +94,18 @@ def test_first_revision_creates_all_sixteen_tables(empty_url: str) -> None:
     assert names == TABLES | {_migrate.VERSION_TABLE}
 
 
+def test_second_revision_adds_only_the_lease_table(empty_url: str) -> None:
+    admin.migrate(empty_url, "0002")
+    engine = _connect(empty_url)
+    try:
+        inspector = sa.inspect(engine)
+        assert set(inspector.get_table_names()) == TABLES | {_migrate.VERSION_TABLE, _schema.LEASE_TABLE}
+        assert [c["name"] for c in inspector.get_columns(_schema.LEASE_TABLE)] == ["generation", "lease", "updated_at"]
+        assert inspector.get_pk_constraint(_schema.LEASE_TABLE)["constrained_columns"] == ["generation"]
+    finally:
+        engine.dispose()
+
+
 def test_autogenerate_finds_no_difference_between_revisions_and_specs(empty_url: str) -> None:
     admin.migrate(empty_url)
     assert _differences(empty_url) == []
@@ -160,10 +172,10 @@ def _newer_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make this process' code one revision newer than the shipped migrations (a harmless index)."""
     location = tmp_path / "migrations"
     shutil.copytree(_migrate.script_location(), location, ignore=shutil.ignore_patterns("__pycache__"))
-    (location / "versions" / "0002_test.py").write_text(
+    (location / "versions" / "9999_test.py").write_text(
         '"""A revision that exists only in this test."""\n'
         "from alembic import op\n\n"
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        f'revision = "9999"\ndown_revision = "{_migrate.head()}"\nbranch_labels = None\ndepends_on = None\n\n\n'
         "def upgrade() -> None:\n"
         '    op.create_index("ix_test_measure_when", "measure_items", ["when_ms"])\n\n\n'
         "def downgrade() -> None:\n"
@@ -181,19 +193,20 @@ def test_schema_behind_the_code_raises_naming_the_command(
     empty_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     _stamp_head_with_the_shipped_code(empty_url)
+    head = _migrate.head()
     _newer_code(tmp_path, monkeypatch)
     with pytest.raises(SchemaBehindError) as info:
         SqlBackend(empty_url).open()
     message = str(info.value)
     masked = _dialects.parse_url(empty_url).display
     assert f"backtest-persist migrate --url {masked}" in message
-    assert "0001" in message
-    assert "0002" in message
+    assert head in message
+    assert "9999" in message
     password = sa.make_url(empty_url).password
     if password:
         assert password not in message
         assert "***" in message
-    assert _revision(empty_url) == ["0001"]
+    assert _revision(empty_url) == [head]
 
 
 @pytest.mark.parametrize("how", ["keyword", "url"])
@@ -209,7 +222,7 @@ def test_auto_migrate_upgrades_a_schema_behind(
         backend = SqlBackend(f"{empty_url}{separator}auto_migrate=1")
     with backend:
         backend.put(DOMAINS["measure"], ("b", "k"), Record("1", 5))
-    assert _revision(empty_url) == ["0002"]
+    assert _revision(empty_url) == ["9999"]
 
 
 def test_schema_ahead_of_the_code_is_refused(empty_url: str) -> None:
