@@ -211,8 +211,8 @@ class MongoBackend(Backend):
             layout = self._layout(DOMAINS[name])
             collection.create_index(layout.index, unique=True, name=layout.index_name)
         # The lease collection needs no index of its own (claims rely on the _id index every collection
-        # has), but it is created here rather than by the first claim: on FerretDB a collection is a
-        # PostgreSQL table, and two processes racing to create it implicitly need not both succeed.
+        # has). It is created here rather than by the first claim, so that a claim costs no table creation
+        # (FerretDB) and the one-winner race never depends on concurrent implicit creation.
         try:
             db.command("create", LEASE_COLLECTION)
         except OperationFailure as exc:
