@@ -18,7 +18,8 @@ from bson.objectid import ObjectId
 from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.config import resolve_redis_url
@@ -28,6 +29,7 @@ from persist_core.urls import check_credentials, mask_url, masks_driver_errors, 
 from persist_mongo._cache import DISABLED, CacheStats, IdCache, cache_key, namespace_of
 from persist_mongo._codec import REMOVED, UPDATED, Layout
 from persist_mongo._errors import DRIVER_ERRORS, translate
+from persist_mongo._leases import LEASE_COLLECTION, MongoLeaseLog
 
 __all__ = ["DEFAULT_DATABASE", "LOCK_COLLECTION", "MongoBackend"]
 
@@ -43,6 +45,7 @@ _CLIENT_DEFAULTS: Mapping[str, int] = {
     "socketTimeoutMS": 30_000,
 }
 _DUPLICATE_KEY = 11000
+_NAMESPACE_EXISTS = 48
 # Two upserts of one new key can both miss the document and both insert: the unique index lets one in
 # and the other gets DuplicateKeyError (MongoDB >= 4.2 retries that itself; FerretDB does not). The
 # loser's retry then matches the winner's document and updates it. One retry suffices; three tolerate
@@ -120,19 +123,21 @@ def database_of(url: str) -> str:
 
 
 class _Open:
-    """What an opened backend holds: the client and the collections by domain name."""
+    """What an opened backend holds: the client, the collections by domain name and the lease collection."""
 
-    __slots__ = ("client", "collections", "locks")
+    __slots__ = ("client", "collections", "leases", "locks")
 
     def __init__(
         self,
         client: MongoClient[dict[str, Any]],
         collections: dict[str, Collection[dict[str, Any]]],
         locks: Collection[dict[str, Any]],
+        leases: Collection[dict[str, Any]],
     ):
         self.client = client
         self.collections = collections
         self.locks = locks
+        self.leases = leases
 
 
 class MongoBackend(Backend):
@@ -140,10 +145,11 @@ class MongoBackend(Backend):
 
     MongoDB is the source of truth; Redis only spares the indexed query of a read. Without Redis (down,
     flushed, or ``redis_url="none"``) every operation works against MongoDB alone. Thread-safe: the
-    MongoClient and redis-py's connection pool are.
+    MongoClient and redis-py's connection pool are. Ownership leases live in the ``persist-leases``
+    collection, never in Redis.
     """
 
-    capabilities = Capabilities()
+    capabilities = Capabilities(ownership=True)
 
     def __init__(
         self,
@@ -229,18 +235,18 @@ class MongoBackend(Backend):
                 locks = db[LOCK_COLLECTION]
                 with _ensured_lock:
                     if (self._raw_url, self.database) not in _ensured:
-                        self._create_indexes(collections, locks)
+                        self._create_indexes(db, collections, locks)
                         _ensured.add((self._raw_url, self.database))
             except DRIVER_ERRORS as exc:
                 client.close()
                 raise translate(exc, self._raw_url, "opening") from exc
-            self._state = _Open(client, collections, locks)
+            self._state = _Open(client, collections, locks, db[LEASE_COLLECTION])
         if self._cache is not None:
             self._cache.ping()  # a dead Redis is logged and counted here, never fatal
 
     @masks_driver_errors
     def ensure_indexes(self) -> None:
-        """Create the unique index of every domain's collection now (idempotent).
+        """Create the unique index of every domain's collection and the lease collection now (idempotent).
 
         :meth:`open` does this once per process and database; call this after dropping the database
         under a running process, before writing again.
@@ -251,17 +257,28 @@ class MongoBackend(Backend):
             state = self._state
         if state is not None:
             try:
-                self._create_indexes(state.collections, state.locks)
+                self._create_indexes(state.client[self.database], state.collections, state.locks)
             except DRIVER_ERRORS as exc:
                 raise translate(exc, self._raw_url, "creating indexes") from exc
 
     def _create_indexes(
-        self, collections: Mapping[str, Collection[dict[str, Any]]], locks: Collection[dict[str, Any]]
+        self,
+        db: Database[dict[str, Any]],
+        collections: Mapping[str, Collection[dict[str, Any]]],
+        locks: Collection[dict[str, Any]],
     ) -> None:
         for name, collection in collections.items():
             layout = self._layout(DOMAINS[name])
             collection.create_index(layout.index, unique=True, name=layout.index_name)
         locks.create_index("lock", unique=True, name=_LOCK_INDEX)
+        # The lease collection needs no index of its own (claims rely on the _id index every collection
+        # has). It is created here rather than by the first claim, so that a claim costs no table creation
+        # (FerretDB) and the one-winner race never depends on concurrent implicit creation.
+        try:
+            db.command("create", LEASE_COLLECTION)
+        except OperationFailure as exc:
+            if exc.code != _NAMESPACE_EXISTS:
+                raise
 
     def close(self) -> None:
         # docstring inherited
@@ -272,7 +289,20 @@ class MongoBackend(Backend):
         if self._cache is not None:
             self._cache.close()
 
+    def lease_log(self) -> MongoLeaseLog:
+        # docstring inherited
+        return MongoLeaseLog(self._lease_collection, self._raw_url)
+
     # ---------------------------------------------------------------------------------- plumbing
+
+    def _lease_collection(self) -> Collection[dict[str, Any]]:
+        state = self._state
+        if state is None:
+            self.open()
+            state = self._state
+            if state is None:  # pragma: no cover - closed by another thread meanwhile
+                raise ConfigurationError(f"{self.url} was closed while it was being used")
+        return state.leases
 
     def _layout(self, domain: DomainSpec) -> Layout:
         layout = self._layouts.get(domain.name)

@@ -22,6 +22,7 @@ import pymongo
 import redis
 
 from persist_core.domains import DOMAINS
+from persist_mongo._leases import LEASE_COLLECTION
 from tests.services import require
 
 MONGO = "PERSIST_TEST_MONGO_URL"
@@ -79,7 +80,7 @@ class ScratchDatabase:
         )
 
     def wipe(self, redis_url: str | None) -> None:
-        """Empty the 16 collections (their indexes stay) and delete the database's keys from Redis.
+        """Empty the 16 collections and the ownership leases (indexes stay), delete the database's Redis keys.
 
         Deleting documents is much faster than dropping the database on FerretDB, where creating a
         collection and its index costs a PostgreSQL table and index.
@@ -87,6 +88,7 @@ class ScratchDatabase:
         db = self._client[self.name]
         for spec in DOMAINS.values():
             db[spec.collection_name].delete_many({})
+        db[LEASE_COLLECTION].delete_many({})
         if redis_url is not None:
             delete_redis_namespace(redis_url, self.name)
 

@@ -28,6 +28,7 @@ from persist_core.errors import (
     InvalidValueError,
     PersistError,
 )
+from persist_core.ownership import Lease, ProcessIdentity
 from persist_core.registry import create_backend
 from persist_core.stores import make_store
 from persist_core.testing.strategies import key_strings
@@ -35,6 +36,7 @@ from persist_mongo import DEFAULT_DATABASE, MongoBackend
 from persist_mongo._backend import database_of
 from persist_mongo._cache import cache_key
 from persist_mongo._errors import translate
+from persist_mongo._leases import LEASE_COLLECTION
 from tests.mongo import servers
 
 CLOCK_MS = 1_900_000_000_000
@@ -244,6 +246,78 @@ def test_foreign_documents_are_corrupt_records_not_crashes(
 def test_mark_removed_is_only_for_soft_delete_domains(backend: MongoBackend) -> None:
     with pytest.raises(TypeError, match="soft delete"):
         backend.mark_removed(DOMAINS["signal"], ("S", "t", "x"))
+
+
+# ------------------------------------------------------------------------------------------ ownership leases
+
+
+def _lease(host: str, expires_ms: int = CLOCK_MS + 10_000) -> Lease:
+    return Lease(ProcessIdentity(host, 4242, "123"), CLOCK_MS, expires_ms)
+
+
+def test_leases_are_documents_numbered_by_generation_and_never_touch_redis(
+    counted: tuple[MongoBackend, _Commands], raw: pymongo.database.Database[dict[str, Any]]
+) -> None:
+    backend, commands = counted
+    leases = backend.lease_log()
+    before = backend.cache_stats
+    assert leases.head() is None
+    assert leases.claim(1, _lease("a"))
+    assert not leases.claim(1, _lease("b"))
+    leases.renew(1, _lease("a", CLOCK_MS + 20_000))
+    assert leases.head() == (1, _lease("a", CLOCK_MS + 20_000))
+    assert commands.take() == ["find", "insert", "insert", "find", "update", "find"]  # the lost claim reads once
+    doc = raw[LEASE_COLLECTION].find_one({})
+    assert doc is not None
+    assert set(doc) == {"_id", "lease", "updatedDate"}
+    assert type(doc["_id"]) is Int64  # small ones too, like every int key: one BSON type per generation
+    assert doc["lease"] == _lease("a", CLOCK_MS + 20_000).to_json()
+    assert isinstance(doc["updatedDate"], dt.datetime)
+    assert leases.claim(2, _lease("b")) and leases.claim(3, _lease("c"))
+    leases.prune(3)
+    assert commands.take() == ["insert", "insert", "delete"]
+    assert [d["_id"] for d in raw[LEASE_COLLECTION].find({}).sort("_id", 1)] == [3]
+    leases.renew(1, _lease("a", CLOCK_MS + 30_000))  # a pruned generation does not come back
+    assert [d["_id"] for d in raw[LEASE_COLLECTION].find({}).sort("_id", 1)] == [3]
+    after = backend.cache_stats
+    assert (after.hits, after.misses, after.stores, after.errors) == (before.hits, before.misses, before.stores, 0)
+
+
+def test_the_newest_generation_is_the_head_whatever_the_insertion_order(backend: MongoBackend) -> None:
+    leases = backend.lease_log()
+    for generation in (2, 10, 9, 1):  # 10 sorts before 9 as text: the _id must be a number
+        assert leases.claim(generation, _lease(f"g{generation}"))
+    assert leases.head() == (10, _lease("g10"))
+
+
+def test_foreign_lease_documents_are_corrupt_or_ignored(
+    backend: MongoBackend, raw: pymongo.database.Database[dict[str, Any]]
+) -> None:
+    leases = backend.lease_log()
+    raw[LEASE_COLLECTION].insert_one({"_id": "notes", "lease": "not a generation"})
+    assert leases.head() is None  # only numeric _ids are generations
+    raw[LEASE_COLLECTION].insert_one({"_id": Int64(5), "lease": '{"host":"h"}'})
+    with pytest.raises(CorruptRecordError, match="persist-leases"):
+        leases.head()
+    raw[LEASE_COLLECTION].insert_one({"_id": Int64(6), "lease": {"native": "object"}})
+    with pytest.raises(CorruptRecordError, match="persist-leases"):
+        leases.head()
+
+
+def test_the_lease_collection_is_created_with_the_indexes(
+    database: servers.ScratchDatabase, raw: pymongo.database.Database[dict[str, Any]]
+) -> None:
+    backend = MongoBackend.from_url(database.url, redis_url="none")
+    backend.open()
+    try:
+        assert LEASE_COLLECTION in raw.list_collection_names()
+        raw.client.drop_database(database.name)
+        backend.ensure_indexes()  # after a dropped database, as for the domains' indexes
+        assert LEASE_COLLECTION in raw.list_collection_names()
+        backend.ensure_indexes()  # idempotent
+        assert backend.lease_log().claim(1, _lease("a"))
+    finally:
+        backend.close()
 
 
 # ------------------------------------------------------------------------------------------ round trips

@@ -21,6 +21,7 @@ import redis
 from persist_core.backend import Record
 from persist_core.domains import DOMAINS
 from persist_core.errors import BackendUnavailableError
+from persist_core.ownership import Lease, Owner, ProcessIdentity
 from persist_core.stores import make_store
 from persist_mongo import MongoBackend
 from tests.mongo import servers
@@ -154,6 +155,49 @@ def test_ferretdb_killed_mid_run_raises_unavailable_and_recovers_without_reopeni
     assert store.read("k000000") == {"n": 0}  # the refused remove did nothing
     assert candles.read(1, CANDLE_BASE) is None  # refused candle writes stored nothing
     backend.close()
+
+
+_LEASE = Lease(ProcessIdentity("h", 1, "1"), CLOCK_MS, CLOCK_MS + 3_000)
+
+
+def test_an_owner_is_refused_during_a_ferretdb_outage_and_owns_the_state_again_after_it(
+    private_ferretdb: servers.PrivateFerretDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = private_ferretdb.url + "leases?serverSelectionTimeoutMS=500"
+    backend = MongoBackend.from_url(url, redis_url="none")
+    backend.open()
+    owner = Owner(backend.lease_log(), "outage", ttl_seconds=3, identity=ProcessIdentity("h", 1, "1"))
+    try:
+        owner.ensure()
+        assert owner.generation == 1
+        private_ferretdb.kill()
+        leases = backend.lease_log()
+        for op in (leases.head, lambda: leases.claim(2, _LEASE), lambda: leases.renew(1, _LEASE)):
+            with pytest.raises(BackendUnavailableError, match=f"127.0.0.1:{private_ferretdb.port}"):
+                op()
+        with caplog.at_level(logging.WARNING, logger="persist.mongo"):
+            leases.prune(5)  # housekeeping: logged, never raised
+        assert "pruning old ownership leases" in caplog.text
+        # The lease lapses locally while the heartbeat cannot renew it: writes are refused, not let through.
+        time.sleep(3 * 0.8 + 0.2)
+        with pytest.raises(BackendUnavailableError):
+            owner.ensure()
+        private_ferretdb.start()  # same port, same SQLite folder, nobody else took over
+        _wait_for(lambda: _ensures(owner), 30, "the owner to own the state again")
+        head = leases.head()
+        assert head is not None and head[1].holder == owner.identity
+        assert head[0] == owner.generation == 2  # re-claimed as the next generation, not renewed
+    finally:
+        owner.release()
+        backend.close()
+
+
+def _ensures(owner: Owner) -> bool:
+    try:
+        owner.ensure()  # an OwnershipError (someone else took over) fails the test
+    except BackendUnavailableError:
+        return False
+    return True
 
 
 def test_unreachable_mongodb_masks_the_password() -> None:

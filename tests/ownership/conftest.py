@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-BACKENDS = ["file", "sqlite", "postgresql", "mariadb"]
+BACKENDS = ["file", "sqlite", "postgresql", "mariadb", "mongo"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -33,5 +33,18 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
             with SqlBackend(url):  # creates the schema, as `backtest-persist migrate` would
                 pass
             yield url, {}
+    elif kind == "mongo":
+        pytest.importorskip("pymongo")
+        from tests.mongo import servers
+
+        # A database of this test alone on the shared FerretDB (fails under CI=true if it is unreachable),
+        # with the shared Redis as the id cache, as a deployment would run it.
+        server, redis_url = servers.shared_mongo_url(), servers.shared_redis_url()
+        database = servers.ScratchDatabase(server, "own")
+        try:
+            yield database.url, {"PERSIST_REDIS_URL": redis_url}
+        finally:
+            database.drop()
+            servers.delete_redis_namespace(redis_url, database.name)
     else:  # pragma: no cover
         raise AssertionError(kind)
