@@ -42,6 +42,7 @@ __all__ = [
     "resolve_routes",
     "same_storage",
     "share_modes_from",
+    "storage_identity",
 ]
 
 MODES = ("backtest", "live")
@@ -112,7 +113,7 @@ def share_modes_from(share_modes: bool | None, env: Mapping[str, str]) -> bool:
     raise ConfigurationError(f"{SHARE_MODES_ENV}={word!r} is not a boolean: use 1/0, true/false, yes/no, on/off")
 
 
-def _storage_of(url: str) -> tuple[str, ...]:
+def storage_identity(url: str) -> tuple[str, ...]:
     """What storage a URL names, so that two spellings of one folder or database compare equal.
 
     Approximate on purpose, in the safe direction: two URLs are taken as one storage unless they differ in
@@ -142,8 +143,8 @@ def _storage_of(url: str) -> tuple[str, ...]:
 
 
 def same_storage(first: str, second: str) -> bool:
-    """Whether two backend URLs name the same storage (see :func:`_storage_of`)."""
-    return first == second or _storage_of(first) == _storage_of(second)
+    """Whether two backend URLs name the same storage (see :func:`storage_identity`)."""
+    return first == second or storage_identity(first) == storage_identity(second)
 
 
 def resolve_routes(

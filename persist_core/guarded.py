@@ -11,39 +11,45 @@ import threading
 from collections.abc import Sequence
 
 from persist_core.backend import Backend, ItemKey, Key, Record
+from persist_core.config import storage_identity
 from persist_core.domains import DomainSpec
 from persist_core.ownership import DEFAULT_LEASE_SECONDS, LeaseLog, Owner
 
 __all__ = ["OwnedBackend", "acquire_owner", "release_owner"]
 
-_owners: dict[str, tuple[Owner, int]] = {}
+_owners: dict[tuple[str, ...], tuple[Owner, list[Backend]]] = {}
 _owners_lock = threading.Lock()
 
 
 def acquire_owner(backend: Backend, ttl_seconds: float = DEFAULT_LEASE_SECONDS) -> Owner:
-    """The process-wide :class:`Owner` of ``backend``'s storage (shared by URL); pair with :func:`release_owner`.
+    """The process-wide :class:`Owner` of ``backend``'s storage; pair with :func:`release_owner`.
 
-    Nothing is claimed yet: the first live write claims.
+    One owner serves every facade of the process on one storage, however its URL is spelled. Nothing is
+    claimed yet: the first live write claims.
     """
+    identity = storage_identity(backend.url)
     with _owners_lock:
-        owner, users = _owners.get(backend.url, (None, 0))
+        owner, users = _owners.get(identity, (None, []))
         if owner is None:
-            leases: LeaseLog = backend.lease_log()
-            owner = Owner(leases, backend.url, ttl_seconds=ttl_seconds)
-        _owners[backend.url] = (owner, users + 1)
+            owner = Owner(backend.lease_log(), backend.url, ttl_seconds=ttl_seconds)
+        _owners[identity] = (owner, [*users, backend])
         return owner
 
 
 def release_owner(backend: Backend) -> None:
-    """Drop one user of ``backend``'s owner; the last one releases the lease so a successor takes over at once."""
+    """Drop ``backend`` from its storage's owner; the last one releases the lease so a successor takes over at once."""
+    identity = storage_identity(backend.url)
     with _owners_lock:
-        owner, users = _owners.get(backend.url, (None, 0))
-        if owner is None:
+        owner, users = _owners.get(identity, (None, []))
+        if owner is None or backend not in users:
             return
-        if users > 1:
-            _owners[backend.url] = (owner, users - 1)
+        remaining = [user for user in users if user is not backend]
+        if remaining:
+            _owners[identity] = (owner, remaining)
+            # The owner may be reading leases through the backend that is about to close.
+            owner.rebind(remaining[0].lease_log())
             return
-        del _owners[backend.url]
+        del _owners[identity]
     owner.release()
 
 

@@ -206,6 +206,11 @@ class Owner:
         """Who this owner is."""
         return self._identity
 
+    def rebind(self, leases: LeaseLog) -> None:
+        """Go on with another lease log on the same storage (the backend of the first one is closing)."""
+        with self._lock:
+            self._leases = leases
+
     def ensure(self) -> None:
         """Make sure this process owns the storage before it writes.
 
@@ -253,9 +258,12 @@ class Owner:
             log.info("%s: this process (pid %d) owns the live state now", self._where, self._identity.pid)
             if head is not None and head[1].expires_ms > now and not self._mine(head[1]):
                 log.warning("%s: took over from %s, which is no longer running", self._where, head[1].describe())
-        if generation > 1:
-            self._leases.prune(generation)
         self._start_heartbeat()
+        if generation > 1:
+            try:
+                self._leases.prune(generation)
+            except Exception as exc:  # old generations decide nothing; the claim has succeeded
+                log.warning("%s: could not forget old lease generations: %s", self._where, exc)
 
     def _renew(self) -> None:
         # Caller holds the lock and holds a generation whose lease has not lapsed locally.
