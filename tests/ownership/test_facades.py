@@ -9,6 +9,7 @@ import pytest
 
 from persist_core import OwnershipError, setup
 from persist_core.guarded import _owners
+from tests.ownership.child import CONTEXT as CHILD_CONTEXT
 
 CONTEXT = {"symbol": "BTC/USDT", "strategy_name": "s", "exchange_name": "e"}
 
@@ -51,6 +52,6 @@ def test_claim_ownership_fails_fast_at_start_up(tmp_path: Path) -> None:
         with setup(url, env={}) as persist:
             with pytest.raises(OwnershipError, match=f"pid {child.proc.pid}"):
                 persist.claim_ownership()
-            assert persist.live.signal(**CONTEXT).read()["writer"] == child.proc.pid  # reads need no ownership
+            assert persist.live.signal(**CHILD_CONTEXT).read()["writer"] == child.proc.pid  # reads need no ownership
     finally:
         child.kill()
