@@ -10,6 +10,8 @@ Quick start::
     assert signal.read()["id"] == "sig-1"
 """
 
+from persist_core.async_backend import AsyncBackend, ThreadedAsyncBackend
+from persist_core.async_persist import AsyncModeStores, AsyncPersist, asetup
 from persist_core.backend import Backend, Capabilities, Record
 from persist_core.domains import DOMAINS, DomainSpec, Kind
 from persist_core.errors import (
@@ -32,6 +34,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DOMAINS",
+    "AsyncBackend",
+    "AsyncModeStores",
+    "AsyncPersist",
     "Backend",
     "BackendUnavailableError",
     "BucketStore",
@@ -55,7 +60,9 @@ __all__ = [
     "SchemaError",
     "SlotStore",
     "Store",
+    "ThreadedAsyncBackend",
     "__version__",
+    "asetup",
     "get_persist",
     "register_backend",
     "setup",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from persist_core.backend import Backend
 from persist_core.config import MODES, resolve_redis_url, resolve_routes, share_modes_from
@@ -30,86 +30,99 @@ from persist_core.stores import (
 from persist_core.urls import mask_url, scheme_of
 from persist_core.validation import DEFAULT_MAX_VALUE_BYTES
 
-__all__ = ["ModeStores", "Persist", "get_persist", "setup"]
+__all__ = ["ModeStores", "Persist", "build_persist", "get_persist", "setup"]
 
 log = logging.getLogger("persist")
-_S = TypeVar("_S", bound=Store)
+_Slot = TypeVar("_Slot")
+_Keyed = TypeVar("_Keyed")
+_Candle = TypeVar("_Candle")
+_Collection = TypeVar("_Collection")
+_Bucket = TypeVar("_Bucket")
 
 
-class ModeStores:
-    """The 16 typed stores of one mode (``persist.live`` / ``persist.backtest``).
+class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
+    """The 16 typed store accessors of one mode, for either face (the store classes are the type arguments).
 
     Each accessor takes the domain's context fields as keywords and returns a store bound to them.
     """
 
-    def __init__(self, persist: Persist, mode: str) -> None:
-        self._persist = persist
+    def __init__(self, make: Callable[[str, DomainSpec, dict[str, Any]], Any], mode: str) -> None:
+        self._make = make
         self.mode = mode
 
-    def store(self, domain_name: str, **context: Any) -> Store:
+    def store(self, domain_name: str, **context: Any) -> Any:
         """The store of ``domain_name`` for ``context``, e.g. ``store("signal", symbol=..., ...)``."""
         spec = domain(domain_name)
-        return self._persist._make_store(self.mode, spec, context)
+        return self._make(self.mode, spec, context)
 
-    def signal(self, *, symbol: str, strategy_name: str, exchange_name: str) -> SlotStore:
+    def _slot(self, name: str, **context: Any) -> _Slot:
+        return cast(_Slot, self._make(self.mode, DOMAINS[name], context))
+
+    def _keyed(self, name: str, **context: Any) -> _Keyed:
+        return cast(_Keyed, self._make(self.mode, DOMAINS[name], context))
+
+    def _candle(self, name: str, **context: Any) -> _Candle:
+        return cast(_Candle, self._make(self.mode, DOMAINS[name], context))
+
+    def _collection(self, name: str, **context: Any) -> _Collection:
+        return cast(_Collection, self._make(self.mode, DOMAINS[name], context))
+
+    def _bucket(self, name: str, **context: Any) -> _Bucket:
+        return cast(_Bucket, self._make(self.mode, DOMAINS[name], context))
+
+    def signal(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Slot:
         """The open position of a strategy on a symbol (slot; missing reads ``None``)."""
         return self._slot("signal", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def schedule(self, *, symbol: str, strategy_name: str, exchange_name: str) -> SlotStore:
+    def schedule(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Slot:
         """The scheduled (limit-order) signal (slot; missing reads ``None``)."""
         return self._slot("schedule", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def strategy(self, *, symbol: str, strategy_name: str, exchange_name: str) -> SlotStore:
+    def strategy(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Slot:
         """Deferred strategy state: commit queue, retry counters, pause flag (slot)."""
         return self._slot("strategy", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def risk(self, *, risk_name: str, exchange_name: str) -> SlotStore:
+    def risk(self, *, risk_name: str, exchange_name: str) -> _Slot:
         """Open positions of a risk profile, position key -> position (slot; missing reads ``{}``)."""
         return self._slot("risk", risk_name=risk_name, exchange_name=exchange_name)
 
-    def partial(self, *, symbol: str, strategy_name: str, exchange_name: str) -> KeyedStore:
+    def partial(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Keyed:
         """Profit/loss levels reached, per signal id (missing reads ``{}``)."""
-        return self._typed(
-            KeyedStore, "partial", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name
-        )
+        return self._keyed("partial", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def breakeven(self, *, symbol: str, strategy_name: str, exchange_name: str) -> KeyedStore:
+    def breakeven(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Keyed:
         """Breakeven reached, per signal id (missing reads ``{}``)."""
-        return self._typed(
-            KeyedStore, "breakeven", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name
-        )
+        return self._keyed("breakeven", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def candle(self, *, symbol: str, interval: str, exchange_name: str) -> CandleStore:
+    def candle(self, *, symbol: str, interval: str, exchange_name: str) -> _Candle:
         """The immutable candle cache of a symbol and interval (first write wins)."""
-        return self._typed(CandleStore, "candle", symbol=symbol, interval=interval, exchange_name=exchange_name)
+        return self._candle("candle", symbol=symbol, interval=interval, exchange_name=exchange_name)
 
-    def storage(self, *, backtest: bool) -> CollectionStore:
+    def storage(self, *, backtest: bool) -> _Collection:
         """Public signal rows, upserted by ``id``."""
-        return self._typed(CollectionStore, "storage", backtest=backtest)
+        return self._collection("storage", backtest=backtest)
 
-    def notification(self, *, backtest: bool) -> CollectionStore:
+    def notification(self, *, backtest: bool) -> _Collection:
         """Notifications, upserted by ``id``."""
-        return self._typed(CollectionStore, "notification", backtest=backtest)
+        return self._collection("notification", backtest=backtest)
 
-    def log(self) -> CollectionStore:
+    def log(self) -> _Collection:
         """Structured log entries, append-only by ``id``."""
-        return self._typed(CollectionStore, "log")
+        return self._collection("log")
 
-    def measure(self, *, bucket: str) -> BucketStore:
+    def measure(self, *, bucket: str) -> _Bucket:
         """Cached LLM/API responses of a bucket (soft delete)."""
-        return self._typed(BucketStore, "measure", bucket=bucket)
+        return self._bucket("measure", bucket=bucket)
 
-    def interval(self, *, bucket: str) -> BucketStore:
+    def interval(self, *, bucket: str) -> _Bucket:
         """Time-window markers of a bucket (soft delete)."""
-        return self._typed(BucketStore, "interval", bucket=bucket)
+        return self._bucket("interval", bucket=bucket)
 
-    def memory(self, *, signal_id: str, bucket_name: str) -> BucketStore:
+    def memory(self, *, signal_id: str, bucket_name: str) -> _Bucket:
         """Persistent LLM context entries of a signal (soft delete)."""
-        return self._typed(BucketStore, "memory", signal_id=signal_id, bucket_name=bucket_name)
+        return self._bucket("memory", signal_id=signal_id, bucket_name=bucket_name)
 
-    def recent(
-        self, *, symbol: str, strategy_name: str, exchange_name: str, frame_name: str, backtest: bool
-    ) -> SlotStore:
+    def recent(self, *, symbol: str, strategy_name: str, exchange_name: str, frame_name: str, backtest: bool) -> _Slot:
         """The last-seen signal of a context (slot)."""
         return self._slot(
             "recent",
@@ -120,13 +133,11 @@ class ModeStores:
             backtest=backtest,
         )
 
-    def state(self, *, signal_id: str, bucket_name: str) -> SlotStore:
+    def state(self, *, signal_id: str, bucket_name: str) -> _Slot:
         """Arbitrary strategy state of a signal (slot)."""
         return self._slot("state", signal_id=signal_id, bucket_name=bucket_name)
 
-    def session(
-        self, *, strategy_name: str, exchange_name: str, frame_name: str, symbol: str, backtest: bool
-    ) -> SlotStore:
+    def session(self, *, strategy_name: str, exchange_name: str, frame_name: str, symbol: str, backtest: bool) -> _Slot:
         """Cached indicator calculations (slot)."""
         return self._slot(
             "session",
@@ -137,14 +148,9 @@ class ModeStores:
             backtest=backtest,
         )
 
-    def _slot(self, name: str, **context: Any) -> SlotStore:
-        return self._typed(SlotStore, name, **context)
 
-    def _typed(self, cls: type[_S], name: str, **context: Any) -> _S:
-        store = self._persist._make_store(self.mode, DOMAINS[name], context)
-        if not isinstance(store, cls):  # pragma: no cover - guarded by test_accessors_match_specs
-            raise TypeError(f"{name} is served by {type(store).__name__}, not {cls.__name__}")
-        return store
+class ModeStores(_Stores[SlotStore, KeyedStore, CandleStore, CollectionStore, BucketStore]):
+    """The 16 typed stores of one mode on the sync face (``persist.live`` / ``persist.backtest``)."""
 
 
 class Persist:
@@ -192,8 +198,8 @@ class Persist:
         except BaseException:
             self.close()
             raise
-        self.live = ModeStores(self, "live")
-        self.backtest = ModeStores(self, "backtest")
+        self.live = ModeStores(self._make_store, "live")
+        self.backtest = ModeStores(self._make_store, "backtest")
         for (mode, name), url in sorted(self._routes.items()):
             log.debug("%s %s -> %s", mode, name, mask_url(url))
 
@@ -232,6 +238,22 @@ class Persist:
         """``(mode, domain, URL with password masked)`` for every pair."""
         return [(mode, name, mask_url(url)) for (mode, name), url in self._routes.items()]
 
+    @property
+    def clock(self) -> Clock:
+        """The candle clock (epoch ms) the stores use."""
+        return self._clock
+
+    @property
+    def max_value_bytes(self) -> int:
+        """The largest encoded value the stores accept."""
+        return self._max_bytes
+
+    def store_backend(self, mode: str, domain_name: str) -> Backend:
+        """The backend the stores of ``domain_name`` in ``mode`` write through (live: the ownership guard)."""
+        url = self._routes[(mode, domain_name)]
+        backend: Backend = self._backends[url]
+        return self._owned.get(url, backend) if mode == "live" else backend
+
     def claim_ownership(self) -> None:
         """Claim the live state now rather than at the first live write, to fail fast at start-up.
 
@@ -242,11 +264,9 @@ class Persist:
             owned.owner.ensure()
 
     def _make_store(self, mode: str, spec: DomainSpec, context: dict[str, Any]) -> Store:
-        url = self._routes[(mode, spec.name)]
-        backend: Backend = self._backends[url]
-        if mode == "live":
-            backend = self._owned.get(url, backend)
-        return make_store(backend, spec, context, clock=self._clock, max_value_bytes=self._max_bytes)
+        return make_store(
+            self.store_backend(mode, spec.name), spec, context, clock=self._clock, max_value_bytes=self._max_bytes
+        )
 
     def close(self) -> None:
         """Release ownership and close every backend. Idempotent."""
@@ -313,17 +333,17 @@ def setup(
         BackendUnavailableError: a backend cannot be reached.
     """
     global _current
-    environ = os.environ if env is None else env
-    modes = {k: v for k, v in (("live", live), ("backtest", backtest)) if v}
-    routes = resolve_routes(url, domains, modes, environ, share_modes=share_modes_from(share_modes, environ))
-    merged = {scheme: dict(opts) for scheme, opts in (options or {}).items()}
-    if any(scheme_of(u) == "mongodb" for u in routes.values()):
-        merged.setdefault("mongodb", {}).setdefault("redis_url", resolve_redis_url(redis_url, environ))
-    persist = Persist(
-        routes,
-        options=merged,
-        clock=clock or wall_clock_ms,
+    persist = build_persist(
+        url,
+        domains=domains,
+        live=live,
+        backtest=backtest,
+        redis_url=redis_url,
+        options=options,
+        clock=clock,
         max_value_bytes=max_value_bytes,
+        env=env,
+        share_modes=share_modes,
         lease_seconds=lease_seconds,
     )
     with _current_lock:
@@ -331,6 +351,36 @@ def setup(
     if previous is not None:
         previous.close()
     return persist
+
+
+def build_persist(
+    url: str | None = None,
+    *,
+    domains: Mapping[str, str] | None = None,
+    live: Mapping[str, str] | None = None,
+    backtest: Mapping[str, str] | None = None,
+    redis_url: str | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    clock: Clock | None = None,
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    env: Mapping[str, str] | None = None,
+    share_modes: bool | None = None,
+    lease_seconds: float | None = None,
+) -> Persist:
+    """Build a :class:`Persist` as :func:`setup` does, without making it the current one (``asetup`` uses it)."""
+    environ = os.environ if env is None else env
+    modes = {k: v for k, v in (("live", live), ("backtest", backtest)) if v}
+    routes = resolve_routes(url, domains, modes, environ, share_modes=share_modes_from(share_modes, environ))
+    merged = {scheme: dict(opts) for scheme, opts in (options or {}).items()}
+    if any(scheme_of(u) == "mongodb" for u in routes.values()):
+        merged.setdefault("mongodb", {}).setdefault("redis_url", resolve_redis_url(redis_url, environ))
+    return Persist(
+        routes,
+        options=merged,
+        clock=clock or wall_clock_ms,
+        max_value_bytes=max_value_bytes,
+        lease_seconds=DEFAULT_LEASE_SECONDS if lease_seconds is None else lease_seconds,
+    )
 
 
 def get_persist() -> Persist:

@@ -28,3 +28,15 @@ class TestFileBackend(BackendContractTests):
     @pytest.fixture
     def backend_factory(self, tmp_path: Path) -> Callable[[], Backend]:
         return functools.partial(FileBackend, tmp_path / "dump")
+
+
+class TestMemoryBackendAsyncFace(TestMemoryBackend):
+    """Every store clause again, through the asyncio stores and the thread-pool async backend."""
+
+    face = "async"
+
+
+class TestFileBackendAsyncFace(TestFileBackend):
+    """Every store clause again, through the asyncio stores and the thread-pool async backend."""
+
+    face = "async"

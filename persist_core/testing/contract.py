@@ -23,10 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
+from persist_core.async_backend import AsyncBackend, ThreadedAsyncBackend
+from persist_core.async_stores import make_async_store
 from persist_core.backend import Backend, Capabilities
 from persist_core.domains import CANDLE_STEPS_MS, DOMAINS, DomainSpec, FieldType, Kind
 from persist_core.errors import InvalidKeyError, InvalidValueError
 from persist_core.stores import Store, make_store
+from persist_core.testing.async_face import sync_view
 from persist_core.testing.durability import run_kill_test
 from persist_core.testing.ownership import OwnershipClauses
 from persist_core.testing.races import CANDLE_BASE_MS, race_processes, race_remove_write, race_threads, slot_value
@@ -150,11 +153,28 @@ class BackendContractTests(OwnershipClauses):
         """A prefix unique to the test, for contexts that should not meet other tests' records."""
         return f"t{next(_namespaces)}-"
 
-    @staticmethod
-    def store(backend: Backend, name: str, variant: int = 0, *, clock_ms: int = NOW_MS, **context: Any) -> Any:
-        """The store of domain ``name`` on ``backend`` for a sample context (or the given ``context``)."""
+    #: ``"async"`` runs every clause that uses :meth:`store` on the asyncio face: the async store classes over
+    #: :meth:`async_backend_for` (by default the backend in the bounded thread pool). One subclass with
+    #: ``face = "async"`` beside the sync one checks both faces (docs/writing-an-adapter.md).
+    face: ClassVar[str] = "sync"
+
+    @classmethod
+    def store(cls, backend: Backend, name: str, variant: int = 0, *, clock_ms: int = NOW_MS, **context: Any) -> Any:
+        """The store of domain ``name`` on ``backend`` for a sample context (or the given ``context``).
+
+        On the asyncio face (``face = "async"``) a sync view of the async store: the same clause then checks
+        the async stores and the async backend.
+        """
         spec = DOMAINS[name]
-        return make_store(backend, spec, context or context_for(spec, variant), clock=lambda: clock_ms)
+        values = context or context_for(spec, variant)
+        if cls.face == "async":
+            return sync_view(make_async_store(cls.async_backend_for(backend), spec, values, clock=lambda: clock_ms))
+        return make_store(backend, spec, values, clock=lambda: clock_ms)
+
+    @classmethod
+    def async_backend_for(cls, backend: Backend) -> AsyncBackend:
+        """The asyncio backend on ``backend``'s storage; override for a backend with a native async driver."""
+        return ThreadedAsyncBackend(backend)
 
     @staticmethod
     def require(backend: Backend, name: str | None = None, **capabilities: bool) -> None:

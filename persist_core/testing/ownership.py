@@ -22,6 +22,8 @@ from persist_core.ownership import Lease, LeaseLog, Owner, ProcessIdentity, this
 __all__ = ["OwnershipClauses"]
 
 _NOW_MS = 1_800_000_000_000
+#: Deselected by the plugin in a test class whose declared capabilities lack ownership; skipped otherwise.
+_NEEDS_OWNERSHIP = pytest.mark.persist_capabilities(ownership=True)
 #: A pid no process has (Linux pids stay below 2**22).
 _NO_SUCH_PID = 2**30
 
@@ -81,6 +83,7 @@ class OwnershipClauses:
         yield other
         other.close()
 
+    @_NEEDS_OWNERSHIP
     def test_ownership_claim_stores_once_and_head_is_the_newest(self, leases: LeaseLog) -> None:
         generation = _next_generation(leases)
         assert leases.claim(generation, _lease("first"))
@@ -91,6 +94,7 @@ class OwnershipClauses:
         assert leases.claim(generation + 1, _lease("third"))
         assert leases.head() == (generation + 1, _lease("third"))
 
+    @_NEEDS_OWNERSHIP
     def test_ownership_claim_has_one_winner_across_threads(self, leases: LeaseLog) -> None:
         generation = _next_generation(leases)
         racers = 6
@@ -115,6 +119,7 @@ class OwnershipClauses:
         assert len(wins) == 1, wins
         assert leases.head() == (generation, _lease(f"thread-{wins[0]}"))
 
+    @_NEEDS_OWNERSHIP
     def test_ownership_claim_has_one_winner_across_processes(
         self, backend_factory: Callable[[], Backend], leases: LeaseLog, backend: Backend
     ) -> None:
@@ -144,12 +149,14 @@ class OwnershipClauses:
         assert len(winners) == 1, outcomes
         assert leases.head() == (generation, _lease(f"process-{winners[0]}"))
 
+    @_NEEDS_OWNERSHIP
     def test_ownership_renewal_is_seen_by_another_instance(self, leases: LeaseLog, second_backend: Backend) -> None:
         generation = _next_generation(leases)
         assert leases.claim(generation, _lease("owner", expires_ms=_NOW_MS + 1))
         leases.renew(generation, _lease("owner", expires_ms=_NOW_MS + 99_000))
         assert second_backend.lease_log().head() == (generation, _lease("owner", expires_ms=_NOW_MS + 99_000))
 
+    @_NEEDS_OWNERSHIP
     def test_ownership_second_owner_is_refused_naming_the_holder(
         self, leases: LeaseLog, second_backend: Backend
     ) -> None:
@@ -177,6 +184,7 @@ class OwnershipClauses:
             first.release()
             second.release()
 
+    @_NEEDS_OWNERSHIP
     def test_ownership_released_lease_is_taken_over_at_once(self, leases: LeaseLog, second_backend: Backend) -> None:
         clock = _Clock()
         first = Owner(
@@ -200,6 +208,7 @@ class OwnershipClauses:
         finally:
             second.release()
 
+    @_NEEDS_OWNERSHIP
     def test_ownership_expired_lease_is_taken_over_and_the_old_owner_is_fenced(
         self, leases: LeaseLog, second_backend: Backend
     ) -> None:
@@ -234,6 +243,7 @@ class OwnershipClauses:
             old.release()
             new.release()
 
+    @_NEEDS_OWNERSHIP
     def test_ownership_renewing_owner_detects_a_takeover(self, leases: LeaseLog, second_backend: Backend) -> None:
         clock = _Clock()
         owner = Owner(
@@ -256,6 +266,7 @@ class OwnershipClauses:
         finally:
             owner.release()
 
+    @_NEEDS_OWNERSHIP
     def test_ownership_dead_holder_on_this_host_is_replaced_at_once(
         self, leases: LeaseLog, second_backend: Backend
     ) -> None:

@@ -46,11 +46,14 @@ def pytest_configure(config: Any) -> None:
     config.addinivalue_line(
         "markers", "persist_domains(*names): a kit clause that needs every one of these domains stored"
     )
+    config.addinivalue_line(
+        "markers", "persist_capabilities(**flags): a kit clause that needs these capability flags declared"
+    )
     config.addinivalue_line("markers", "slow: a test that takes seconds (SIGKILL rounds, races, state machines)")
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    """Deselect kit clauses for domains outside a test class's ``declared_capabilities``."""
+    """Deselect kit clauses for domains or capability flags outside a test class's ``declared_capabilities``."""
     from persist_core.backend import Capabilities
     from persist_core.domains import DOMAINS
 
@@ -62,8 +65,13 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
         domains = [params[p] for p in _DOMAIN_PARAMETERS if isinstance(params.get(p), str) and params[p] in DOMAINS]
         for marker in item.iter_markers("persist_domains"):
             domains.extend(marker.args)
+        flags: dict[str, bool] = {}
+        for marker in item.iter_markers("persist_capabilities"):
+            flags.update(marker.kwargs)
         if isinstance(capabilities, Capabilities):
-            deselect = not all(capabilities.supports(d) for d in domains)
+            deselect = not all(capabilities.supports(d) for d in domains) or any(
+                getattr(capabilities, flag) != wanted for flag, wanted in flags.items()
+            )
         else:  # nothing declared: every clause runs, and the declaration check has nothing to compare
             deselect = getattr(item, "originalname", "") == _DECLARATION_CLAUSE
         (dropped if deselect else kept).append(item)

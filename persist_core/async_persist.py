@@ -1,0 +1,136 @@
+"""``asetup()`` and the asyncio facade (CONTRACTS.md 3.9).
+
+:class:`AsyncPersist` has the same stores, names, routing, options, mode isolation and ownership as
+:class:`~persist_core.persist.Persist`, with coroutine methods. It is built on a sync ``Persist`` that does
+the configuration: opening, schema checks and connecting run in the bounded thread pool, never on the event
+loop, and every backend call of a store is awaited through :class:`ThreadedAsyncBackend` (the live stores'
+calls go through the ownership guard in that thread too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from persist_core.async_backend import AsyncBackend, ThreadedAsyncBackend, shared_executor
+from persist_core.async_stores import (
+    AsyncBucketStore,
+    AsyncCandleStore,
+    AsyncCollectionStore,
+    AsyncKeyedStore,
+    AsyncSlotStore,
+    make_async_store,
+)
+from persist_core.backend import Backend
+from persist_core.domains import DomainSpec
+from persist_core.persist import Persist, _Stores, build_persist
+from persist_core.store_rules import Clock
+from persist_core.validation import DEFAULT_MAX_VALUE_BYTES
+
+__all__ = ["AsyncModeStores", "AsyncPersist", "asetup"]
+
+
+class AsyncModeStores(
+    _Stores[AsyncSlotStore, AsyncKeyedStore, AsyncCandleStore, AsyncCollectionStore, AsyncBucketStore]
+):
+    """The 16 typed stores of one mode on the asyncio face (``persist.live`` / ``persist.backtest``)."""
+
+
+class AsyncPersist:
+    """The configured persistence layer on the asyncio face; obtain one with :func:`asetup`.
+
+    An async context manager: ``async with await asetup(...) as persist:`` (or ``await persist.close()``).
+    """
+
+    def __init__(self, persist: Persist) -> None:
+        self._persist = persist
+        self._faces: dict[int, AsyncBackend] = {}
+        self.live = AsyncModeStores(self._make_store, "live")
+        self.backtest = AsyncModeStores(self._make_store, "backtest")
+
+    @property
+    def sync(self) -> Persist:
+        """The sync facade underneath, for tools that are not on the event loop."""
+        return self._persist
+
+    def mode(self, mode: str) -> AsyncModeStores:
+        """The stores of ``mode`` (``"live"`` or ``"backtest"``)."""
+        self._persist.mode(mode)
+        return self.live if mode == "live" else self.backtest
+
+    def routes(self) -> list[tuple[str, str, str]]:
+        """See :meth:`persist_core.persist.Persist.routes`."""
+        return self._persist.routes()
+
+    async def claim_ownership(self) -> None:
+        """See :meth:`persist_core.persist.Persist.claim_ownership`; runs in the thread pool."""
+        await _in_thread(self._persist.claim_ownership)
+
+    def _face(self, backend: Backend) -> AsyncBackend:
+        face = self._faces.get(id(backend))
+        if face is None:
+            face = self._faces.setdefault(id(backend), ThreadedAsyncBackend(backend))
+        return face
+
+    def _make_store(self, mode: str, spec: DomainSpec, context: dict[str, Any]) -> Any:
+        backend = self._face(self._persist.store_backend(mode, spec.name))
+        return make_async_store(
+            backend, spec, context, clock=self._persist.clock, max_value_bytes=self._persist.max_value_bytes
+        )
+
+    async def close(self) -> None:
+        """Release ownership and close every backend (in the thread pool). Idempotent."""
+        await _in_thread(self._persist.close)
+
+    async def __aenter__(self) -> AsyncPersist:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+async def _in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(shared_executor(), functools.partial(function, *args, **kwargs))
+
+
+async def asetup(
+    url: str | None = None,
+    *,
+    domains: Mapping[str, str] | None = None,
+    live: Mapping[str, str] | None = None,
+    backtest: Mapping[str, str] | None = None,
+    redis_url: str | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    clock: Clock | None = None,
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    env: Mapping[str, str] | None = None,
+    share_modes: bool | None = None,
+    lease_seconds: float | None = None,
+) -> AsyncPersist:
+    """The asyncio face of :func:`persist_core.setup`: same arguments, same routing, same errors.
+
+    Opening the backends (connecting, checking schemas, sweeping folders) runs in the thread pool, so the
+    event loop keeps running meanwhile. Unlike ``setup()`` it does not replace the facade that
+    :func:`persist_core.get_persist` returns.
+    """
+    persist: Persist = await _in_thread(
+        build_persist,
+        url,
+        domains=domains,
+        live=live,
+        backtest=backtest,
+        redis_url=redis_url,
+        options=options,
+        clock=clock,
+        max_value_bytes=max_value_bytes,
+        env=env,
+        share_modes=share_modes,
+        lease_seconds=lease_seconds,
+    )
+    return AsyncPersist(persist)
