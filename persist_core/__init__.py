@@ -15,6 +15,7 @@ from persist_core.async_persist import AsyncModeStores, AsyncPersist, asetup
 from persist_core.backend import Backend, Capabilities, Record
 from persist_core.domains import DOMAINS, DomainSpec, Kind
 from persist_core.errors import (
+    BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
     CorruptRecordError,
@@ -38,6 +39,7 @@ __all__ = [
     "AsyncModeStores",
     "AsyncPersist",
     "Backend",
+    "BackendTimeoutError",
     "BackendUnavailableError",
     "BucketStore",
     "CandleStore",

@@ -9,6 +9,7 @@ original with ``raise ... from``.
 from __future__ import annotations
 
 __all__ = [
+    "BackendTimeoutError",
     "BackendUnavailableError",
     "ConfigurationError",
     "CorruptRecordError",
@@ -56,6 +57,15 @@ class BackendUnavailableError(PersistError, ConnectionError):
     """The backend cannot be reached (server down, timeout, refused connection).
 
     The message names the URL with its password masked.
+    """
+
+
+class BackendTimeoutError(BackendUnavailableError, TimeoutError):
+    """An operation did not complete within the backend's deadline (its ``timeout`` option).
+
+    Raised for a frozen or unreachable server, a lost connection that does not answer, or a lock held by
+    someone else. The message names the operation and the URL (password masked). Whether a write that
+    timed out took effect is unknown: see docs/asyncio.md ("What to retry").
     """
 
 
