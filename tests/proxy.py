@@ -7,6 +7,7 @@ direction, which is what a client sees of a SIGSTOPped server or a network path 
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import threading
@@ -54,10 +55,8 @@ class FreezableProxy:
             if s is None:
                 continue
             self._peers.pop(s, None)
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(s)
-            except (KeyError, ValueError):
-                pass
             s.close()
 
     def _run(self) -> None:
