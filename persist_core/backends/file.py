@@ -31,8 +31,10 @@ from urllib.parse import quote, unquote
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.backends._durable import fsync_dir, makedirs_durably
 from persist_core.backends._file_leases import FileLeaseLog
+from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, check_timeout
 from persist_core.domains import DOMAINS, DomainSpec, FieldType, KeyField
 from persist_core.errors import (
+    BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
     CorruptRecordError,
@@ -87,9 +89,13 @@ def decode_segment(field: KeyField, segment: str) -> Any:
 
 
 #: The query options of a ``file:`` URL, and what each accepts.
-_URL_OPTIONS = {"durability": "full|process", "verify": "read every record on open; 1/0, true/false, yes/no, on/off"}
+_URL_OPTIONS = {
+    "durability": "full|process",
+    "verify": "read every record on open; 1/0, true/false, yes/no, on/off",
+    "timeout": "seconds a write waits for another writer's folder lock (default 5)",
+}
 #: The keyword options of :meth:`FileBackend.from_url` (setup's ``options={"file": {...}}``).
-_KEYWORD_OPTIONS = {"durability": "full|process", "verify_on_open": "bool"}
+_KEYWORD_OPTIONS = {"durability": "full|process", "verify_on_open": "bool", "timeout": "seconds"}
 
 
 class FileBackend(Backend):
@@ -104,12 +110,14 @@ class FileBackend(Backend):
         *,
         durability: str = "full",
         verify_on_open: bool = True,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
         url: str | None = None,
     ) -> None:
         if durability not in ("full", "process"):
             raise ConfigurationError(f"durability must be 'full' or 'process', not {durability!r}")
         self.root = Path(root).absolute()
         self.url = url or f"file:{self.root}"
+        self.timeout = check_timeout(timeout, self.url)
         self._fsync = durability == "full"
         self._verify = verify_on_open
         self._opened = False
@@ -141,6 +149,7 @@ class FileBackend(Backend):
         merged: dict[str, Any] = {
             "durability": durability,
             "verify_on_open": parse_boolean(url, "verify", query.get("verify", "1")),
+            "timeout": query.get("timeout", DEFAULT_TIMEOUT_SECONDS),
             **options,
         }
         return cls(path_of(url, "./dump"), url=mask_url(url), **merged)
@@ -294,10 +303,12 @@ class FileBackend(Backend):
             if domain.soft_delete:
                 # Serialised with mark_removed of the same folder (see there); other domains have no
                 # read-modify-write to protect and pay nothing.
-                with _locked_folder(folder, create=True, fsync=self._fsync):
+                with _locked_folder(folder, create=True, fsync=self._fsync, timeout=self.timeout, url=self.url):
                     self._replace(folder, name, record)
             else:
                 self._replace(folder, name, record)
+        except PersistError:
+            raise  # a BackendTimeoutError is an OSError too (ConnectionError), and already typed
         except OSError as exc:
             raise _translate(exc, folder) from exc
 
@@ -342,12 +353,14 @@ class FileBackend(Backend):
         # (docs/decisions.md, "Soft delete holds the folder's lock").
         folder, name = self._path(domain, key)
         try:
-            with _locked_folder(folder, create=False, fsync=self._fsync) as exists:
+            with _locked_folder(folder, create=False, fsync=self._fsync, timeout=self.timeout, url=self.url) as exists:
                 if not exists:
                     return  # no folder, no record: removing a missing key is a no-op
                 record = self.get(domain, key)
                 if record is not None and not record.removed:
                     self._replace(folder, name, Record(record.payload, record.when, removed=True))
+        except PersistError:
+            raise
         except OSError as exc:
             raise _translate(exc, folder) from exc
 
@@ -445,7 +458,7 @@ class FileBackend(Backend):
 
 
 @contextlib.contextmanager
-def _locked_folder(folder: str, *, create: bool, fsync: bool) -> Iterator[bool]:
+def _locked_folder(folder: str, *, create: bool, fsync: bool, timeout: float, url: str) -> Iterator[bool]:
     """Hold an exclusive ``flock(2)`` on ``folder`` for the ``with`` block; yield whether the folder exists.
 
     The lock belongs to the open file description, so two threads of one process that each open the
@@ -453,6 +466,9 @@ def _locked_folder(folder: str, *, create: bool, fsync: bool) -> Iterator[bool]:
     closed, also by a process that dies. A missing folder is created (and durably) when ``create`` is
     set, else the block runs unlocked with ``False``. flock on NFS is emulated with byte-range locks
     (flock(2), NOTES), which still exclude each other between clients.
+
+    The wait is bounded by ``timeout``: a lock held longer (a writer stopped while holding it) gives a
+    :class:`BackendTimeoutError` rather than blocking the caller without end.
     """
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -466,10 +482,30 @@ def _locked_folder(folder: str, *, create: bool, fsync: bool) -> Iterator[bool]:
         yield False
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _flock_within(fd, folder, timeout, url)
         yield True
     finally:
         os.close(fd)  # releases the lock
+
+
+def _flock_within(fd: int, folder: str, timeout: float, url: str) -> None:
+    """Take an exclusive flock on ``fd`` within ``timeout`` seconds (a free lock costs one system call)."""
+    deadline = None
+    delay = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            now = time.monotonic()
+            deadline = deadline or now + timeout
+            if now >= deadline:
+                raise BackendTimeoutError(
+                    f"file backend {url}: writing under {folder} waited {timeout:g} s for another writer's "
+                    "folder lock (a writer stopped while holding it?)"
+                ) from None
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, 0.02)
 
 
 def _format(record: Record) -> bytes:
