@@ -1,0 +1,66 @@
+"""A cancelled ``await`` leaves no half-written record and no leaked connection (issue 10, CONTRACTS.md 3.9)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from persist_core import asetup
+from persist_core.async_backend import DEFAULT_THREADS
+
+CONTEXT = {"symbol": "BTC/USDT", "strategy_name": "s", "exchange_name": "e"}
+BLOB = "x" * 200_000  # large enough that a torn write would show
+
+
+async def _cancel_writes(url: str, rounds: int) -> tuple[list[Any], Any]:
+    seen: list[Any] = []
+    async with await asetup(url, env={}) as persist:
+        store = persist.live.signal(**CONTEXT)
+        await store.write({"n": 0, "blob": BLOB})
+        rng = random.Random(7)
+        for n in range(1, rounds + 1):
+            task = asyncio.ensure_future(store.write({"n": n, "blob": BLOB}))
+            await asyncio.sleep(rng.random() * 0.002)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            seen.append(await store.read())
+        await asyncio.sleep(0.3)  # let every cancelled write's thread finish
+        state = getattr(persist.sync.backend("live", "signal"), "_state", None)
+        if state is not None:  # a SQL backend: every connection is back in its pool
+            assert state.pool._in_use == 0, "a cancelled call kept its connection"
+        return seen, persist
+
+
+def _assert_whole(values: list[Any]) -> None:
+    for value in values:
+        assert value["blob"] == BLOB, "a cancelled write left a torn record"
+        assert isinstance(value["n"], int)
+
+
+def test_cancelled_writes_leave_whole_records_on_files(tmp_path: Path) -> None:
+    before = threading.active_count()
+    values, _ = asyncio.run(_cancel_writes(f"file:{tmp_path}/dump", rounds=60))
+    _assert_whole(values)
+    assert threading.active_count() <= before + DEFAULT_THREADS + 1  # the pool is bounded; nothing else leaked
+
+
+def test_cancelled_writes_leave_whole_records_and_no_connection_on_sqlite(tmp_path: Path) -> None:
+    pytest.importorskip("sqlalchemy")
+    values, _ = asyncio.run(_cancel_writes(f"sqlite:///{tmp_path}/state.db", rounds=60))
+    _assert_whole(values)
+
+
+def test_cancelled_writes_leave_whole_records_and_no_connection_on_postgresql() -> None:
+    pytest.importorskip("psycopg")
+    from tests.sql import servers
+
+    with servers.scratch_database(servers.server_url(servers.POSTGRES)) as url:
+        values, _ = asyncio.run(_cancel_writes(url, rounds=40))
+    _assert_whole(values)
