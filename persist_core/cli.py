@@ -7,6 +7,7 @@ Exit codes are listed in :data:`EXIT_CODES` and in ``backtest-persist --help``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -131,6 +132,15 @@ def _cmd_bench(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
         print(harness.format_table(results), file=out)
     for line in harness.format_targets(results, collected.targets):
         print(line, file=out)
+    stalls: list[Any] = []
+    if not args.no_loop_stall:
+        from persist_core.bench import loop_stall
+
+        print("bench: event-loop stall rows", file=err, flush=True)
+        stalls, stall_skips = loop_stall.run_stalls(set(args.backend or ()), 200 if args.quick else 1000)
+        skipped = skipped + stall_skips
+        if stalls:
+            print(loop_stall.format_stalls(stalls), file=out)
     for line in skipped:
         print(f"skipped: {line}", file=out)
     print(
@@ -140,6 +150,7 @@ def _cmd_bench(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
     )
     if args.json:
         document = harness.results_json(results, skipped, collected.targets, quick=args.quick)
+        document["loop_stall"] = [dataclasses.asdict(stall) for stall in stalls]
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(document, fh, indent=2)
             fh.write("\n")
@@ -294,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="fewer operations per pair (a rough look)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     bench.add_argument("--list", action="store_true", help="list the pairs and skipped providers, run nothing")
+    bench.add_argument(
+        "--no-loop-stall",
+        action="store_true",
+        help="skip the event-loop stall rows (a 1 ms heartbeat beside writes through the asyncio face)",
+    )
     bench.set_defaults(handler=_cmd_bench, urls=())
 
     migrate = commands.add_parser(
