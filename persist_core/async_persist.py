@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 from persist_core.async_backend import AsyncBackend, ThreadedAsyncBackend, shared_executor
 from persist_core.async_stores import (
@@ -26,9 +25,7 @@ from persist_core.async_stores import (
 )
 from persist_core.backend import Backend
 from persist_core.domains import DomainSpec
-from persist_core.persist import Persist, _Stores, build_persist
-from persist_core.store_rules import Clock
-from persist_core.validation import DEFAULT_MAX_VALUE_BYTES
+from persist_core.persist import Persist, SetupOptions, _Stores, build_persist
 
 __all__ = ["AsyncModeStores", "AsyncPersist", "asetup"]
 
@@ -99,38 +96,12 @@ async def _in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
     return await loop.run_in_executor(shared_executor(), functools.partial(function, *args, **kwargs))
 
 
-async def asetup(
-    url: str | None = None,
-    *,
-    domains: Mapping[str, str] | None = None,
-    live: Mapping[str, str] | None = None,
-    backtest: Mapping[str, str] | None = None,
-    redis_url: str | None = None,
-    options: Mapping[str, Mapping[str, Any]] | None = None,
-    clock: Clock | None = None,
-    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
-    env: Mapping[str, str] | None = None,
-    share_modes: bool | None = None,
-    lease_seconds: float | None = None,
-) -> AsyncPersist:
+async def asetup(url: str | None = None, **options: Unpack[SetupOptions]) -> AsyncPersist:
     """The asyncio face of :func:`persist_core.setup`: same arguments, same routing, same errors.
 
     Opening the backends (connecting, checking schemas, sweeping folders) runs in the thread pool, so the
     event loop keeps running meanwhile. Unlike ``setup()`` it does not replace the facade that
     :func:`persist_core.get_persist` returns.
     """
-    persist: Persist = await _in_thread(
-        build_persist,
-        url,
-        domains=domains,
-        live=live,
-        backtest=backtest,
-        redis_url=redis_url,
-        options=options,
-        clock=clock,
-        max_value_bytes=max_value_bytes,
-        env=env,
-        share_modes=share_modes,
-        lease_seconds=lease_seconds,
-    )
+    persist: Persist = await _in_thread(build_persist, url, **options)
     return AsyncPersist(persist)

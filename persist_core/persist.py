@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypedDict, TypeVar, Unpack, cast
 
 from persist_core.backend import Backend
 from persist_core.config import MODES, resolve_redis_url, resolve_routes, share_modes_from
@@ -30,7 +30,7 @@ from persist_core.stores import (
 from persist_core.urls import mask_url, scheme_of
 from persist_core.validation import DEFAULT_MAX_VALUE_BYTES
 
-__all__ = ["ModeStores", "Persist", "build_persist", "get_persist", "setup"]
+__all__ = ["ModeStores", "Persist", "SetupOptions", "build_persist", "get_persist", "setup"]
 
 log = logging.getLogger("persist")
 _Slot = TypeVar("_Slot")
@@ -292,20 +292,22 @@ _current: Persist | None = None
 _current_lock = threading.Lock()
 
 
-def setup(
-    url: str | None = None,
-    *,
-    domains: Mapping[str, str] | None = None,
-    live: Mapping[str, str] | None = None,
-    backtest: Mapping[str, str] | None = None,
-    redis_url: str | None = None,
-    options: Mapping[str, Mapping[str, Any]] | None = None,
-    clock: Clock | None = None,
-    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
-    env: Mapping[str, str] | None = None,
-    share_modes: bool | None = None,
-    lease_seconds: float = DEFAULT_LEASE_SECONDS,
-) -> Persist:
+class SetupOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`setup` and :func:`~persist_core.asetup` (documented on ``setup``)."""
+
+    domains: Mapping[str, str] | None
+    live: Mapping[str, str] | None
+    backtest: Mapping[str, str] | None
+    redis_url: str | None
+    options: Mapping[str, Mapping[str, Any]] | None
+    clock: Clock | None
+    max_value_bytes: int
+    env: Mapping[str, str] | None
+    share_modes: bool | None
+    lease_seconds: float | None
+
+
+def setup(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
     """Configure the persistence layer once at start-up and return it (also via :func:`get_persist`).
 
     Args:
@@ -333,19 +335,7 @@ def setup(
         BackendUnavailableError: a backend cannot be reached.
     """
     global _current
-    persist = build_persist(
-        url,
-        domains=domains,
-        live=live,
-        backtest=backtest,
-        redis_url=redis_url,
-        options=options,
-        clock=clock,
-        max_value_bytes=max_value_bytes,
-        env=env,
-        share_modes=share_modes,
-        lease_seconds=lease_seconds,
-    )
+    persist = build_persist(url, **options)
     with _current_lock:
         previous, _current = _current, persist
     if previous is not None:
@@ -353,32 +343,28 @@ def setup(
     return persist
 
 
-def build_persist(
-    url: str | None = None,
-    *,
-    domains: Mapping[str, str] | None = None,
-    live: Mapping[str, str] | None = None,
-    backtest: Mapping[str, str] | None = None,
-    redis_url: str | None = None,
-    options: Mapping[str, Mapping[str, Any]] | None = None,
-    clock: Clock | None = None,
-    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
-    env: Mapping[str, str] | None = None,
-    share_modes: bool | None = None,
-    lease_seconds: float | None = None,
-) -> Persist:
+def build_persist(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
     """Build a :class:`Persist` as :func:`setup` does, without making it the current one (``asetup`` uses it)."""
+    unknown = sorted(set(options) - set(SetupOptions.__annotations__))
+    if unknown:  # **options accepts any name at run time; a typo must not pass silently
+        raise ConfigurationError(
+            f"unknown setup() argument(s) {', '.join(unknown)}; known: url, {', '.join(SetupOptions.__annotations__)}"
+        )
+    env = options.get("env")
     environ = os.environ if env is None else env
-    modes = {k: v for k, v in (("live", live), ("backtest", backtest)) if v}
-    routes = resolve_routes(url, domains, modes, environ, share_modes=share_modes_from(share_modes, environ))
-    merged = {scheme: dict(opts) for scheme, opts in (options or {}).items()}
+    modes = {k: v for k, v in (("live", options.get("live")), ("backtest", options.get("backtest"))) if v}
+    share_modes = share_modes_from(options.get("share_modes"), environ)
+    routes = resolve_routes(url, options.get("domains"), modes, environ, share_modes=share_modes)
+    merged = {scheme: dict(opts) for scheme, opts in (options.get("options") or {}).items()}
     if any(scheme_of(u) == "mongodb" for u in routes.values()):
-        merged.setdefault("mongodb", {}).setdefault("redis_url", resolve_redis_url(redis_url, environ))
+        redis_url = resolve_redis_url(options.get("redis_url"), environ)
+        merged.setdefault("mongodb", {}).setdefault("redis_url", redis_url)
+    lease_seconds = options.get("lease_seconds")
     return Persist(
         routes,
         options=merged,
-        clock=clock or wall_clock_ms,
-        max_value_bytes=max_value_bytes,
+        clock=options.get("clock") or wall_clock_ms,
+        max_value_bytes=options.get("max_value_bytes", DEFAULT_MAX_VALUE_BYTES),
         lease_seconds=DEFAULT_LEASE_SECONDS if lease_seconds is None else lease_seconds,
     )
 

@@ -55,6 +55,12 @@ class _Clock:
         self.mono += seconds
 
 
+def _owner(leases: LeaseLog, host: str, pid: int, clock: _Clock, ttl: float = 10.0) -> Owner:
+    """An owner that pretends to be process ``pid`` on ``host``, on ``clock``."""
+    identity = ProcessIdentity(host, pid, host[-1])
+    return Owner(leases, "kit", ttl_seconds=ttl, identity=identity, wall_ms=clock.wall_ms, monotonic=clock.monotonic)
+
+
 def _claim_in_child(factory: Callable[[], Backend], generation: int, who: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     backend = factory()
     backend.open()
@@ -161,20 +167,8 @@ class OwnershipClauses:
         self, leases: LeaseLog, second_backend: Backend
     ) -> None:
         clock = _Clock()
-        first = Owner(
-            leases,
-            "kit",
-            identity=ProcessIdentity("host-a", 101, "a"),
-            wall_ms=clock.wall_ms,
-            monotonic=clock.monotonic,
-        )
-        second = Owner(
-            second_backend.lease_log(),
-            "kit",
-            identity=ProcessIdentity("host-b", 202, "b"),
-            wall_ms=clock.wall_ms,
-            monotonic=clock.monotonic,
-        )
+        first = _owner(leases, "host-a", 101, clock)
+        second = _owner(second_backend.lease_log(), "host-b", 202, clock)
         try:
             first.ensure()
             with pytest.raises(OwnershipError, match=r"host host-a pid 101 since"):
@@ -187,20 +181,8 @@ class OwnershipClauses:
     @_NEEDS_OWNERSHIP
     def test_ownership_released_lease_is_taken_over_at_once(self, leases: LeaseLog, second_backend: Backend) -> None:
         clock = _Clock()
-        first = Owner(
-            leases,
-            "kit",
-            identity=ProcessIdentity("host-a", 101, "a"),
-            wall_ms=clock.wall_ms,
-            monotonic=clock.monotonic,
-        )
-        second = Owner(
-            second_backend.lease_log(),
-            "kit",
-            identity=ProcessIdentity("host-b", 202, "b"),
-            wall_ms=clock.wall_ms,
-            monotonic=clock.monotonic,
-        )
+        first = _owner(leases, "host-a", 101, clock)
+        second = _owner(second_backend.lease_log(), "host-b", 202, clock)
         try:
             first.ensure()
             first.release()
@@ -213,22 +195,8 @@ class OwnershipClauses:
         self, leases: LeaseLog, second_backend: Backend
     ) -> None:
         old_clock, new_clock = _Clock(), _Clock()
-        old = Owner(
-            leases,
-            "kit",
-            ttl_seconds=5,
-            identity=ProcessIdentity("host-a", 101, "a"),
-            wall_ms=old_clock.wall_ms,
-            monotonic=old_clock.monotonic,
-        )
-        new = Owner(
-            second_backend.lease_log(),
-            "kit",
-            ttl_seconds=5,
-            identity=ProcessIdentity("host-b", 202, "b"),
-            wall_ms=new_clock.wall_ms,
-            monotonic=new_clock.monotonic,
-        )
+        old = _owner(leases, "host-a", 101, old_clock, ttl=5)
+        new = _owner(second_backend.lease_log(), "host-b", 202, new_clock, ttl=5)
         try:
             old.ensure()
             new_clock.advance(5.1)  # the old owner was paused past its lease
@@ -246,13 +214,7 @@ class OwnershipClauses:
     @_NEEDS_OWNERSHIP
     def test_ownership_renewing_owner_detects_a_takeover(self, leases: LeaseLog, second_backend: Backend) -> None:
         clock = _Clock()
-        owner = Owner(
-            leases,
-            "kit",
-            identity=ProcessIdentity("host-a", 101, "a"),
-            wall_ms=clock.wall_ms,
-            monotonic=clock.monotonic,
-        )
+        owner = _owner(leases, "host-a", 101, clock)
         try:
             owner.ensure()
             generation = owner.generation
