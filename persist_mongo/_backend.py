@@ -4,46 +4,54 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
+import pymongo
 from bson.int64 import Int64
 from bson.objectid import ObjectId
 from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.config import resolve_redis_url
 from persist_core.domains import DOMAINS, DomainSpec, FieldType
-from persist_core.errors import ConfigurationError, InvalidValueError
+from persist_core.errors import ConfigurationError, InvalidValueError, PersistError
 from persist_core.urls import check_credentials, mask_url, masks_driver_errors, parse_options
 from persist_mongo._cache import DISABLED, CacheStats, IdCache, cache_key, namespace_of
 from persist_mongo._codec import REMOVED, UPDATED, Layout
-from persist_mongo._errors import DRIVER_ERRORS, translate
+from persist_mongo._deadline import DEFAULT_TIMEOUT, deadline, parse_timeout, remaining, split_timeout
+from persist_mongo._errors import DRIVER_ERRORS, timed_out, translate
 from persist_mongo._leases import LEASE_COLLECTION, MongoLeaseLog
 
-__all__ = ["DEFAULT_DATABASE", "LOCK_COLLECTION", "MongoBackend"]
+__all__ = ["DEFAULT_DATABASE", "DEFAULT_TIMEOUT", "LOCK_COLLECTION", "MongoBackend"]
 
 log = logging.getLogger("persist.mongo")
 
 #: The database used when the URL names none (``mongodb://host:27017``).
 DEFAULT_DATABASE = "backtest-persist"
-#: Client options we set unless the URL sets them: fail within seconds instead of pymongo's 30 s, so a
-#: trading loop sees BackendUnavailableError while the server is down (docs/mongo.md, "Outages").
-_CLIENT_DEFAULTS: Mapping[str, int] = {
-    "serverSelectionTimeoutMS": 5_000,
-    "connectTimeoutMS": 5_000,
-    "socketTimeoutMS": 30_000,
-}
+#: Client options we set to the deadline (``timeout``, in ms) unless the URL or ``client_options`` set them. Every
+#: operation also runs under ``pymongo.timeout(timeout)``, which caps each of them by the time left; these bound
+#: what runs outside an operation (the monitor's connection and heartbeat: connectTimeoutMS). docs/mongo.md,
+#: "Deadlines".
+_CLIENT_TIMEOUTS = ("serverSelectionTimeoutMS", "connectTimeoutMS", "socketTimeoutMS")
+#: pymongo's own client-wide operation timeout: refused, because ``timeout`` (seconds) is that setting here.
+_PYMONGO_TIMEOUT = "timeoutms"
+#: Redis's share of a deadline: one Redis command (connect included) may take at most this fraction of it (and
+#: at most ``redis_socket_timeout``). A failed command marks Redis down and the rest of the operation skips it.
+_REDIS_SHARE = 0.25
+# A lock-holding write keeps this fraction of its deadline (at most 1 s) for deleting its lock afterwards.
+_RELEASE_SHARE = 0.2
 _DUPLICATE_KEY = 11000
 _NAMESPACE_EXISTS = 48
 # Two upserts of one new key can both miss the document and both insert: the unique index lets one in
@@ -68,7 +76,9 @@ _MAX_PAYLOAD_BYTES = 16 * 1024 * 1024 - 16 * 1024
 LOCK_COLLECTION = "persist-locks"
 _LOCK_INDEX = "persist_locks_uq"
 #: A lock older than this belongs to a holder that died between taking and releasing it, and is broken.
-#: A holder keeps a lock for one update (milliseconds); the lease only bounds the wait after a crash.
+#: A holder keeps a lock for one update (milliseconds); the lease only bounds the wait after a crash. A holder
+#: with a longer deadline writes a longer lease (twice its deadline), so that no lock is broken while its
+#: holder's update may still be running.
 _LOCK_LEASE_MS = 10_000
 _LOCK_BACKOFF_MAX = 0.02
 _BAD_DB_CHARS = frozenset('/\\. "$*<>:|?\x00')
@@ -86,16 +96,21 @@ def _utcnow() -> dt.datetime:
 def _check_uri_options(url: str) -> None:
     """Refuse a URI option that pymongo does not validate; pymongo only warns of one and then ignores it.
 
-    The backend has no URI options of its own; the pass-through list is pymongo's validated URI options
-    (docs/mongo.md), compared without case as pymongo does.
+    ``url`` is the URL without the backend's one option of its own (``timeout``); the pass-through list is
+    pymongo's validated URI options (docs/mongo.md), compared without case as pymongo does.
     """
     known = {name.lower(): name for name in URI_OPTIONS_VALIDATOR_MAP}
     query = parse_options(url)
+    if any(name.lower() == _PYMONGO_TIMEOUT for name in query):
+        raise ConfigurationError(
+            f"timeoutMS in {mask_url(url)!r}: give the deadline as timeout=<seconds> (the backend applies it to "
+            "every operation with pymongo's own timeout; docs/mongo.md, Deadlines)"
+        )
     unknown = sorted(name for name in query if name.lower() not in known)
     if unknown:
         raise ConfigurationError(
             f"unknown option(s) {', '.join(mask_url(name) for name in unknown)} in {mask_url(url)!r}; the mongodb "
-            f"backend has no URI options of its own; passed to pymongo: {', '.join(sorted(known.values()))} "
+            f"backend's own option: timeout (seconds); passed to pymongo: {', '.join(sorted(known.values()))} "
             "(docs/mongo.md)"
         )
 
@@ -120,6 +135,21 @@ def database_of(url: str) -> str:
             "* < > : | ?"
         )
     return name
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _bounded(method: Callable[Concatenate[MongoBackend, _P], _T]) -> Callable[Concatenate[MongoBackend, _P], _T]:
+    """Run ``method`` within the backend's deadline (nested calls share the outer, earlier one)."""
+
+    @functools.wraps(method)
+    def wrapper(self: MongoBackend, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with deadline(self._timeout):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class _Open:
@@ -159,6 +189,7 @@ class MongoBackend(Backend):
         redis_socket_timeout: float = 0.25,
         redis_retry_interval: float = 2.0,
         client_options: Mapping[str, Any] | None = None,
+        timeout: float | str | None = None,
     ) -> None:
         """Build an unopened backend.
 
@@ -170,6 +201,8 @@ class MongoBackend(Backend):
                 blackholed Redis must not stall the trading loop).
             redis_retry_interval: seconds between probes of Redis while it is down.
             client_options: extra keyword arguments for :class:`pymongo.MongoClient`.
+            timeout: seconds within which every operation completes or raises ``BackendTimeoutError``
+                (default 5; overrides the URL's ``timeout`` option). Redis gets at most a quarter of it.
         """
         if redis_socket_timeout <= 0 or redis_retry_interval <= 0:
             raise ConfigurationError("redis_socket_timeout and redis_retry_interval must be positive")
@@ -178,10 +211,21 @@ class MongoBackend(Backend):
         self.url = mask_url(url)
         self.database = database_of(url)
         self._namespace = namespace_of(self.database)
-        _check_uri_options(url)
-        given = {key.lower() for key in parse_options(url)} | {key.lower() for key in client_options or {}}
-        self._client_options: dict[str, Any] = {k: v for k, v in _CLIENT_DEFAULTS.items() if k.lower() not in given}
+        # ``timeout`` is ours: pymongo never sees it (it would warn of an unknown option and ignore it).
+        self._client_url, in_url = split_timeout(url)
+        _check_uri_options(self._client_url)
+        if timeout is None:
+            timeout = DEFAULT_TIMEOUT if in_url is None else parse_timeout(in_url, f"in {self.url!r}")
+        self._timeout = parse_timeout(timeout, f"for {self.url}")
+        if any(key.lower() == _PYMONGO_TIMEOUT for key in client_options or {}):
+            raise ConfigurationError("client_options timeoutMS: give the deadline as timeout=<seconds> instead")
+        given = {key.lower() for key in parse_options(self._client_url)} | {k.lower() for k in client_options or {}}
+        self._client_options: dict[str, Any] = {
+            name: max(1, round(self._timeout * 1000)) for name in _CLIENT_TIMEOUTS if name.lower() not in given
+        }
         self._client_options.update(client_options or {})
+        self._lock_lease_ms = max(_LOCK_LEASE_MS, round(2_000 * self._timeout))
+        self._release_reserve = min(1.0, _RELEASE_SHARE * self._timeout)
         if not redis_url:
             redis_url = resolve_redis_url(None, os.environ)
         self._cache: IdCache | None = None
@@ -189,7 +233,9 @@ class MongoBackend(Backend):
             check_credentials(redis_url)
             try:
                 self._cache = IdCache(
-                    redis_url, socket_timeout=redis_socket_timeout, retry_interval=redis_retry_interval
+                    redis_url,
+                    socket_timeout=min(redis_socket_timeout, _REDIS_SHARE * self._timeout),
+                    retry_interval=redis_retry_interval,
                 )
             except ValueError as exc:  # redis-py's verdict on a malformed URL
                 raise ConfigurationError(f"bad Redis URL {mask_url(redis_url)!r}: {mask_url(str(exc))}") from exc
@@ -203,6 +249,21 @@ class MongoBackend(Backend):
         return cls(url, redis_url=redis_url, **options)
 
     # ---------------------------------------------------------------------------------- introspection
+
+    @property
+    def timeout(self) -> float:
+        """The deadline of every operation, in seconds (``timeout`` option; default 5)."""
+        return self._timeout
+
+    @property
+    def client_options(self) -> dict[str, Any]:
+        """The keyword arguments given to :class:`pymongo.MongoClient` besides the URL (a copy)."""
+        return dict(self._client_options)
+
+    @property
+    def redis_socket_timeout(self) -> float | None:
+        """Seconds a Redis command (or connect) may take before Redis counts as down; ``None`` without Redis."""
+        return None if self._cache is None else self._cache.socket_timeout
 
     @property
     def redis_url(self) -> str | None:
@@ -219,32 +280,46 @@ class MongoBackend(Backend):
     # ---------------------------------------------------------------------------------- lifecycle
 
     @masks_driver_errors
+    @_bounded
     def open(self) -> None:
         # docstring inherited
-        with self._lock:
+        # Another thread opening a frozen server holds the lock until its own deadline: wait no longer than ours.
+        if not self._lock.acquire(timeout=max(remaining(), 0.0)):
+            raise timed_out(self._raw_url, "opening", self._timeout, "another thread is still opening it")
+        try:
             if self._state is not None:
                 return
             try:
-                client: MongoClient[dict[str, Any]] = MongoClient(self._raw_url, **self._client_options)
+                client: MongoClient[dict[str, Any]] = MongoClient(self._client_url, **self._client_options)
             except DRIVER_ERRORS as exc:
-                raise translate(exc, self._raw_url, "opening") from exc
+                raise self._translate(exc, "opening") from exc
             try:
                 client.admin.command("ping")  # fail fast (CONTRACTS.md 3.6)
                 db = client[self.database]
                 collections = {name: db[self._layout(spec).collection] for name, spec in DOMAINS.items()}
                 locks = db[LOCK_COLLECTION]
-                with _ensured_lock:
-                    if (self._raw_url, self.database) not in _ensured:
+                if not _ensured_lock.acquire(timeout=max(remaining(), 0.0)):
+                    raise timed_out(self._raw_url, "opening", self._timeout, "another backend is creating indexes")
+                try:
+                    if (self._client_url, self.database) not in _ensured:
                         self._create_indexes(db, collections, locks)
-                        _ensured.add((self._raw_url, self.database))
-            except DRIVER_ERRORS as exc:
-                client.close()
-                raise translate(exc, self._raw_url, "opening") from exc
+                        _ensured.add((self._client_url, self.database))
+                finally:
+                    _ensured_lock.release()
+            except BaseException as exc:
+                with contextlib.suppress(*DRIVER_ERRORS):
+                    client.close()
+                if isinstance(exc, DRIVER_ERRORS):
+                    raise self._translate(exc, "opening") from exc
+                raise
             self._state = _Open(client, collections, locks, db[LEASE_COLLECTION])
+        finally:
+            self._lock.release()
         if self._cache is not None:
-            self._cache.ping()  # a dead Redis is logged and counted here, never fatal
+            self._cache.ping()  # a dead Redis is logged and counted here, never fatal (bounded by its timeout)
 
     @masks_driver_errors
+    @_bounded
     def ensure_indexes(self) -> None:
         """Create the unique index of every domain's collection and the lease collection now (idempotent).
 
@@ -259,7 +334,7 @@ class MongoBackend(Backend):
             try:
                 self._create_indexes(state.client[self.database], state.collections, state.locks)
             except DRIVER_ERRORS as exc:
-                raise translate(exc, self._raw_url, "creating indexes") from exc
+                raise self._translate(exc, "creating indexes") from exc
 
     def _create_indexes(
         self,
@@ -285,15 +360,19 @@ class MongoBackend(Backend):
         with self._lock:
             state, self._state = self._state, None
         if state is not None:
-            state.client.close()
+            with deadline(self._timeout):  # closing ends the server sessions, a command to a maybe frozen server
+                state.client.close()
         if self._cache is not None:
             self._cache.close()
 
     def lease_log(self) -> MongoLeaseLog:
         # docstring inherited
-        return MongoLeaseLog(self._lease_collection, self._raw_url)
+        return MongoLeaseLog(self._lease_collection, self._raw_url, self._timeout)
 
     # ---------------------------------------------------------------------------------- plumbing
+
+    def _translate(self, exc: Exception, action: str) -> PersistError:
+        return translate(exc, self._raw_url, action, self._timeout)
 
     def _lease_collection(self) -> Collection[dict[str, Any]]:
         state = self._state
@@ -325,6 +404,7 @@ class MongoBackend(Backend):
     # ---------------------------------------------------------------------------------- reads
 
     @masks_driver_errors
+    @_bounded
     def get(self, domain: DomainSpec, key: Key) -> Record | None:
         # docstring inherited
         collection = self._collection(domain)
@@ -346,7 +426,7 @@ class MongoBackend(Backend):
                     cache.stale()
             doc = collection.find_one(layout.key_filter(key))
         except DRIVER_ERRORS as exc:
-            raise translate(exc, self._raw_url, f"reading {domain.name}") from exc
+            raise self._translate(exc, f"reading {domain.name}") from exc
         if doc is None:
             if object_id is not None and cache is not None:
                 cache.delete(ckey)  # a stale id of a key that has no document: do not follow it again
@@ -377,6 +457,7 @@ class MongoBackend(Backend):
         return [(item, record) for item, record in rows if (item - start) % step == 0]
 
     @masks_driver_errors
+    @_bounded
     def _find(
         self, domain: DomainSpec, layout: Layout, query: dict[str, Any], *, batch_size: int
     ) -> list[tuple[ItemKey, Record]]:
@@ -388,7 +469,7 @@ class MongoBackend(Backend):
             cursor = collection.find(query, layout.scan_projection, batch_size=batch_size).sort(item_field, 1)
             rows = [(layout.item_of(doc), layout.record(doc)) for doc in cursor]
         except DRIVER_ERRORS as exc:
-            raise translate(exc, self._raw_url, f"scanning {domain.name}") from exc
+            raise self._translate(exc, f"scanning {domain.name}") from exc
         if domain.item is not None and domain.item.type is FieldType.STR:
             # MongoDB (no collation) and FerretDB on SQLite or a C-collated PostgreSQL order strings by
             # UTF-8 bytes, which is Python's code-point order. A server configured otherwise (a collection
@@ -400,6 +481,7 @@ class MongoBackend(Backend):
     # ---------------------------------------------------------------------------------- writes
 
     @masks_driver_errors
+    @_bounded
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
         # docstring inherited
         _check_size(domain, record)
@@ -423,12 +505,13 @@ class MongoBackend(Backend):
                 break
             except DuplicateKeyError as exc:  # a concurrent upsert inserted the key first: update it now
                 if attempt + 1 == _UPSERT_ATTEMPTS:
-                    raise translate(exc, self._raw_url, f"writing {domain.name}") from exc
+                    raise self._translate(exc, f"writing {domain.name}") from exc
             except DRIVER_ERRORS as exc:
-                raise translate(exc, self._raw_url, f"writing {domain.name}") from exc
+                raise self._translate(exc, f"writing {domain.name}") from exc
         if self._cache is not None and doc is not None:
             self._cache.set(cache_key(self._namespace, domain, key), doc["_id"])
 
+    @_bounded
     def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
         # docstring inherited
         # One find_one_and_update per item, as upstream does. A batched bulk_write of upserts is not used:
@@ -440,6 +523,7 @@ class MongoBackend(Backend):
             self.put(domain, key, record)
 
     @masks_driver_errors
+    @_bounded
     def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
         # docstring inherited
         if not items:
@@ -462,11 +546,11 @@ class MongoBackend(Backend):
             details = exc.details
             errors = details.get("writeErrors", [])
             if details.get("writeConcernErrors") or any(e.get("code") != _DUPLICATE_KEY for e in errors):
-                raise translate(exc, self._raw_url, f"inserting {domain.name}") from exc
+                raise self._translate(exc, f"inserting {domain.name}") from exc
             lost = {e["index"] for e in errors}
             inserted = int(details.get("nInserted", len(docs) - len(lost)))
         except DRIVER_ERRORS as exc:
-            raise translate(exc, self._raw_url, f"inserting {domain.name}") from exc
+            raise self._translate(exc, f"inserting {domain.name}") from exc
         if self._cache is not None and inserted == len(docs) - len(lost):
             self._cache.set_many(
                 (cache_key(self._namespace, domain, key), doc["_id"])
@@ -490,7 +574,7 @@ class MongoBackend(Backend):
         except DuplicateKeyError:
             return 0  # a concurrent writer inserted the key between our lookup and our insert: it won
         except DRIVER_ERRORS as exc:
-            raise translate(exc, self._raw_url, f"inserting {domain.name}") from exc
+            raise self._translate(exc, f"inserting {domain.name}") from exc
         if doc is None:  # pragma: no cover - an upsert returning AFTER always returns the document
             return 0
         if self._cache is not None:
@@ -499,6 +583,7 @@ class MongoBackend(Backend):
         return 1 if doc["_id"] == object_id else 0
 
     @masks_driver_errors
+    @_bounded
     def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         # docstring inherited
         if not domain.soft_delete:
@@ -515,7 +600,7 @@ class MongoBackend(Backend):
                     return_document=ReturnDocument.AFTER,
                 )
             except DRIVER_ERRORS as exc:
-                raise translate(exc, self._raw_url, f"removing from {domain.name}") from exc
+                raise self._translate(exc, f"removing from {domain.name}") from exc
         if doc is not None and self._cache is not None:
             self._cache.set(cache_key(self._namespace, domain, key), doc["_id"])
 
@@ -526,9 +611,11 @@ class MongoBackend(Backend):
         """Hold the lock of one record's key for the ``with`` block (soft-delete domains only).
 
         Taking it inserts ``{lock: <key>, expires}`` into the unique index of :data:`LOCK_COLLECTION`; a
-        duplicate key means another holder, and the caller waits (0.5 ms, doubling to 20 ms). A lock past
-        its lease belongs to a holder that died and is deleted by its ``_id``, so that only that very lock
-        goes. Releasing deletes the lock by its ``_id``; if that fails, the lease frees the key.
+        duplicate key means another holder, and the caller waits (0.5 ms, doubling to 20 ms) until the
+        operation's deadline, then raises :class:`BackendTimeoutError`. A lock past its lease belongs to a
+        holder that died and is deleted by its ``_id``, so that only that very lock goes. The block runs
+        with a part of the deadline kept back for the release, which deletes the lock by its ``_id``; if
+        that fails, the lease frees the key.
         """
         state = self._state
         if state is None:
@@ -540,11 +627,13 @@ class MongoBackend(Backend):
         name = cache_key(self._namespace, domain, key)
         lock_id = ObjectId()
         delay = 0.0005
+        lease_ms = self._lock_lease_ms
+        held_by = ""  # set once another writer was seen holding the lock
         try:
             while True:
                 now_ms = time.time_ns() // 1_000_000
                 try:
-                    locks.insert_one({"_id": lock_id, "lock": name, "expires": Int64(now_ms + _LOCK_LEASE_MS)})
+                    locks.insert_one({"_id": lock_id, "lock": name, "expires": Int64(now_ms + lease_ms)})
                     break
                 except DuplicateKeyError:
                     holder = locks.find_one({"lock": name})
@@ -555,16 +644,27 @@ class MongoBackend(Backend):
                         log.warning("breaking the expired lock of %s (a writer died holding it)", name)
                         locks.delete_one({"_id": holder["_id"]})
                         continue
+                    held_by = f"the key's lock is held by another writer (lock {name!r}, lease until {expires} ms)"
+                left = remaining()
+                if left <= delay:  # the holder will not release it in time (its lease ends later)
+                    time.sleep(max(left, 0.0))
+                    raise timed_out(self._raw_url, what, self._timeout, held_by)
                 time.sleep(delay)
                 delay = min(delay * 2, _LOCK_BACKOFF_MAX)
         except DRIVER_ERRORS as exc:
-            raise translate(exc, self._raw_url, what) from exc
+            if held_by and isinstance(exc, PyMongoError) and exc.timeout:  # the deadline ran out in a retry
+                raise timed_out(self._raw_url, what, self._timeout, f"{held_by}; {type(exc).__name__}") from exc
+            raise self._translate(exc, what) from exc
         try:
-            yield
+            # Keep part of the deadline for the release: a lock left behind blocks the key until its lease ends.
+            budget = remaining() - self._release_reserve
+            if budget <= 0:
+                raise timed_out(self._raw_url, what, self._timeout, "no time left after taking the key's lock")
+            with pymongo.timeout(budget):
+                yield
         finally:
             try:
                 locks.delete_one({"_id": lock_id})
             except DRIVER_ERRORS as exc:  # the lease frees the key; the operation itself has its own verdict
-                lease = _LOCK_LEASE_MS // 1000
                 reason = type(exc).__name__
-                log.warning("could not release the lock of %s (%s); it expires in %d s", name, reason, lease)
+                log.warning("could not release the lock of %s (%s); it expires in %d s", name, reason, lease_ms // 1000)

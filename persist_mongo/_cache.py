@@ -92,6 +92,8 @@ class IdCache:
 
     def __init__(self, url: str, *, socket_timeout: float = 0.25, retry_interval: float = 2.0) -> None:
         self.url = mask_url(url)
+        #: Seconds a command (or a connect) may take before it counts as failed: Redis's share of a deadline.
+        self.socket_timeout = socket_timeout
         self._retry_interval = retry_interval
         # No retries inside redis-py: a failed command means "Redis is down", handled by the back-off here.
         self._client: redis.Redis = redis.Redis.from_url(

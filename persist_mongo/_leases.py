@@ -20,6 +20,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from persist_core.errors import CorruptRecordError
 from persist_core.ownership import Lease, LeaseLog
 from persist_mongo._codec import UPDATED
+from persist_mongo._deadline import deadline
 from persist_mongo._errors import translate
 
 __all__ = ["LEASE_COLLECTION", "LEASE_FIELD", "MongoLeaseLog"]
@@ -39,26 +40,33 @@ class MongoLeaseLog(LeaseLog):
     """Leases in :data:`LEASE_COLLECTION`; every method raises only persist errors.
 
     ``collection`` returns the collection of the opened backend (opening it if needed), ``url`` is the raw
-    URL for :func:`~persist_mongo._errors.translate` (which masks it).
+    URL for :func:`~persist_mongo._errors.translate` (which masks it), ``timeout`` the backend's deadline: each
+    method completes or raises BackendTimeoutError within it.
     """
 
-    def __init__(self, collection: Callable[[], Collection[dict[str, Any]]], url: str) -> None:
+    def __init__(self, collection: Callable[[], Collection[dict[str, Any]]], url: str, timeout: float) -> None:
         self._collection = collection
         self._url = url
+        self._timeout = timeout
 
     # docstrings inherited from LeaseLog
 
     def head(self) -> tuple[int, Lease] | None:
-        collection = self._collection()
-        try:
-            doc = collection.find_one(_GENERATIONS, sort=[("_id", -1)])
-        except PyMongoError as exc:
-            raise translate(exc, self._url, "reading the ownership lease") from exc
+        with deadline(self._timeout):
+            collection = self._collection()
+            try:
+                doc = collection.find_one(_GENERATIONS, sort=[("_id", -1)])
+            except PyMongoError as exc:
+                raise translate(exc, self._url, "reading the ownership lease", self._timeout) from exc
         if doc is None:
             return None
         return _parse(doc, collection.full_name)
 
     def claim(self, generation: int, lease: Lease) -> bool:
+        with deadline(self._timeout):
+            return self._claim(generation, lease)
+
+    def _claim(self, generation: int, lease: Lease) -> bool:
         collection = self._collection()
         text = lease.to_json()
         try:
@@ -69,27 +77,29 @@ class MongoLeaseLog(LeaseLog):
             try:
                 doc = collection.find_one({"_id": Int64(generation)})
             except PyMongoError as exc:
-                raise translate(exc, self._url, "claiming ownership") from exc
+                raise translate(exc, self._url, "claiming ownership", self._timeout) from exc
             return doc is not None and doc.get(LEASE_FIELD) == text
         except PyMongoError as exc:
-            raise translate(exc, self._url, "claiming ownership") from exc
+            raise translate(exc, self._url, "claiming ownership", self._timeout) from exc
         return True
 
     def renew(self, generation: int, lease: Lease) -> None:
-        try:
-            # No upsert: a generation that was pruned (a newer owner exists) must not come back.
-            self._collection().replace_one(
-                {"_id": Int64(generation)}, {LEASE_FIELD: lease.to_json(), UPDATED: _utcnow()}
-            )
-        except PyMongoError as exc:
-            raise translate(exc, self._url, "renewing the ownership lease") from exc
+        with deadline(self._timeout):
+            try:
+                # No upsert: a generation that was pruned (a newer owner exists) must not come back.
+                self._collection().replace_one(
+                    {"_id": Int64(generation)}, {LEASE_FIELD: lease.to_json(), UPDATED: _utcnow()}
+                )
+            except PyMongoError as exc:
+                raise translate(exc, self._url, "renewing the ownership lease", self._timeout) from exc
 
     def prune(self, below: int) -> None:
         # Housekeeping only: old generations decide nothing, so a failure must not fail the claim it follows.
-        try:
-            self._collection().delete_many({"_id": {"$gte": 1, "$lt": Int64(below)}})
-        except PyMongoError as exc:
-            log.warning("%s", translate(exc, self._url, "pruning old ownership leases"))
+        with deadline(self._timeout):
+            try:
+                self._collection().delete_many({"_id": {"$gte": 1, "$lt": Int64(below)}})
+            except PyMongoError as exc:
+                log.warning("%s", translate(exc, self._url, "pruning old ownership leases", self._timeout))
 
 
 def _parse(doc: dict[str, Any], where: str) -> tuple[int, Lease]:
