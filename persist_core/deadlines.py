@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 from persist_core.errors import ConfigurationError
 from persist_core.urls import mask_url
 
-__all__ = ["DEFAULT_TIMEOUT_SECONDS", "check_timeout"]
+__all__ = ["DEFAULT_TIMEOUT_SECONDS", "TIMEOUT_OPTION", "parse_timeout"]
 
 #: How long one backend operation may take unless the backend's ``timeout`` option says otherwise.
 DEFAULT_TIMEOUT_SECONDS = 5.0
+#: The name of the option, in a URL's query and in ``setup(options={scheme: {...}})``.
+TIMEOUT_OPTION = "timeout"
 
 
-def check_timeout(value: object, url: str) -> float:
-    """``value`` (a URL query string or a number from ``setup(options=...)``) as positive, finite seconds.
+def parse_timeout(value: object, where: str) -> float:
+    """``value`` (a number, or its text from a URL) as a positive, finite number of seconds.
+
+    ``where`` completes the message, e.g. ``"in 'file:./dump?timeout=0'"``.
 
     Raises:
-        ConfigurationError: not a positive finite number, naming the URL (password masked).
+        ConfigurationError: for 0, a negative number, NaN, infinity, a bool or anything not a number.
     """
-    try:
-        seconds = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else math.nan
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
+    seconds = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            seconds = float(value.strip())
+    if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigurationError(
-            f"bad option timeout={value!r} for {mask_url(url)!r}: a positive number of seconds "
-            f"(default {DEFAULT_TIMEOUT_SECONDS:g})"
+            f"bad option {TIMEOUT_OPTION}={mask_url(str(value))!r} {where}: expected a positive number of seconds, "
+            f"e.g. {TIMEOUT_OPTION}=2 (default {DEFAULT_TIMEOUT_SECONDS:g})"
         )
     return seconds

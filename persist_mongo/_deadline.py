@@ -18,15 +18,12 @@ from urllib.parse import unquote_plus
 
 import pymongo
 
-from persist_core.errors import ConfigurationError
-from persist_core.urls import mask_url
+from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, TIMEOUT_OPTION, parse_timeout
 
 __all__ = ["DEFAULT_TIMEOUT", "TIMEOUT_OPTION", "deadline", "parse_timeout", "remaining", "split_timeout"]
 
 #: Seconds within which every operation completes or raises BackendTimeoutError, unless ``timeout`` is given.
-DEFAULT_TIMEOUT = 5.0
-#: The backend's own URL option (seconds), taken out of the URL before pymongo sees it.
-TIMEOUT_OPTION = "timeout"
+DEFAULT_TIMEOUT = DEFAULT_TIMEOUT_SECONDS
 
 _END: ContextVar[float] = ContextVar("persist_mongo_deadline", default=math.inf)
 
@@ -46,26 +43,6 @@ def deadline(seconds: float) -> Iterator[float]:
 def remaining() -> float:
     """Seconds left before the current deadline (``inf`` outside any)."""
     return _END.get() - time.monotonic()
-
-
-def parse_timeout(value: object, where: str) -> float:
-    """``value`` (a number, or its text from a URL) as a positive, finite number of seconds.
-
-    Raises:
-        ConfigurationError: for 0, a negative number, NaN, infinity, a bool or anything not a number.
-    """
-    seconds = math.nan
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            seconds = float(value.strip())
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigurationError(
-            f"bad option {TIMEOUT_OPTION}={mask_url(str(value))!r} {where}: expected a positive number of seconds, "
-            f"e.g. {TIMEOUT_OPTION}=2 (default {DEFAULT_TIMEOUT:g})"
-        )
-    return seconds
 
 
 def split_timeout(url: str) -> tuple[str, str | None]:

@@ -31,7 +31,7 @@ from urllib.parse import quote, unquote
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
 from persist_core.backends._durable import fsync_dir, makedirs_durably
 from persist_core.backends._file_leases import FileLeaseLog
-from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, check_timeout
+from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, parse_timeout
 from persist_core.domains import DOMAINS, DomainSpec, FieldType, KeyField
 from persist_core.errors import (
     BackendTimeoutError,
@@ -117,7 +117,7 @@ class FileBackend(Backend):
             raise ConfigurationError(f"durability must be 'full' or 'process', not {durability!r}")
         self.root = Path(root).absolute()
         self.url = url or f"file:{self.root}"
-        self.timeout = check_timeout(timeout, self.url)
+        self.timeout = parse_timeout(timeout, f"for {self.url}")
         self._fsync = durability == "full"
         self._verify = verify_on_open
         self._opened = False
