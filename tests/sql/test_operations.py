@@ -272,7 +272,7 @@ def test_the_servers_packet_too_large_error_is_an_invalid_value_without_a_retry(
     with SqlBackend(url, pool_size=1) as backend:
         with pytest.raises(InvalidValueError, match="max_allowed_packet") as info:
             backend.put(DOMAINS["state"], ("s", "b"), Record('{"blob":"' + "x" * (17 * _MIB) + '"}'))
-        assert getattr(info.value.__cause__, "args", (None,))[0] == 1153
+        assert getattr(info.value.__cause__, "code", None) == 1153  # the masked stand-in keeps the error number
         assert sent == [1]
         assert backend.get(DOMAINS["state"], ("s", "b")) is None
 
