@@ -103,12 +103,15 @@ class MaskedDriverError(Exception):
 
 
 def _driver_code(error: BaseException) -> str | int | None:
+    # The MySQL drivers' error number first: PyMySQL also sets a generic sqlstate that says less.
+    args = getattr(error, "args", ())
+    if args and isinstance(args[0], int) and not isinstance(args[0], bool):
+        return args[0]
     for name in ("sqlstate", "code", "sqlite_errorname"):
         value = getattr(error, name, None)
         if isinstance(value, str | int) and not isinstance(value, bool):
             return value
-    args = getattr(error, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
+    return None
 
 
 def scrub_chain(error: BaseException) -> None:
