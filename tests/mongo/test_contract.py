@@ -43,3 +43,9 @@ class TestMongoWithRedisDown(BackendContractTests):
         return functools.partial(
             MongoBackend.from_url, class_database.url, redis_url=f"redis://127.0.0.1:{closed_redis_port}/0"
         )
+
+
+class TestMongoAsyncFace(TestMongoWithRedis):
+    """The store clauses again on the asyncio face (pymongo runs in the bounded thread pool)."""
+
+    face = "async"

@@ -41,3 +41,15 @@ class TestSqliteContract(BackendContractTests):
         path = tmp_path / "state.db"
         shutil.copyfile(sqlite_template, path)
         return functools.partial(SqlBackend.from_url, f"sqlite:///{path}")
+
+
+class TestSqliteAsyncFace(TestSqliteContract):
+    """The store clauses again on the asyncio face (SQLite runs in the bounded thread pool)."""
+
+    face = "async"
+
+
+class TestMariaDBAsyncFace(TestMariaDBContract):
+    """The store clauses again on the asyncio face (MariaDB runs in the bounded thread pool)."""
+
+    face = "async"
