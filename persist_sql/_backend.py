@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import operator
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from persist_core.ownership import Lease as OwnershipLease
 from persist_core.ownership import LeaseLog
 from persist_core.urls import masks_driver_errors, parse_boolean
 from persist_sql import _dialects, _errors, _migrate
+from persist_sql._deadline import Interrupt, Watch, interrupter, watchdog
 from persist_sql._dialects import Kind
 from persist_sql._pool import Lease, Pool
 from persist_sql._statements import DomainStatements, LeaseStatements, lease_statements_for, statements_for
@@ -106,29 +108,30 @@ def _row_count_many_in_transaction(cursor: Any, sql: str, rows: Any) -> int:
     return count
 
 
-_engines: dict[str, sa.Engine] = {}
+_engines: dict[tuple[str, float], sa.Engine] = {}
 _engines_lock = threading.Lock()
 
 
-def _engine(sa_url: sa.URL, display: str) -> sa.Engine:
-    """The runtime engine of a URL, shared by the backends of one process.
+def _engine(sa_url: sa.URL, display: str, timeout: float) -> sa.Engine:
+    """The runtime engine of a URL and deadline, shared by the backends of one process.
 
     An engine holds no connection here (each backend pools its own); sharing it means the dialect is
-    initialised (server version, MariaDB or MySQL) once per process rather than once per backend.
+    initialised (server version, MariaDB or MySQL) once per process rather than once per backend. The
+    deadline sets connection options (connect, lock and statement timeouts), hence it is part of the key.
     """
-    key = sa_url.render_as_string(hide_password=False)
+    key = (sa_url.render_as_string(hide_password=False), timeout)
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
             try:
-                engine = sa.create_engine(sa_url, **_dialects.engine_options(sa_url, autocommit=True))
+                engine = sa.create_engine(sa_url, **_dialects.engine_options(sa_url, autocommit=True, timeout=timeout))
             except ImportError as exc:
                 extra = "postgres" if sa_url.get_backend_name() == "postgresql" else "mysql"
                 raise ConfigurationError(
                     f"the driver for {display} is not installed ({exc.name or exc}): "
                     f'pip install "backtest-persist[{extra}]"'
                 ) from exc
-            _dialects.configure_engine(engine)
+            _dialects.configure_engine(engine, timeout)
             _engines[key] = engine
     return engine
 
@@ -145,6 +148,8 @@ class _Open:
     driver_error: type[Exception]
     is_disconnect: Callable[..., bool]
     batch_work: Work
+    #: How the deadline watchdog cuts a connection off (None: no watchdog, SQLite).
+    interrupt: Interrupt | None
     #: MariaDB/MySQL's max_allowed_packet (read at open), else None: no statement may be larger.
     max_packet: int | None = None
 
@@ -164,7 +169,11 @@ class SqlBackend(Backend):
         auto_migrate: upgrade an older schema on open instead of refusing it.
         pool_size: the most connections the backend opens at once.
         idle_seconds: a connection idle for longer is closed rather than reused.
-        checkout_timeout: how long an operation waits for a free connection when all are in use.
+        checkout_timeout: how long an operation waits for a free connection when all are in use (the
+            deadline bounds it too).
+        timeout: the deadline of every operation, in seconds (also ``?timeout=`` in the URL; default
+            :data:`~persist_sql._dialects.DEFAULT_TIMEOUT_S`): an operation that has not completed by
+            then raises :class:`~persist_core.errors.BackendTimeoutError` (docs/sql.md, "Deadlines").
     """
 
     capabilities = Capabilities(ownership=True)
@@ -177,9 +186,15 @@ class SqlBackend(Backend):
         pool_size: int = 10,
         idle_seconds: float = 300.0,
         checkout_timeout: float = 30.0,
+        timeout: float | str | None = None,
     ) -> None:
         self._parsed = _dialects.parse_url(url)
         self.url = self._parsed.display
+        if timeout is None:
+            from_url = self._parsed.timeout
+            self.timeout = _dialects.DEFAULT_TIMEOUT_S if from_url is None else from_url
+        else:
+            self.timeout = _dialects.parse_timeout(self.url, timeout)
         if auto_migrate is None:
             auto_migrate = parse_boolean(url, "auto_migrate", self._parsed.options.get("auto_migrate", "0"))
         if pool_size < 1:
@@ -227,23 +242,40 @@ class SqlBackend(Backend):
             _dialects.prepare_sqlite_file(parsed.sa_url)
         except OSError as exc:  # an unwritable or read-only parent folder: the storage is unusable here
             raise BackendUnavailableError(f"{self.url} is unavailable: cannot create its folder: {exc}") from exc
-        engine = _engine(parsed.sa_url, self.url)
+        deadline = time.monotonic() + self.timeout
+        engine = _engine(parsed.sa_url, self.url, self.timeout)
         pool = Pool(
-            engine, max_size=self._pool_size, idle_seconds=self._idle_seconds, checkout_timeout=self._checkout_timeout
+            engine,
+            max_size=self._pool_size,
+            idle_seconds=self._idle_seconds,
+            checkout_timeout=self._checkout_timeout,
+            bounded_connect=parsed.sa_url.get_backend_name() != "sqlite",
         )
         try:
             try:
-                lease = pool.acquire()  # the first connection also initialises the dialect
+                lease = pool.acquire(deadline)  # the first connection also initialises the dialect
             except PersistError:
                 raise
             except Exception as exc:
-                raise _errors.translate(exc, self.url) from exc
+                raise self._translate(exc, "connecting") from exc
             kind = _dialects.kind_of(engine.dialect)
+            interrupt = interrupter(engine.dialect.driver)
+            watch = None if interrupt is None else watchdog().arm(deadline, lease[1], interrupt)
             try:
-                at_head = self._at_head(engine.dialect, lease)
+                at_head = self._at_head(engine.dialect, lease, deadline, watch)
                 max_packet = _max_packet(lease) if kind in ("mariadb", "mysql") else None
-            finally:
+            except BaseException as exc:
+                if watch is not None:
+                    watch.disarm()
+                pool.discard(lease, exc)
+                if isinstance(exc, engine.dialect.loaded_dbapi.Error):
+                    timed_out = time.monotonic() >= deadline
+                    raise self._translate(exc, "checking the schema", timed_out=timed_out) from exc
+                raise
+            if watch is None or watch.disarm():
                 pool.release(lease)
+            else:
+                pool.discard(lease, None)
             if not at_head:
                 _migrate.ensure_schema(parsed, auto_migrate=self._auto_migrate)
             driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
@@ -256,49 +288,72 @@ class SqlBackend(Backend):
                 driver_error=driver_error,
                 is_disconnect=engine.dialect.is_disconnect,
                 batch_work=_row_count_many_in_transaction if kind == "sqlite" else _row_count_many,
+                interrupt=interrupt,
                 max_packet=max_packet,
             )
         except BaseException:
             pool.close()
             raise
 
-    def _at_head(self, dialect: sa.Dialect, lease: Lease) -> bool:
+    def _at_head(self, dialect: sa.Dialect, lease: Lease, deadline: float, watch: Watch | None) -> bool:
         """The fast path of the schema check: one SELECT of the stored revision on the first connection.
 
         Anything but exactly the head revision (no table, no row, another revision, an error) sends
         :meth:`open` to the full check, which connects for schema work and decides under the migration lock.
+        A timeout is raised, not taken for a missing table.
         """
         compiled = sa.select(_migrate.version_table.c.version_num).compile(dialect=dialect)
         try:
             rows = _fetch_all(lease[3], compiled.string, ())
-        except dialect.loaded_dbapi.Error:
+        except dialect.loaded_dbapi.Error as exc:
+            if time.monotonic() >= deadline or _errors.is_timeout(exc) or (watch is not None and not watch._token):
+                raise
             return False
         return [tuple(row) for row in rows] == [(_migrate.head(),)]
+
+    def _translate(self, error: BaseException, operation: str, *, timed_out: bool = False) -> PersistError:
+        return _errors.translate(error, self.url, operation=operation, timeout=self.timeout, timed_out=timed_out)
 
     # ------------------------------------------------------------------------------------ plumbing
 
     @masks_driver_errors
-    def _run(self, work: Work, sql: str, params: Any) -> Any:
-        """Run one statement; after a lost connection or a deadlock, once more on a new connection.
+    def _run(self, work: Work, sql: str, params: Any, verb: str = "running", what: str = "a statement") -> Any:
+        """Run one statement within the deadline; after a lost connection or a deadlock, once more on a new
+        connection if time is left.
 
         Every statement here may run twice: reads, upserts and updates are idempotent, and an insert of new
         rows that was cut off by a lost connection or chosen as a deadlock victim was rolled back whole.
+        ``verb`` and ``what`` name the operation in a timeout's message (``"writing"``, ``"signal"``).
+
+        The deadline: waiting for a free connection and connecting count against it; the statement is
+        watched by the watchdog (:mod:`persist_sql._deadline`), which cuts its connection off at the
+        deadline, and the server's own lock and statement limits end it a little earlier. A timeout is
+        never retried (its time is spent) and its connection is discarded: its state is unknown.
         """
+        deadline = time.monotonic() + self.timeout
         state = self._started()
         pool = state.pool
+        interrupt = state.interrupt
         retried = False
         while True:
             try:
-                lease = pool.acquire()
+                lease = pool.acquire(deadline)
             except PersistError:
                 raise
             except Exception as exc:
-                raise _errors.translate(exc, self.url) from exc
+                raise self._translate(exc, f"{verb} {what}") from exc
             connection = lease[1]
+            watch = None if interrupt is None else watchdog().arm(deadline, connection, interrupt)
             try:
                 result = work(lease[3], sql, params)
             except state.driver_error as exc:
+                cut_off = watch is not None and not watch.disarm()
                 lost = bool(state.is_disconnect(exc, connection, None))
+                if cut_off or time.monotonic() >= deadline or _errors.is_timeout(exc):
+                    pool.discard(lease, exc)  # its state is unknown: never reused
+                    if cut_off or lost:  # the server did not answer: the idle ones are suspect too
+                        pool.drop_idle()
+                    raise self._translate(exc, f"{verb} {what}", timed_out=True) from exc
                 if lost or _errors.is_too_large(exc):  # the server closes the connection after a too-large packet
                     pool.discard(lease, exc)
                     pool.drop_idle()  # they date from before the outage too
@@ -309,9 +364,14 @@ class SqlBackend(Backend):
                     continue
                 raise _errors.translate(exc, self.url, disconnect=lost) from exc
             except BaseException as exc:
+                if watch is not None:
+                    watch.disarm()
                 pool.discard(lease, exc)  # interrupted mid-statement: the connection's state is unknown
                 raise
-            pool.release(lease)
+            if watch is None or watch.disarm():
+                pool.release(lease)
+            else:  # cut off just as the statement returned: the result stands, the connection does not
+                pool.discard(lease, None)
             return result
 
     @staticmethod
@@ -340,21 +400,22 @@ class SqlBackend(Backend):
             for _, record in items:  # the whole batch first: a driver may split it into several statements
                 _check_packet(record, state.max_packet, domain)
         rows = [self._values(st, key, record) for key, record in sorted(items, key=_by_key)]
+        verb, what = ("inserting" if insert_only else "writing"), f"a batch of {len(rows)} {domain.name} records"
         arrays_sql = st.insert_new_arrays if insert_only else st.put_arrays
         if arrays_sql is not None:
             columns = [list(column) for column in zip(*rows, strict=True)]
-            return int(self._run(_row_count, arrays_sql.text, arrays_sql.bind(columns)))
+            return int(self._run(_row_count, arrays_sql.text, arrays_sql.bind(columns), verb, what))
         sql = st.insert_new if insert_only else st.put
         if sql.order is not None:
             rows = [tuple(sql.bind(row)) for row in rows]
-        return int(self._run(state.batch_work, sql.text, rows))
+        return int(self._run(state.batch_work, sql.text, rows, verb, what))
 
     # ---------------------------------------------------------------------------------- operations
 
     def get(self, domain: DomainSpec, key: Key) -> Record | None:
         # docstring inherited
         st = self._started().statements[domain.name]
-        row = self._run(_fetch_one, st.get.text, st.get.bind(key))
+        row = self._run(_fetch_one, st.get.text, st.get.bind(key), "reading", domain.name)
         return None if row is None else self._record(row, 0, st.soft_delete)
 
     def scan(
@@ -365,7 +426,7 @@ class SqlBackend(Backend):
         stop: ItemKey | None = None,
     ) -> list[tuple[ItemKey, Record]]:
         # docstring inherited
-        rows = self._scan_rows(domain, context, start, stop)
+        rows = self._scan_rows(domain, context, start, stop, "items")
         if domain.soft_delete:
             return [(row[0], Record(row[1], row[2], bool(row[3]))) for row in rows]
         return [(row[0], Record(row[1], row[2])) for row in rows]
@@ -374,19 +435,21 @@ class SqlBackend(Backend):
         self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
     ) -> list[tuple[ItemKey, Record]]:
         # docstring inherited
-        rows = self._scan_rows(domain, context, start, stop)
+        rows = self._scan_rows(domain, context, start, stop, "window")
         if domain.soft_delete:
             return [(row[0], Record(row[1], row[2], bool(row[3]))) for row in rows if (row[0] - start) % step == 0]
         return [(row[0], Record(row[1], row[2])) for row in rows if (row[0] - start) % step == 0]
 
-    def _scan_rows(self, domain: DomainSpec, context: Key, start: ItemKey | None, stop: ItemKey | None) -> Any:
+    def _scan_rows(
+        self, domain: DomainSpec, context: Key, start: ItemKey | None, stop: ItemKey | None, what: str
+    ) -> Any:
         """One range query: the rows of one context between ``start`` and ``stop``, ascending."""
         if domain.item is None:
             raise PersistError(f"the {domain.name} domain has no item key to scan")
         st = self._started().statements[domain.name]
         sql = st.scans[2 * (start is not None) + (stop is not None)]
         values = (*context, *(v for v in (start, stop) if v is not None))
-        return self._run(_fetch_all, sql.text, sql.bind(values))
+        return self._run(_fetch_all, sql.text, sql.bind(values), "reading", f"{domain.name} {what}")
 
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
         # docstring inherited
@@ -394,7 +457,7 @@ class SqlBackend(Backend):
         if state.max_packet is not None:
             _check_packet(record, state.max_packet, domain)
         st = state.statements[domain.name]
-        self._run(_row_count, st.put.text, st.put.bind(self._values(st, key, record)))
+        self._run(_row_count, st.put.text, st.put.bind(self._values(st, key, record)), "writing", domain.name)
 
     def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
         # docstring inherited
@@ -409,7 +472,7 @@ class SqlBackend(Backend):
         st = self._started().statements[domain.name]
         if st.mark_removed is None:
             raise PersistError(f"the {domain.name} domain has no soft delete")
-        self._run(_row_count, st.mark_removed.text, st.mark_removed.bind(key))
+        self._run(_row_count, st.mark_removed.text, st.mark_removed.bind(key), "removing", domain.name)
 
     def lease_log(self) -> SqlLeaseLog:
         # docstring inherited
@@ -436,7 +499,7 @@ class SqlLeaseLog(LeaseLog):
 
     def head(self) -> tuple[int, OwnershipLease] | None:
         sql = self._statements().head
-        row = self._backend._run(_fetch_one, sql.text, sql.bind(()))
+        row = self._backend._run(_fetch_one, sql.text, sql.bind(()), "reading", "the ownership lease")
         if row is None:
             return None
         return int(row[0]), self._parse(int(row[0]), row[1])
@@ -444,17 +507,21 @@ class SqlLeaseLog(LeaseLog):
     def claim(self, generation: int, lease: OwnershipLease) -> bool:
         st = self._statements()
         text = lease.to_json()
-        if int(self._backend._run(_row_count, st.claim.text, st.claim.bind((generation, text)))) == 1:
+        claim = st.claim
+        claimed = self._backend._run(_row_count, claim.text, claim.bind((generation, text)), "claiming", "ownership")
+        if int(claimed) == 1:
             return True
         # Not inserted: another claim holds the generation, or ours did and its connection was lost before
         # the reply came, so that the retry found our own row. A lease names its holder's host, pid, start
         # time and claim time to the millisecond: an equal text is this very claim.
-        stored = self._backend._run(_fetch_one, st.lease_of.text, st.lease_of.bind((generation,)))
+        stored = self._backend._run(
+            _fetch_one, st.lease_of.text, st.lease_of.bind((generation,)), "reading", "the ownership lease"
+        )
         return stored is not None and stored[0] == text
 
     def renew(self, generation: int, lease: OwnershipLease) -> None:
         sql = self._statements().renew
-        self._backend._run(_row_count, sql.text, sql.bind((generation, lease.to_json())))
+        self._backend._run(_row_count, sql.text, sql.bind((generation, lease.to_json())), "renewing", "ownership")
 
     def prune(self, below: int) -> None:
         """Delete the generations below ``below``; never raises.
@@ -466,7 +533,7 @@ class SqlLeaseLog(LeaseLog):
             return
         sql = self._statements().prune
         try:
-            self._backend._run(_row_count, sql.text, sql.bind((below,)))
+            self._backend._run(_row_count, sql.text, sql.bind((below,)), "pruning", "old ownership leases")
         except ConfigurationError as exc:
             self._prune_refused = True
             log.info("%s: old ownership leases are kept (no DELETE on persist_leases): %s", self._backend.url, exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import os
 import re
 import sqlite3
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 
+from persist_core import deadlines
 from persist_core.errors import BackendUnavailableError, ConfigurationError
 from persist_core.urls import check_credentials, describe_options, mask_url, parse_boolean
 
@@ -39,11 +41,13 @@ __all__ = [
     "key_collation",
     "kind_of",
     "migration_lock",
+    "parse_timeout",
     "parse_url",
     "pass_through",
     "payload_out",
     "payload_type",
     "prepare_sqlite_file",
+    "session_settings",
     "table_options",
     "upsert",
 ]
@@ -53,8 +57,11 @@ __all__ = [
 Kind = Literal["postgresql", "mariadb", "mysql", "sqlite"]
 
 #: Query parameters of the URL that configure this backend rather than the driver.
-OPTIONS = frozenset({"auto_migrate"})
-_OPTIONS_HELP = {"auto_migrate": "a boolean: 1/0, true/false, yes/no, on/off"}
+OPTIONS = frozenset({"auto_migrate", "timeout"})
+_OPTIONS_HELP = {
+    "auto_migrate": "a boolean: 1/0, true/false, yes/no, on/off",
+    "timeout": "seconds, a number > 0, the deadline of every operation",
+}
 #: Query parameters that go to a MariaDB/MySQL driver (docs/sql.md): what SQLAlchemy's mysqldb and pymysql
 #: dialects translate or hand on, and both drivers accept.
 MYSQL_PASS_THROUGH = frozenset(
@@ -86,12 +93,21 @@ MYSQL_DRIVER_PASS_THROUGH = {
     "mysqldb": frozenset({"ssl_mode"}),
 }
 #: Query parameters that go to SQLite: pysqlite's own and, with ``uri=true``, SQLite's URI parameters.
-#: (``check_same_thread`` and ``isolation_level`` are set by the backend and are not the user's to change.)
+#: (``check_same_thread`` and ``isolation_level`` are set by the backend and are not the user's to change;
+#: ``timeout``, pysqlite's busy timeout, is the backend's own deadline option, which sets it.)
 SQLITE_PASS_THROUGH = frozenset(
-    {"cache", "cached_statements", "detect_types", "immutable", "mode", "nolock", "psow", "timeout", "uri", "vfs"}
+    {"cache", "cached_statements", "detect_types", "immutable", "mode", "nolock", "psow", "uri", "vfs"}
 )
-#: Seconds a connection attempt may take before the backend reports the server unavailable.
+#: Seconds a connection attempt of schema work (migrations, ``check``) may take; runtime connections are
+#: bounded by the backend's ``timeout`` instead.
 CONNECT_TIMEOUT_S = 10
+#: The default deadline of every operation of a runtime backend, in seconds (the ``timeout`` option).
+DEFAULT_TIMEOUT_S = deadlines.DEFAULT_TIMEOUT_SECONDS
+#: The largest ``timeout`` accepted: a day (PostgreSQL's statement_timeout is a 32-bit count of ms).
+MAX_TIMEOUT_S = deadlines.MAX_TIMEOUT_SECONDS
+#: The share of the deadline given to the server's own limits (lock and statement timeouts): a server that
+#: still answers reports its own limit, with the connection intact, before the client-side bound fires.
+SERVER_SHARE = 0.9
 #: Seconds a SQLite connection waits for another writer's lock before giving up.
 SQLITE_BUSY_TIMEOUT_S = 30.0
 #: Seconds a process waits for another process' migration before giving up.
@@ -111,6 +127,12 @@ class ParsedUrl:
     sa_url: sa.URL
     display: str
     options: Mapping[str, str]
+
+    @property
+    def timeout(self) -> float | None:
+        """The ``timeout`` URL option in seconds, ``None`` when the URL has none."""
+        value = self.options.get("timeout")
+        return None if value is None else parse_timeout(self.display, value)
 
 
 def _have(module: str) -> bool:
@@ -148,11 +170,24 @@ def parse_url(url: str) -> ParsedUrl:
     else:
         raise ConfigurationError(f"the sql backend does not serve {backend!r} URLs: {display!r}")
     _check_query(url, display, parsed.query, drivername)
-    options = {k: v for k, v in parsed.query.items() if k in OPTIONS and isinstance(v, str)}
-    for name, value in options.items():
-        parse_boolean(url, name, value)
+    options: dict[str, str] = {}
+    for name, value in parsed.query.items():
+        if name not in OPTIONS:
+            continue
+        if not isinstance(value, str):
+            raise ConfigurationError(f"option {name} is given more than once in {display!r}")
+        options[name] = value
+        if name == "timeout":
+            parse_timeout(display, value)
+        else:
+            parse_boolean(url, name, value)
     sa_url = parsed.set(drivername=drivername).difference_update_query(OPTIONS)
     return ParsedUrl(sa_url, display, options)
+
+
+def parse_timeout(display: str, value: object) -> float:
+    """The ``timeout`` option in seconds (see persist_core.deadlines); ``display`` is the masked URL."""
+    return deadlines.parse_timeout(value, f"for {display!r}")
 
 
 def pass_through(drivername: str) -> frozenset[str] | None:
@@ -202,21 +237,37 @@ def kind_of(dialect: Dialect) -> Kind:
     raise ConfigurationError(f"the sql backend does not support the {dialect.name!r} dialect")
 
 
-def engine_options(sa_url: sa.URL, *, autocommit: bool) -> dict[str, Any]:
+def engine_options(sa_url: sa.URL, *, autocommit: bool, timeout: float | None = None) -> dict[str, Any]:
     """``create_engine`` keyword arguments.
 
     Runtime engines are autocommit: each statement is its own transaction, so a write is one round trip
     (no BEGIN/COMMIT). Statements are compiled with a positional paramstyle so that a call passes a tuple.
     The backend pools connections itself (:mod:`persist_sql._pool`), so the engine only creates them.
+
+    ``timeout`` is the runtime backend's deadline (docs/sql.md, "Deadlines"): it sets the driver's connect
+    timeout, MariaDB/MySQL's read and write timeouts, SQLite's busy timeout, and PostgreSQL's lock and
+    statement timeouts (as connection options, so they cost no round trip). The server's own limits get
+    :data:`SERVER_SHARE` of it. Without it (schema work, ``check``): a :data:`CONNECT_TIMEOUT_S` connect
+    timeout, a :data:`SQLITE_BUSY_TIMEOUT_S` busy timeout and no statement limits, since a migration cut
+    in the middle would be worse than a wait. Whatever the URL sets explicitly is kept.
     """
     query = sa_url.query
     connect_args: dict[str, Any] = {}
     options: dict[str, Any] = {"poolclass": sa.pool.NullPool}
     backend = sa_url.get_backend_name()
+    # Drivers take whole seconds (libpq at least 2); the backend's client-side bound cuts a connection
+    # attempt off at the deadline itself (persist_sql._pool).
+    connect_timeout = CONNECT_TIMEOUT_S if timeout is None else max(1, math.ceil(timeout))
     if backend == "postgresql":
         options["paramstyle"] = "format"
         if "connect_timeout" not in query:
-            connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+            connect_args["connect_timeout"] = max(2, connect_timeout)
+        if timeout is not None and sa_url.get_driver_name() == "psycopg":
+            server_ms = max(1, int(timeout * SERVER_SHARE * 1000))
+            ours = f"-c lock_timeout={server_ms} -c statement_timeout={server_ms}"
+            theirs = query.get("options")
+            # libpq applies the settings in order: the URL's own, after ours, win.
+            connect_args["options"] = f"{ours} {theirs}" if isinstance(theirs, str) else ours
     elif backend in ("mysql", "mariadb"):
         options["paramstyle"] = "format"
         # SQLAlchemy sets CLIENT.FOUND_ROWS; without it, an ON DUPLICATE KEY UPDATE that changes nothing
@@ -226,7 +277,13 @@ def engine_options(sa_url: sa.URL, *, autocommit: bool) -> dict[str, Any]:
         if "charset" not in query:
             connect_args["charset"] = "utf8mb4"
         if "connect_timeout" not in query:
-            connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+            connect_args["connect_timeout"] = connect_timeout
+        if timeout is not None:
+            # Each read or write of the socket (mysqlclient: whole seconds). A backstop: the backend's
+            # watchdog shuts the socket down at the deadline itself.
+            for name in ("read_timeout", "write_timeout"):
+                if name not in query:
+                    connect_args[name] = max(1, math.ceil(timeout))
         if sa_url.get_driver_name() == "pymysql" and _loopback(sa_url) and not any(k.startswith("ssl") for k in query):
             # PyMySQL >= 1.2 tries TLS by default ("preferred", without verifying the certificate) and
             # builds a default SSL context for every connection: ~60 ms of loading CA files each time.
@@ -234,12 +291,26 @@ def engine_options(sa_url: sa.URL, *, autocommit: bool) -> dict[str, Any]:
             connect_args["ssl_disabled"] = True
     elif backend == "sqlite":
         connect_args["check_same_thread"] = False
-        if "timeout" not in query:
-            connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
+        connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S if timeout is None else timeout
     if autocommit:
         options["isolation_level"] = "AUTOCOMMIT"
     options["connect_args"] = connect_args
     return options
+
+
+def session_settings(kind: Kind, timeout: float) -> str | None:
+    """The statement that sets a new MariaDB/MySQL connection's lock wait and statement limits, or ``None``.
+
+    ``innodb_lock_wait_timeout`` takes whole seconds (at least 1); MariaDB's ``max_statement_time`` takes
+    fractions and also ends a lock wait, so on MariaDB it is the one that acts. MySQL's own
+    ``max_execution_time`` covers SELECTs only; there the lock wait limit and the client-side bound act.
+    """
+    server = timeout * SERVER_SHARE
+    if kind == "mariadb":
+        return f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(server))}, max_statement_time = {server:.3f}"
+    if kind == "mysql":
+        return f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(server))}"
+    return None
 
 
 def _loopback(sa_url: sa.URL) -> bool:
@@ -252,13 +323,15 @@ def _loopback(sa_url: sa.URL) -> bool:
 PSYCOPG_PREPARED_MAX = 256
 
 
-def configure_engine(engine: sa.Engine) -> None:
+def configure_engine(engine: sa.Engine, timeout: float | None = None) -> None:
     """Per-connection set-up.
 
-    psycopg: room for every statement among the prepared ones (:data:`PSYCOPG_PREPARED_MAX`). SQLite: WAL
-    mode, which lets readers go on while one writer commits, in this process and in others; the busy
-    timeout (:data:`SQLITE_BUSY_TIMEOUT_S`) makes a second writer wait for the first instead of failing. The
-    journal mode is stored in the file, so setting it is a no-op after the first connection.
+    psycopg: room for every statement among the prepared ones (:data:`PSYCOPG_PREPARED_MAX`). MariaDB/MySQL,
+    with a ``timeout``: the session's lock wait and statement limits (:func:`session_settings`; one round
+    trip per new connection). SQLite: WAL mode, which lets readers go on while one writer commits, in this
+    process and in others; the busy timeout (``timeout``, else :data:`SQLITE_BUSY_TIMEOUT_S`) makes a second
+    writer wait for the first instead of failing. The journal mode is stored in the file, so setting it is a
+    no-op after the first connection.
     """
     if engine.dialect.driver == "psycopg":
 
@@ -267,22 +340,39 @@ def configure_engine(engine: sa.Engine) -> None:
             dbapi_connection.prepared_max = PSYCOPG_PREPARED_MAX
 
         return
+    if engine.dialect.name in ("mysql", "mariadb"):
+        if timeout is None:
+            return
+        seconds = timeout
+
+        @sa.event.listens_for(engine, "connect")
+        def _limits(dbapi_connection: Any, record: Any) -> None:
+            kind: Kind = "mariadb" if "mariadb" in str(dbapi_connection.get_server_info()).lower() else "mysql"
+            statement = session_settings(kind, seconds)
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(statement)
+            finally:
+                cursor.close()
+
+        return
     if engine.dialect.name != "sqlite":
         return
+    busy = SQLITE_BUSY_TIMEOUT_S if timeout is None else timeout
 
     @sa.event.listens_for(engine, "connect")
     def _wal(dbapi_connection: Any, record: Any) -> None:
-        _switch_to_wal(dbapi_connection)
+        _switch_to_wal(dbapi_connection, busy)
 
 
-def _switch_to_wal(dbapi_connection: Any) -> None:
+def _switch_to_wal(dbapi_connection: Any, busy_seconds: float = SQLITE_BUSY_TIMEOUT_S) -> None:
     """Put the database file in WAL mode, waiting (up to the busy timeout) for other connections' locks.
 
     SQLite does not run its busy handler for a journal-mode change: while another process holds the
     migration's exclusive lock on a new file, the change fails at once with "database is locked". So retry
     here, and stop as soon as the file is in WAL mode (another process may have switched it meanwhile).
     """
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    deadline = time.monotonic() + busy_seconds
     pause = 0.005
     cursor = dbapi_connection.cursor()
     try:

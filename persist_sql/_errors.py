@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from persist_core.errors import (
+    BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
     InvalidValueError,
@@ -15,10 +16,12 @@ from persist_core.errors import (
 )
 from persist_core.urls import mask_url
 
-__all__ = ["is_privilege_error", "is_too_large", "is_transient", "translate"]
+__all__ = ["is_privilege_error", "is_timeout", "is_too_large", "is_transient", "translate"]
 
 # PostgreSQL SQLSTATEs. Class 08 (connection exception) is matched by prefix.
-_PG_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300", "57014", "55P03"}  # shutdown, crash, starting, slots, timeouts
+_PG_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300"}  # shutdown, crash, starting, no free slots
+# statement_timeout (query_canceled) and lock_timeout (lock_not_available): the backend sets both.
+_PG_TIMEOUT = {"57014", "55P03"}
 _PG_LOGIN = {"28P01", "28000", "3D000"}  # bad password, no such role/database
 # psycopg reports a refused login with no SQLSTATE; libpq's message says why.
 _PG_LOGIN_TEXT = ("password authentication failed", "authentication failed for user", "no password supplied")
@@ -26,13 +29,17 @@ _PG_MISSING_TEXT = ("does not exist",)
 _PG_PRIVILEGE = {"42501"}
 _PG_SCHEMA = {"42P01", "42703"}  # undefined table, undefined column
 # MariaDB/MySQL error numbers.
-_MY_UNAVAILABLE = {1040, 1053, 1205, 1927, 1969, 2002, 2003, 2005, 2006, 2013, 2014, 2045, 2055, 3024, 4031}
+_MY_UNAVAILABLE = {1040, 1053, 1927, 2002, 2003, 2005, 2006, 2013, 2014, 2045, 2055, 4031}
+# Lock wait timeout, MariaDB's max_statement_time, MySQL's max_execution_time.
+_MY_TIMEOUT = {1205, 1969, 3024}
 _MY_LOGIN = {1044, 1045, 1049}
 _MY_PRIVILEGE = {1142, 1143, 1227}
 _MY_SCHEMA = {1146, 1054}
 _MY_TOO_LARGE = 1153  # ER_NET_PACKET_TOO_LARGE: the statement is over max_allowed_packet
 # SQLite primary result codes (names, as sqlite3 reports them from Python 3.11 on).
-_LITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_NOTADB")
+_LITE_UNAVAILABLE = ("SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_NOTADB")
+# The busy timeout ran out: another connection holds the lock (SQLITE_BUSY and its extended codes).
+_LITE_TIMEOUT = "SQLITE_BUSY"
 _LITE_SCHEMA_TEXT = ("no such table", "no such column", "has no column named")
 
 _MAX_MESSAGE = 400
@@ -67,6 +74,18 @@ def is_transient(error: BaseException) -> bool:
     return _code(error) in _TRANSIENT
 
 
+def is_timeout(error: BaseException) -> bool:
+    """Whether ``error`` (a driver error) reports a limit of ours: a lock or statement timeout, SQLite's busy
+    timeout, a connect timeout."""
+    code = _code(error)
+    if code in _PG_TIMEOUT or code in _MY_TIMEOUT:
+        return True
+    if isinstance(code, str) and code.startswith(_LITE_TIMEOUT):
+        return True
+    # psycopg's connect timeout (an OperationalError), socket timeouts.
+    return isinstance(error, TimeoutError) or _is_a(error, "ConnectionTimeout")
+
+
 def is_too_large(error: BaseException) -> bool:
     """Whether ``error`` says the statement is larger than the server accepts (no retry can help)."""
     return _code(error) == _MY_TOO_LARGE
@@ -78,11 +97,22 @@ def is_privilege_error(error: BaseException | None) -> bool:
     return code in _PG_PRIVILEGE or code in _MY_PRIVILEGE
 
 
-def translate(error: BaseException, url: str, *, disconnect: bool = False) -> PersistError:
+def translate(
+    error: BaseException,
+    url: str,
+    *,
+    disconnect: bool = False,
+    operation: str | None = None,
+    timeout: float | None = None,
+    timed_out: bool = False,
+) -> PersistError:
     """The :class:`PersistError` for a driver, SQLAlchemy or SQLite ``error`` met while serving ``url``.
 
-    ``url`` is already masked. ``disconnect`` says the dialect recognised a lost connection. The caller
-    raises the result ``from error``.
+    ``url`` is already masked. ``disconnect`` says the dialect recognised a lost connection. ``operation``
+    (``"writing signal"``, ``"connecting"``, ...) and ``timeout`` (the deadline in seconds) go into the
+    message of a :class:`BackendTimeoutError`; ``timed_out`` says the caller knows the deadline passed (its
+    watchdog cut the connection off, or the error came at or after the deadline). The caller raises the
+    result ``from error``.
     """
     if isinstance(error, PersistError):
         return error
@@ -96,6 +126,9 @@ def translate(error: BaseException, url: str, *, disconnect: bool = False) -> Pe
 
     if code == _MY_TOO_LARGE:  # checked first: the server also drops the connection, which is no outage
         return InvalidValueError("$", f"the statement is larger than max_allowed_packet of {url}: {message}")
+    if timed_out or is_timeout(original):
+        within = "" if timeout is None else f" within the {timeout:g} s deadline"
+        return BackendTimeoutError(f"{operation or 'an operation'} on {url} did not complete{within}: {message}")
     if disconnect or code in _PG_UNAVAILABLE or code in _MY_UNAVAILABLE:
         return BackendUnavailableError(f"{url} is unavailable: {message}")
     if isinstance(code, str) and code.startswith("08"):
