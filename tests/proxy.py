@@ -30,14 +30,21 @@ class FreezableProxy:
         self._selector.register(self._listener, selectors.EVENT_READ, None)
         self._peers: dict[socket.socket, socket.socket] = {}
         self._frozen = threading.Event()
+        self._paused = threading.Event()  # set by the loop once it has seen the freeze
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"proxy-{self.port}", daemon=True)
         self._thread.start()
 
     def freeze(self) -> None:
-        """Stop forwarding in both directions; connections stay open and new ones are accepted but not served."""
+        """Stop forwarding in both directions; connections stay open and new ones are accepted but not served.
+
+        Returns once the forwarding loop has stopped, so that nothing is forwarded after this call.
+        """
+        self._paused.clear()
         self._frozen.set()
+        if not self._paused.wait(timeout=5):
+            raise RuntimeError("the proxy did not stop forwarding")
 
     def thaw(self) -> None:
         """Forward again."""
@@ -62,6 +69,7 @@ class FreezableProxy:
     def _run(self) -> None:
         while not self._stop.is_set():
             if self._frozen.is_set():
+                self._paused.set()
                 self._stop.wait(0.01)
                 continue
             for key, _ in self._selector.select(timeout=0.05):
