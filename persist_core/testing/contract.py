@@ -49,6 +49,9 @@ __all__ = ["BackendContractTests"]
 
 NOW_MS = 1_800_000_000_000
 _namespaces = itertools.count()
+#: A clause that drives the backend itself rather than the stores: the same on both faces, so a class with
+#: ``face = "async"`` deselects it (it runs in the sync class beside it).
+BACKEND_LEVEL = pytest.mark.persist_backend_level
 
 
 def _names(*kinds: Kind) -> list[str]:
@@ -199,11 +202,13 @@ class BackendContractTests(OwnershipClauses):
     # 2. Capabilities
     # ==================================================================================================
 
+    @BACKEND_LEVEL
     def test_capabilities_are_declared(self, backend: Backend) -> None:
         caps = backend.capabilities
         assert isinstance(caps, Capabilities)
         assert caps.domains is None or (caps.domains <= set(DOMAINS) and caps.domains)
 
+    @BACKEND_LEVEL
     def test_declared_capabilities_are_the_backends(self, backend: Backend) -> None:
         """What the test class declared for collection is what the backend declares at run time.
 
@@ -211,6 +216,7 @@ class BackendContractTests(OwnershipClauses):
         """
         assert backend.capabilities == self.declared_capabilities
 
+    @BACKEND_LEVEL
     def test_unsupported_domains_are_declared_not_faked(self, backend: Backend) -> None:
         """A backend storing only some domains says so; setup() then refuses to route others to it."""
         for name in DOMAINS:
@@ -918,6 +924,7 @@ class BackendContractTests(OwnershipClauses):
     # 8. State machine, durability, concurrency
     # ==================================================================================================
 
+    @BACKEND_LEVEL
     def test_state_machine_matches_the_memory_model(self, backend_factory: Callable[[], Backend]) -> None:
         run_state_machine_as_test(
             state_machine_for(backend_factory),
@@ -928,6 +935,7 @@ class BackendContractTests(OwnershipClauses):
             ),
         )
 
+    @BACKEND_LEVEL
     def test_sigkill_keeps_every_acknowledged_write(
         self, backend_factory: Callable[[], Backend], namespace: str
     ) -> None:
@@ -940,12 +948,14 @@ class BackendContractTests(OwnershipClauses):
         problems = [p for r in reports for p in r.problems]
         assert problems == []
 
+    @BACKEND_LEVEL
     @pytest.mark.parametrize("kind", ["candle", "log"])
     def test_threads_racing_on_one_key_have_one_winner(self, backend: Backend, kind: str, namespace: str) -> None:
         self.require(backend, kind)
         results = race_threads(backend, kind, namespace, racers=4, keys=15)
         self._check_one_winner(backend, kind, namespace, results)
 
+    @BACKEND_LEVEL
     @pytest.mark.parametrize("kind", ["candle", "log"])
     def test_processes_racing_on_one_key_have_one_winner(
         self, backend_factory: Callable[[], Backend], backend: Backend, kind: str, namespace: str
@@ -954,11 +964,13 @@ class BackendContractTests(OwnershipClauses):
         results = race_processes(backend_factory, kind, namespace, racers=3, keys=15)
         self._check_one_winner(backend, kind, namespace, results)
 
+    @BACKEND_LEVEL
     @pytest.mark.persist_domains("signal")
     def test_threads_racing_on_one_slot_leave_one_written_value(self, backend: Backend, namespace: str) -> None:
         results = race_threads(backend, "slot", namespace, racers=4, keys=10)
         self._check_slot(backend, namespace, results)
 
+    @BACKEND_LEVEL
     @pytest.mark.persist_domains("signal")
     def test_processes_racing_on_one_slot_leave_one_written_value(
         self, backend_factory: Callable[[], Backend], backend: Backend, namespace: str
@@ -967,6 +979,7 @@ class BackendContractTests(OwnershipClauses):
         results = race_processes(backend_factory, "slot", namespace, racers=3, keys=10)
         self._check_slot(backend, namespace, results)
 
+    @BACKEND_LEVEL
     @pytest.mark.persist_domains("measure")
     def test_remove_racing_write_never_restores_an_older_payload(self, backend: Backend, namespace: str) -> None:
         """A remove racing a write of one bucket key never puts an older payload back (CONTRACTS.md 3.5).

@@ -12,6 +12,7 @@ import multiprocessing
 import queue as queue_module
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
@@ -22,8 +23,16 @@ from persist_core.ownership import Lease, LeaseLog, Owner, ProcessIdentity, this
 __all__ = ["OwnershipClauses"]
 
 _NOW_MS = 1_800_000_000_000
-#: Deselected by the plugin in a test class whose declared capabilities lack ownership; skipped otherwise.
-_NEEDS_OWNERSHIP = pytest.mark.persist_capabilities(ownership=True)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _NEEDS_OWNERSHIP(clause: _F) -> _F:  # noqa: N802 - used as a decorator, like a pytest mark
+    """Deselected in a class whose declared capabilities lack ownership (skipped otherwise), and on the asyncio
+    face (the leases are the backend's: one face checks them)."""
+    marked: _F = pytest.mark.persist_backend_level(pytest.mark.persist_capabilities(ownership=True)(clause))
+    return marked
+
+
 #: A pid no process has (Linux pids stay below 2**22).
 _NO_SUCH_PID = 2**30
 

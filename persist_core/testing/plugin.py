@@ -49,6 +49,9 @@ def pytest_configure(config: Any) -> None:
     config.addinivalue_line(
         "markers", "persist_capabilities(**flags): a kit clause that needs these capability flags declared"
     )
+    config.addinivalue_line(
+        "markers", "persist_backend_level: a kit clause that drives the backend, not the stores (runs on one face)"
+    )
     config.addinivalue_line("markers", "slow: a test that takes seconds (SIGKILL rounds, races, state machines)")
 
 
@@ -74,6 +77,10 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
             )
         else:  # nothing declared: every clause runs, and the declaration check has nothing to compare
             deselect = getattr(item, "originalname", "") == _DECLARATION_CLAUSE
+        if getattr(getattr(item, "cls", None), "face", "sync") == "async" and item.get_closest_marker(
+            "persist_backend_level"
+        ):
+            deselect = True  # the same on both faces: it runs in the sync class
         (dropped if deselect else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
