@@ -242,7 +242,8 @@ class AsyncSqlBackend(AsyncBackend):
         sync: the sync backend of the same URL, opened by the caller and kept open while this one is used
             (``asetup`` passes the facade's own); its schema check and leases are used, and it is not closed
             here. Without it the backend makes and closes one of its own.
-        sync_options: keyword options of the sync backend it makes (``auto_migrate``, ...).
+        sync_options: keyword options of the sync backend it makes (``auto_migrate``, ...); ignored when
+            ``sync`` is given, which was built with them.
     """
 
     capabilities = SqlBackend.capabilities
@@ -274,9 +275,7 @@ class AsyncSqlBackend(AsyncBackend):
             knows_timeout = TIMEOUT_OPTION in _dialects.OPTIONS
             sync = SqlBackend(url if knows_timeout else url_rest, **sync_options)
             self._owns_sync = True
-        elif sync_options:
-            raise ConfigurationError(f"options {sorted(sync_options)} belong to the sync backend passed in")
-        else:
+        else:  # its options (auto_migrate, ...) were the caller's to give it
             self._owns_sync = False
         self._sync = sync
         self._connect_args = _connect_args(parsed.sa_url, self._timeout)
