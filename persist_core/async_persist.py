@@ -3,8 +3,12 @@
 :class:`AsyncPersist` has the same stores, names, routing, options, mode isolation and ownership as
 :class:`~persist_core.persist.Persist`, with coroutine methods. It is built on a sync ``Persist`` that does
 the configuration: opening, schema checks and connecting run in the bounded thread pool, never on the event
-loop, and every backend call of a store is awaited through :class:`ThreadedAsyncBackend` (the live stores'
-calls go through the ownership guard in that thread too).
+loop. A backend whose URL scheme has a native asyncio backend (PostgreSQL on psycopg's ``AsyncConnection``,
+:func:`persist_core.registry.create_async_backend`) is served by it, beside the sync one that keeps the
+schema check and the ownership leases; its live stores go through :class:`AsyncOwnedBackend`, which runs the
+owner's check in the thread pool only when the lease needs claiming or renewing. Every other backend's calls
+are awaited through :class:`ThreadedAsyncBackend` (the live stores' calls go through the ownership guard in
+that thread too).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from persist_core.async_stores import (
 )
 from persist_core.backend import Backend
 from persist_core.domains import DomainSpec
+from persist_core.guarded import AsyncOwnedBackend, OwnedBackend
 from persist_core.persist import Persist, SetupOptions, _Stores, build_persist
+from persist_core.registry import create_async_backend
 
 __all__ = ["AsyncModeStores", "AsyncPersist", "asetup"]
 
@@ -45,6 +51,8 @@ class AsyncPersist:
     def __init__(self, persist: Persist) -> None:
         self._persist = persist
         self._faces: dict[int, AsyncBackend] = {}
+        #: The native asyncio backend of each URL that has one (None: the thread pool serves it).
+        self._natives: dict[str, AsyncBackend | None] = {}
         self.live = AsyncModeStores(self._make_store, "live")
         self.backtest = AsyncModeStores(self._make_store, "backtest")
 
@@ -66,21 +74,51 @@ class AsyncPersist:
         """See :meth:`persist_core.persist.Persist.claim_ownership`; runs in the thread pool."""
         await _in_thread(self._persist.claim_ownership)
 
-    def _face(self, backend: Backend) -> AsyncBackend:
+    def _face(self, backend: Backend, native: AsyncBackend | None = None) -> AsyncBackend:
+        """The asyncio face of ``backend`` (a store backend of the sync facade: bare or ownership-guarded)."""
         face = self._faces.get(id(backend))
         if face is None:
-            face = self._faces.setdefault(id(backend), ThreadedAsyncBackend(backend))
+            if native is None:
+                face = ThreadedAsyncBackend(backend)
+            elif isinstance(backend, OwnedBackend):
+                face = AsyncOwnedBackend(native, backend.owner)
+            else:
+                face = native
+            face = self._faces.setdefault(id(backend), face)
         return face
 
+    def _native(self, mode: str, domain_name: str) -> AsyncBackend | None:
+        url, options = self._persist.route(mode, domain_name)
+        if url not in self._natives:
+            bare = self._persist.backend(mode, domain_name)
+            self._natives[url] = create_async_backend(url, sync=bare, **options)
+        return self._natives[url]
+
     def _make_store(self, mode: str, spec: DomainSpec, context: dict[str, Any]) -> Any:
-        backend = self._face(self._persist.store_backend(mode, spec.name))
+        native = self._native(mode, spec.name)
+        backend = self._face(self._persist.store_backend(mode, spec.name), native)
         return make_async_store(
             backend, spec, context, clock=self._persist.clock, max_value_bytes=self._persist.max_value_bytes
         )
 
+    async def _open_natives(self) -> None:
+        """Build and open the native asyncio backends of every route, in this event loop (fail fast)."""
+        for mode, name, _ in self._persist.routes():
+            native = self._native(mode, name)
+            if native is not None:
+                await native.open()
+
     async def close(self) -> None:
-        """Release ownership and close every backend (in the thread pool). Idempotent."""
-        await _in_thread(self._persist.close)
+        """Close the native asyncio backends, then release ownership and close every backend (in the thread
+        pool). Idempotent."""
+        natives = [native for native in self._natives.values() if native is not None]
+        self._natives.clear()
+        self._faces.clear()
+        try:
+            for native in natives:
+                await native.close()
+        finally:
+            await _in_thread(self._persist.close)
 
     async def __aenter__(self) -> AsyncPersist:
         return self
@@ -100,8 +138,14 @@ async def asetup(url: str | None = None, **options: Unpack[SetupOptions]) -> Asy
     """The asyncio face of :func:`persist_core.setup`: same arguments, same routing, same errors.
 
     Opening the backends (connecting, checking schemas, sweeping folders) runs in the thread pool, so the
-    event loop keeps running meanwhile. Unlike ``setup()`` it does not replace the facade that
-    :func:`persist_core.get_persist` returns.
+    event loop keeps running meanwhile; native asyncio backends (PostgreSQL) then connect on the loop.
+    Unlike ``setup()`` it does not replace the facade that :func:`persist_core.get_persist` returns.
     """
     persist: Persist = await _in_thread(build_persist, url, **options)
-    return AsyncPersist(persist)
+    facade = AsyncPersist(persist)
+    try:
+        await facade._open_natives()
+    except BaseException:
+        await facade.close()
+        raise
+    return facade

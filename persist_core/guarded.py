@@ -1,21 +1,24 @@
 """The live face of a backend: every write first makes sure this process owns the storage.
 
-:class:`OwnedBackend` wraps a backend for the live stores of a :class:`~persist_core.persist.Persist`;
+:class:`OwnedBackend` wraps a backend for the live stores of a :class:`~persist_core.persist.Persist`
+(:class:`AsyncOwnedBackend` a native asyncio backend for those of an ``AsyncPersist``);
 backtest stores use the bare backend and take no ownership (CONTRACTS.md 3.7). One :class:`Owner` serves
 every facade of a process on the same storage, so two ``setup()`` calls in one bot do not refuse each other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 
+from persist_core.async_backend import AsyncBackend, shared_executor
 from persist_core.backend import Backend, ItemKey, Key, Record
 from persist_core.config import storage_identity
 from persist_core.domains import DomainSpec
 from persist_core.ownership import DEFAULT_LEASE_SECONDS, LeaseLog, Owner
 
-__all__ = ["OwnedBackend", "acquire_owner", "release_owner"]
+__all__ = ["AsyncOwnedBackend", "OwnedBackend", "acquire_owner", "release_owner"]
 
 _owners: dict[tuple[str, ...], tuple[Owner, list[Backend]]] = {}
 _owners_lock = threading.Lock()
@@ -98,6 +101,68 @@ class OwnedBackend(Backend):
     def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         self.owner.ensure()
         self.inner.mark_removed(domain, key)
+
+    def lease_log(self) -> LeaseLog:
+        return self.inner.lease_log()
+
+    def __repr__(self) -> str:
+        return f"<owned {self.inner!r}>"
+
+
+class AsyncOwnedBackend(AsyncBackend):
+    """A native asyncio backend with the ownership check of :class:`OwnedBackend` before every write.
+
+    While the lease is fresh the check is :meth:`Owner.is_fresh`, a clock read on the event loop; only a
+    first claim, a lapsed lease or a lost one runs :meth:`Owner.ensure` (which reads and writes the lease
+    log, blocking) in the thread pool. Reads pass straight through.
+    """
+
+    def __init__(self, inner: AsyncBackend, owner: Owner) -> None:
+        self.inner = inner
+        self.owner = owner
+        self.url = inner.url
+        self.capabilities = inner.capabilities  # type: ignore[misc]
+
+    async def _ensure(self) -> None:
+        if not self.owner.is_fresh():
+            await asyncio.get_running_loop().run_in_executor(shared_executor(), self.owner.ensure)
+
+    # docstrings inherited from AsyncBackend
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def get(self, domain: DomainSpec, key: Key) -> Record | None:
+        return await self.inner.get(domain, key)
+
+    async def scan(
+        self, domain: DomainSpec, context: Key, start: ItemKey | None = None, stop: ItemKey | None = None
+    ) -> list[tuple[ItemKey, Record]]:
+        return await self.inner.scan(domain, context, start, stop)
+
+    async def read_window(
+        self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
+    ) -> list[tuple[ItemKey, Record]]:
+        return await self.inner.read_window(domain, context, start, stop, step)
+
+    async def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
+        await self._ensure()
+        await self.inner.put(domain, key, record)
+
+    async def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
+        await self._ensure()
+        await self.inner.put_many(domain, items)
+
+    async def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
+        await self._ensure()
+        return await self.inner.insert_many(domain, items)
+
+    async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
+        await self._ensure()
+        await self.inner.mark_removed(domain, key)
 
     def lease_log(self) -> LeaseLog:
         return self.inner.lease_log()

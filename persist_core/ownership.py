@@ -211,6 +211,14 @@ class Owner:
         with self._lock:
             self._leases = leases
 
+    def is_fresh(self) -> bool:
+        """Whether :meth:`ensure` would return at once: the lease is held and fresh (one clock read, no lock).
+
+        The asyncio guard asks this on the event loop and runs :meth:`ensure` in the thread pool only when
+        it is false (a first claim, a renewal that lapsed, or a lost lease to report).
+        """
+        return self._monotonic() < self._valid_until
+
     def ensure(self) -> None:
         """Make sure this process owns the storage before it writes.
 

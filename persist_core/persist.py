@@ -182,6 +182,7 @@ class Persist:
         self._backends: dict[str, Backend] = {}
         self._owned: dict[str, OwnedBackend] = {}
         options = options or {}
+        self._options = {scheme: dict(opts) for scheme, opts in options.items()}
         try:
             for url in dict.fromkeys(self._routes.values()):
                 backend = create_backend(url, **options.get(scheme_of(url), {}))
@@ -253,6 +254,14 @@ class Persist:
         url = self._routes[(mode, domain_name)]
         backend: Backend = self._backends[url]
         return self._owned.get(url, backend) if mode == "live" else backend
+
+    def route(self, mode: str, domain_name: str) -> tuple[str, dict[str, Any]]:
+        """The URL and backend options serving ``domain_name`` in ``mode``, to build another face of that backend.
+
+        The URL keeps its password: never print it (:meth:`routes` masks it).
+        """
+        url = self._routes[(mode, domain_name)]
+        return url, dict(self._options.get(scheme_of(url), {}))
 
     def claim_ownership(self) -> None:
         """Claim the live state now rather than at the first live write, to fail fast at start-up.

@@ -4,6 +4,7 @@ Install with ``pip install "backtest-persist[postgres]"`` (or ``[mysql]``, or ``
 name a database by URL; docs/sql.md describes the schema, the migrations and the operations.
 """
 
+from persist_sql._async_backend import AsyncSqlBackend
 from persist_sql._backend import SqlBackend
 
-__all__ = ["SqlBackend"]
+__all__ = ["AsyncSqlBackend", "SqlBackend"]

@@ -29,7 +29,7 @@ from persist_core.errors import (
 from persist_core.ownership import Lease as OwnershipLease
 from persist_core.ownership import LeaseLog
 from persist_core.urls import masks_driver_errors, parse_boolean
-from persist_sql import _dialects, _errors, _migrate
+from persist_sql import _dialects, _errors, _migrate, _rows
 from persist_sql._deadline import Interrupt, Watch, interrupter, watchdog
 from persist_sql._dialects import Kind
 from persist_sql._pool import Lease, Pool
@@ -376,14 +376,10 @@ class SqlBackend(Backend):
 
     @staticmethod
     def _record(row: Sequence[Any], offset: int, soft_delete: bool) -> Record:
-        if soft_delete:
-            return Record(row[offset], row[offset + 1], bool(row[offset + 2]))
-        return Record(row[offset], row[offset + 1])
+        return _rows.record_of(row, offset, soft_delete)
 
     def _values(self, st: DomainStatements, key: Key, record: Record) -> tuple[Any, ...]:
-        if st.soft_delete:
-            return (*key, record.payload, record.when, record.removed)
-        return (*key, record.payload, record.when)
+        return _rows.values_of(st, key, record)
 
     def _batch(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]], *, insert_only: bool) -> int:
         if not items:

@@ -44,6 +44,7 @@ PROVIDERS: tuple[str, ...] = (
     "persist_core.bench.core_pairs",
     "persist_core.bench.jsonl_pairs",
     "persist_sql.bench",
+    "persist_sql.async_bench",
     "persist_mongo.bench",
 )
 

@@ -34,3 +34,18 @@ def test_every_row_runs_and_leaves_no_rows_behind(monkeypatch: pytest.MonkeyPatc
         with servers.admin_engine(url).connect() as connection:
             for table in ("signal_items", "candle_items"):
                 assert connection.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar() == 0
+
+
+def test_async_rows_run_and_leave_no_rows_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    from persist_sql import async_bench
+
+    postgres = servers.session_url(servers.POSTGRES)
+    monkeypatch.setenv(servers.POSTGRES, postgres)
+    servers.reset(postgres)
+    pairs = async_bench.bench_pairs(quick=True)
+    assert set(async_bench.TARGETS) <= {(p.backend, p.operation) for p in pairs}
+    for pair in pairs:
+        result = run_pair(dataclasses.replace(pair, n=4), chunk=2, warmup=1)
+        assert result.ours.n == result.raw.n == 4
+    with servers.admin_engine(postgres).connect() as connection:
+        assert connection.execute(sa.text("SELECT COUNT(*) FROM signal_items")).scalar() == 0

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
+from persist_core.async_backend import AsyncBackend
 from persist_core.backend import Backend
-from persist_core.testing import BackendContractTests
-from persist_sql import SqlBackend
+from persist_core.testing import BackendContractTests, async_face
+from persist_sql import AsyncSqlBackend, SqlBackend
 from tests.sql import servers
 
 
@@ -53,3 +55,33 @@ class TestMariaDBAsyncFace(TestMariaDBContract):
     """The store clauses again on the asyncio face (MariaDB runs in the bounded thread pool)."""
 
     face = "async"
+
+
+class TestPostgresAsyncFace(TestPostgresContract):
+    """Every store clause again on the asyncio face, through the native AsyncSqlBackend (psycopg async).
+
+    The kit asks for the async backend at each ``store()`` call; one is built per sync backend (on the same
+    database, sharing its schema check and leases) and opens lazily in the kit's event loop at its first call.
+    """
+
+    face = "async"
+    _natives: ClassVar[dict[int, tuple[Backend, AsyncSqlBackend]]] = {}
+
+    @classmethod
+    def async_backend_for(cls, backend: Backend) -> AsyncBackend:
+        if not isinstance(backend, SqlBackend):  # pragma: no cover - the fixture builds SqlBackends
+            raise TypeError(f"expected a SqlBackend, got {backend!r}")
+        entry = cls._natives.get(id(backend))
+        if entry is None or entry[0] is not backend:
+            entry = cls._natives[id(backend)] = (
+                backend,
+                AsyncSqlBackend(backend._parsed.sa_url.render_as_string(hide_password=False), sync=backend),
+            )
+        return entry[1]
+
+    @pytest.fixture(autouse=True)
+    def _close_natives(self) -> Iterator[None]:
+        yield
+        natives, type(self)._natives = type(self)._natives, {}
+        for _, native in natives.values():
+            async_face.run(native.close())

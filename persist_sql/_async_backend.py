@@ -1,0 +1,526 @@
+"""The asyncio SQL backend for PostgreSQL: psycopg's ``AsyncConnection``, no thread hop per call (issue 10).
+
+:class:`AsyncSqlBackend` runs the very statements of :class:`persist_sql.SqlBackend` (compiled once per
+dialect, :mod:`persist_sql._statements`), puts values in and takes records out with the same helpers
+(:mod:`persist_sql._rows`) and translates errors in the same function (:mod:`persist_sql._errors`). What it
+adds is the I/O: a small pool of async connections of its own (:class:`AsyncPool`) and a deadline on every
+operation.
+
+It holds a sync :class:`~persist_sql.SqlBackend` on the same database for what is not on the hot path: the
+schema check at open (run in a thread, exactly as the sync backend opens: ``SchemaBehindError``,
+``auto_migrate``) and the ownership leases (the facade runs the owner's calls in the thread pool).
+
+Deadline: every operation completes or raises within ``timeout`` seconds (default
+:data:`persist_core.deadlines.DEFAULT_TIMEOUT_SECONDS`, URL option ``?timeout=``). At the deadline a statement
+in flight has its socket shut down, so psycopg fails at once rather than first sending a cancel request to a
+server that may not answer; a wait for a free connection or a connection attempt is cancelled. The
+connection is discarded and :class:`~persist_core.errors.BackendTimeoutError` names the operation and the URL.
+The server's own ``lock_timeout`` and ``statement_timeout`` are set to 90 % of the deadline, so a held lock
+ends on the server with the connection intact before the client cuts anything.
+
+Cancellation: a cancelled ``await`` lets psycopg cancel the statement on the server and waits for its answer
+(one round trip), so the statement is committed whole or not at all; the connection is then discarded,
+never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from persist_core.async_backend import AsyncBackend
+from persist_core.backend import ItemKey, Key, Record
+from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, TIMEOUT_OPTION, parse_timeout
+from persist_core.domains import DomainSpec
+from persist_core.errors import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ConfigurationError,
+    PersistError,
+)
+from persist_core.ownership import LeaseLog
+from persist_core.urls import mask_url, scrub_chain
+from persist_sql import _dialects, _errors, _rows
+from persist_sql._backend import SqlBackend
+from persist_sql._statements import DomainStatements, statements_for
+
+__all__ = ["AsyncPool", "AsyncSqlBackend"]
+
+_T = TypeVar("_T")
+
+#: The share of the deadline given to the server's own lock and statement timeouts.
+SERVER_SHARE = 0.9
+#: SQLSTATEs of the server's own limits: lock_not_available (lock_timeout), query_canceled (statement_timeout).
+_PG_TIMED_OUT = frozenset({"55P03", "57014"})
+
+
+class _Connection:
+    """A pooled connection: psycopg's ``AsyncConnection``, its one cursor, when it was last used, its pool epoch."""
+
+    __slots__ = ("connection", "cursor", "epoch", "used")
+
+    def __init__(self, connection: Any, epoch: int) -> None:
+        self.connection = connection
+        self.cursor = connection.cursor()
+        self.epoch = epoch
+        self.used = time.monotonic()
+
+    def cut(self) -> None:
+        """Shut the socket down (both ways) so that a statement waiting on it fails at once."""
+        with contextlib.suppress(Exception):  # already closed or broken: nothing waits on it any more
+            fd = self.connection.pgconn.socket
+            with socket.socket(fileno=os.dup(fd)) as dup:
+                dup.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Close without a round trip (``AsyncConnection.close`` does only this, synchronously)."""
+        with contextlib.suppress(Exception):  # closing a broken connection may fail; it is gone either way
+            self.connection.pgconn.finish()
+
+
+class AsyncPool:
+    """At most ``max_size`` async connections of one event loop, the idle ones reused most recent first.
+
+    Nothing here blocks or locks: the pool is used from its loop only. Used from another loop (a backend
+    built in one thread and used in another's loop, or a second ``asyncio.run``), it starts a new epoch:
+    the idle connections of the old loop are closed and those still in use there are closed when they come
+    back. A connection that failed, was cancelled or timed out is discarded, never put back.
+    """
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]], *, max_size: int, idle_seconds: float) -> None:
+        if max_size < 1:
+            raise ConfigurationError(f"pool_size must be at least 1, not {max_size}")
+        self._connect = connect
+        self._max_size = max_size
+        self._idle_seconds = idle_seconds
+        self._idle: list[_Connection] = []
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._epoch = 0
+        self._closed = False
+        #: Connections checked out (of the current epoch).
+        self.in_use = 0
+
+    @property
+    def idle(self) -> int:
+        """Connections open and free."""
+        return len(self._idle)
+
+    async def acquire(self) -> _Connection:
+        """A connection for one operation; waits while all are in use (the caller's deadline bounds it)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._rebind(loop)
+        if self._closed:
+            raise BackendUnavailableError("the backend is closed")
+        while self.in_use >= self._max_size:
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif not waiter.cancelled():
+                    self._wake()  # woken and cancelled at once: hand the turn to the next waiter
+                raise
+        self.in_use += 1
+        now = time.monotonic()
+        while self._idle:
+            entry = self._idle.pop()
+            if now - entry.used < self._idle_seconds and not entry.connection.closed:
+                return entry
+            entry.close()
+        epoch = self._epoch
+        try:
+            connection = await self._connect()
+        except BaseException:
+            self._give_back(epoch)
+            raise
+        return _Connection(connection, epoch)
+
+    def release(self, entry: _Connection) -> None:
+        """Give a healthy connection back."""
+        if entry.epoch != self._epoch or self._closed or entry.connection.closed:
+            entry.close()
+        else:
+            entry.used = time.monotonic()
+            self._idle.append(entry)
+        self._give_back(entry.epoch)
+
+    def discard(self, entry: _Connection) -> None:
+        """Close a connection that failed, or whose state is unknown (cancelled, timed out)."""
+        entry.close()
+        self._give_back(entry.epoch)
+
+    def drop_idle(self) -> None:
+        """Close every idle connection (the server went away: they are dead too)."""
+        idle, self._idle = self._idle, []
+        for entry in idle:
+            entry.close()
+
+    def close(self) -> None:
+        """Close the idle connections; those in use are closed when they come back. Idempotent."""
+        self._closed = True
+        self.drop_idle()
+
+    def _give_back(self, epoch: int) -> None:
+        if epoch != self._epoch:
+            return
+        self.in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _rebind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.drop_idle()
+        self._epoch += 1
+        self._loop = loop
+        self.in_use = 0
+        self._waiters.clear()
+
+
+class _Deadline:
+    """The deadline of one operation: at expiry, cut the statement in flight or cancel the wait."""
+
+    __slots__ = ("cancelled", "entry", "expired", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.entry: _Connection | None = None
+        self.expired = False
+        self.cancelled = False
+
+    def fire(self) -> None:
+        self.expired = True
+        if self.entry is not None:
+            self.entry.cut()  # psycopg fails at once; no cancel request to a server that may not answer
+        elif self.task is not None:
+            self.cancelled = True
+            self.task.cancel()
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """What an opened backend holds: the statements of every domain."""
+
+    statements: dict[str, DomainStatements]
+
+
+#: How one operation uses its cursor.
+Work = Callable[[Any], Awaitable[_T]]
+
+
+class AsyncSqlBackend(AsyncBackend):
+    """Records in PostgreSQL on psycopg's ``AsyncConnection``: the asyncio twin of :class:`SqlBackend`.
+
+    Build it from a PostgreSQL URL, as :class:`SqlBackend` (``postgresql://``, ``postgres://``,
+    ``postgresql+psycopg://``); other databases run on the asyncio face through the thread pool. It opens
+    lazily, in the event loop of its first call (or :meth:`open`), so it may be built in one thread and
+    used in another's loop.
+
+    Args:
+        url: the database URL; its password never appears in messages.
+        timeout: the deadline of every operation in seconds (also ``?timeout=`` in the URL); default
+            :data:`~persist_core.deadlines.DEFAULT_TIMEOUT_SECONDS`.
+        pool_size: the most connections the backend opens at once.
+        idle_seconds: a connection idle for longer is closed rather than reused.
+        sync: the sync backend of the same URL, opened by the caller and kept open while this one is used
+            (``asetup`` passes the facade's own); its schema check and leases are used, and it is not closed
+            here. Without it the backend makes and closes one of its own.
+        sync_options: keyword options of the sync backend it makes (``auto_migrate``, ...); ignored when
+            ``sync`` is given, which was built with them.
+    """
+
+    capabilities = SqlBackend.capabilities
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float | None = None,
+        pool_size: int = 10,
+        idle_seconds: float = 300.0,
+        sync: SqlBackend | None = None,
+        **sync_options: Any,
+    ) -> None:
+        self.url = mask_url(url)
+        url_rest, timeout_text = _split_timeout(url)
+        parsed = _dialects.parse_url(url_rest)
+        if parsed.sa_url.get_backend_name() != "postgresql" or parsed.sa_url.get_driver_name() != "psycopg":
+            raise ConfigurationError(f"the asyncio SQL backend serves PostgreSQL on psycopg only, not {self.url!r}")
+        where = f"in {self.url!r}"
+        if timeout is not None:
+            self._timeout = parse_timeout(timeout, where)
+        elif timeout_text is not None:
+            self._timeout = parse_timeout(timeout_text, where)
+        else:
+            self._timeout = DEFAULT_TIMEOUT_SECONDS
+        if sync is None:
+            # The sync backend takes the deadline too once it knows the option (persist_sql._dialects.OPTIONS).
+            knows_timeout = TIMEOUT_OPTION in _dialects.OPTIONS
+            sync = SqlBackend(url if knows_timeout else url_rest, **sync_options)
+            self._owns_sync = True
+        else:  # its options (auto_migrate, ...) were the caller's to give it
+            self._owns_sync = False
+        self._sync = sync
+        self._connect_args = _connect_args(parsed.sa_url, self._timeout)
+        self._pool = AsyncPool(self._new_connection, max_size=pool_size, idle_seconds=idle_seconds)
+        self._ready: _Ready | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AsyncSqlBackend:
+        """Build (unopened) from a URL; keyword options as for the constructor."""
+        return cls(url, **options)
+
+    @property
+    def timeout(self) -> float:
+        """The deadline of every operation, in seconds."""
+        return self._timeout
+
+    @property
+    def pool(self) -> AsyncPool:
+        """The connections of this backend (``pool.in_use``, ``pool.idle``), for tests and monitoring."""
+        return self._pool
+
+    # ----------------------------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        # docstring inherited: the schema check (in a thread), then one connection, within the deadline.
+        async def first(cursor: Any) -> None:
+            return None
+
+        await self._run("opening", "the backend", first)
+
+    async def close(self) -> None:
+        # docstring inherited
+        self._pool.close()
+        self._ready = None
+        if self._owns_sync:
+            await asyncio.to_thread(self._sync.close)
+
+    async def _prepare(self) -> _Ready:
+        ready = self._ready
+        if ready is None:
+            # Opening checks the schema exactly as the sync backend does (creates, refuses or migrates).
+            ready = await asyncio.to_thread(self._prepare_sync)
+            self._ready = ready
+        return ready
+
+    def _prepare_sync(self) -> _Ready:
+        self._sync.open()
+        return _Ready(statements_for(self._sync._started().engine.dialect))
+
+    async def _new_connection(self) -> Any:
+        import psycopg
+
+        connection = await psycopg.AsyncConnection.connect(**self._connect_args)
+        connection.prepared_max = _dialects.PSYCOPG_PREPARED_MAX
+        return connection
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    async def _run(self, verb: str, what: str, work: Work[_T]) -> _T:
+        """Run one statement within the deadline; after a lost connection or a deadlock, once more on a new one.
+
+        Every statement here may run twice, as on the sync backend: reads, upserts and updates are
+        idempotent, and an insert cut off by a lost connection or chosen as a deadlock victim was rolled
+        back whole. A statement cut off by the deadline is never retried.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = _Deadline(asyncio.current_task())
+        timer = loop.call_later(self._timeout, deadline.fire)
+        try:
+            return await self._attempt(deadline, work)
+        except asyncio.CancelledError:
+            task = deadline.task
+            if deadline.cancelled and task is not None and task.uncancel() == 0:
+                raise self._timed_out(verb, what) from None
+            raise
+        except PersistError as error:
+            if deadline.expired:
+                raise self._timed_out(verb, what) from None
+            scrub_chain(error)
+            raise
+        finally:
+            timer.cancel()
+
+    async def _attempt(self, deadline: _Deadline, work: Work[_T]) -> _T:
+        import psycopg
+
+        if self._ready is None:
+            await self._prepare()
+        pool = self._pool
+        retried = False
+        while True:
+            try:
+                entry = await pool.acquire()
+            except (PersistError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                raise _errors.translate(exc, self.url, disconnect=True) from exc
+            deadline.entry = entry
+            try:
+                result = await work(entry.cursor)
+            except psycopg.Error as exc:
+                deadline.entry = None
+                connection = entry.connection
+                lost = bool(connection.broken or connection.closed)
+                if lost:
+                    pool.discard(entry)
+                    pool.drop_idle()  # they date from before the outage too
+                else:
+                    pool.release(entry)  # a statement error in autocommit leaves the connection idle
+                if deadline.expired:
+                    raise BackendUnavailableError(f"{self.url}: cut off at the deadline") from exc
+                if not retried and (lost or _errors.is_transient(exc)):
+                    retried = True
+                    continue
+                if getattr(exc, "sqlstate", None) in _PG_TIMED_OUT:
+                    raise BackendTimeoutError(
+                        f"{self.url}: the server's own limit ({SERVER_SHARE:.0%} of the {self._timeout:g} s "
+                        f"deadline) stopped the statement: {_errors.translate(exc, self.url)}"
+                    ) from exc
+                raise _errors.translate(exc, self.url, disconnect=lost) from exc
+            except BaseException:
+                deadline.entry = None
+                pool.discard(entry)  # cancelled mid-statement: psycopg settled it, but its state is not ours
+                raise
+            deadline.entry = None
+            pool.release(entry)
+            return result
+
+    def _timed_out(self, verb: str, what: str) -> BackendTimeoutError:
+        return BackendTimeoutError(
+            f"{verb} {what} on {self.url} did not complete within the deadline of {self._timeout:g} s "
+            f"(the {TIMEOUT_OPTION} option); whether a write took effect is unknown (docs/asyncio.md)"
+        )
+
+    def _statements(self, domain: DomainSpec) -> DomainStatements:
+        ready = self._ready
+        if ready is None:  # pragma: no cover - _attempt prepares before any work runs
+            raise PersistError(f"{self.url} is not open")
+        return ready.statements[domain.name]
+
+    # ---------------------------------------------------------------------------------- operations
+    # docstrings inherited from AsyncBackend
+
+    async def get(self, domain: DomainSpec, key: Key) -> Record | None:
+        async def work(cursor: Any) -> Record | None:
+            st = self._statements(domain)
+            await cursor.execute(st.get.text, st.get.bind(key))
+            row = await cursor.fetchone()
+            return None if row is None else _rows.record_of(row, 0, st.soft_delete)
+
+        return await self._run("reading", domain.name, work)
+
+    async def scan(
+        self, domain: DomainSpec, context: Key, start: ItemKey | None = None, stop: ItemKey | None = None
+    ) -> list[tuple[ItemKey, Record]]:
+        return _rows.scanned(await self._scan_rows(domain, context, start, stop), domain.soft_delete)
+
+    async def read_window(
+        self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
+    ) -> list[tuple[ItemKey, Record]]:
+        rows = await self._scan_rows(domain, context, start, stop)
+        return _rows.scanned(rows, domain.soft_delete, start, step)
+
+    async def _scan_rows(self, domain: DomainSpec, context: Key, start: ItemKey | None, stop: ItemKey | None) -> Any:
+        if domain.item is None:
+            raise PersistError(f"the {domain.name} domain has no item key to scan")
+        values = (*context, *(v for v in (start, stop) if v is not None))
+
+        async def work(cursor: Any) -> Any:
+            sql = self._statements(domain).scans[2 * (start is not None) + (stop is not None)]
+            await cursor.execute(sql.text, sql.bind(values))
+            return await cursor.fetchall()
+
+        return await self._run("scanning", domain.name, work)
+
+    async def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
+        async def work(cursor: Any) -> None:
+            st = self._statements(domain)
+            await cursor.execute(st.put.text, st.put.bind(_rows.values_of(st, key, record)))
+
+        await self._run("writing", domain.name, work)
+
+    async def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
+        await self._batch(domain, items, insert_only=False)
+
+    async def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
+        return await self._batch(domain, items, insert_only=True)
+
+    async def _batch(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]], *, insert_only: bool) -> int:
+        if not items:
+            return 0
+
+        async def work(cursor: Any) -> int:
+            st = self._statements(domain)
+            sql = st.insert_new_arrays if insert_only else st.put_arrays
+            if sql is None:  # pragma: no cover - PostgreSQL batches by arrays
+                raise PersistError("PostgreSQL statements without the array batch form")
+            rows = _rows.batch_values(st, items, insert_only=insert_only)
+            await cursor.execute(sql.text, sql.bind(_rows.array_columns(rows)))
+            return int(cursor.rowcount)
+
+        verb = "inserting" if insert_only else "writing"
+        return await self._run(verb, f"a batch of {len(items)} {domain.name} records", work)
+
+    async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
+        if not domain.soft_delete:
+            raise PersistError(f"the {domain.name} domain has no soft delete")
+
+        async def work(cursor: Any) -> None:
+            sql = self._statements(domain).mark_removed
+            if sql is None:  # pragma: no cover - checked above
+                raise PersistError(f"the {domain.name} domain has no soft delete")
+            await cursor.execute(sql.text, sql.bind(key))
+
+        await self._run("removing", domain.name, work)
+
+    def lease_log(self) -> LeaseLog:
+        return self._sync.lease_log()
+
+    def __repr__(self) -> str:
+        return f"<AsyncSqlBackend {self.url}>"
+
+
+def _split_timeout(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``timeout`` query option, and that option's text (``None`` if absent)."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return url, None  # parse_url reports it
+    value = parsed.query.get(TIMEOUT_OPTION)
+    if value is None:
+        return url, None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"option {TIMEOUT_OPTION} is given more than once in {mask_url(url)!r}")
+    return parsed.difference_update_query([TIMEOUT_OPTION]).render_as_string(hide_password=False), value
+
+
+def _connect_args(sa_url: sa.URL, timeout: float) -> dict[str, Any]:
+    """psycopg's connection arguments: SQLAlchemy's reading of the URL, autocommit, the server's own limits."""
+    _, kwargs = sa_url.get_dialect()().create_connect_args(sa_url)
+    args: dict[str, Any] = dict(kwargs)
+    args["autocommit"] = True
+    if "connect_timeout" not in args:  # libpq takes whole seconds, at least 2; the deadline cuts in anyway
+        args["connect_timeout"] = max(2, int(timeout) + 1)
+    limit_ms = max(1, int(timeout * SERVER_SHARE * 1000))
+    limits = f"-c lock_timeout={limit_ms} -c statement_timeout={limit_ms}"
+    args["options"] = f"{args['options']} {limits}" if args.get("options") else limits
+    return args
