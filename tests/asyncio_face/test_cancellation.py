@@ -32,8 +32,11 @@ async def _cancel_writes(url: str, rounds: int) -> tuple[list[Any], Any]:
                 await task
             seen.append(await store.read())
         await asyncio.sleep(0.3)  # let every cancelled write's thread finish
+        native = persist._natives.get(persist.sync.route("live", "signal")[0])
+        if native is not None:  # the native asyncio backend (PostgreSQL): its own pool
+            assert native.pool.in_use == 0, "a cancelled call kept its connection"  # type: ignore[attr-defined]
         state = getattr(persist.sync.backend("live", "signal"), "_state", None)
-        if state is not None:  # a SQL backend: every connection is back in its pool
+        if state is not None:  # a SQL backend in the thread pool: every connection is back in its pool
             assert state.pool._in_use == 0, "a cancelled call kept its connection"
         return seen, persist
 
