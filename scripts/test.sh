@@ -17,4 +17,4 @@ python3 -m ruff format --check .
 echo "== mypy (strict)"
 python3 -m mypy
 echo "== pytest"
-python3 -m pytest --hypothesis-profile=ci -p no:cacheprovider "$@"
+python3 -m pytest --hypothesis-profile=ci -p no:cacheprovider --durations=25 "$@"
