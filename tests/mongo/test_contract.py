@@ -49,3 +49,4 @@ class TestMongoAsyncFace(TestMongoWithRedis):
     """The store clauses again on the asyncio face (pymongo runs in the bounded thread pool)."""
 
     face = "async"
+    every_face_only = True  # run with PERSIST_TEST_ALL_FACES=1 (tests/conftest.py)

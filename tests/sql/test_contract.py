@@ -55,6 +55,7 @@ class TestMariaDBAsyncFace(TestMariaDBContract):
     """The store clauses again on the asyncio face (MariaDB runs in the bounded thread pool)."""
 
     face = "async"
+    every_face_only = True  # run with PERSIST_TEST_ALL_FACES=1 (tests/conftest.py)
 
 
 class TestPostgresAsyncFace(TestPostgresContract):
