@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ParamSpec, TypeVar
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
@@ -14,6 +14,7 @@ __all__ = [
     "BOOLEAN_WORDS",
     "MaskedDriverError",
     "check_credentials",
+    "check_keywords",
     "check_options",
     "describe_options",
     "is_secret_option",
@@ -228,6 +229,19 @@ def parse_boolean(url: str, name: str, value: str) -> bool:
 def describe_options(known: dict[str, str]) -> str:
     """``known`` (option name -> what it accepts) as one line for a message."""
     return ", ".join(f"{name} ({help})" if help else name for name, help in sorted(known.items())) or "none"
+
+
+def check_keywords(url: str, options: Mapping[str, object], known: dict[str, str]) -> None:
+    """Refuse a keyword option (``setup(options={scheme: {...}})``) that is not in ``known``.
+
+    Raises:
+        ConfigurationError: naming the unknown options and listing the known ones.
+    """
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown keyword option(s) {', '.join(unknown)} for {mask_url(url)!r}; known: {describe_options(known)}"
+        )
 
 
 def check_options(url: str, query: dict[str, str], known: dict[str, str], *, passes_through: str = "") -> None:

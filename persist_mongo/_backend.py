@@ -326,15 +326,11 @@ class MongoBackend(Backend):
         :meth:`open` does this once per process and database; call this after dropping the database
         under a running process, before writing again.
         """
-        state = self._state
-        if state is None:
-            self.open()
-            state = self._state
-        if state is not None:
-            try:
-                self._create_indexes(state.client[self.database], state.collections, state.locks)
-            except DRIVER_ERRORS as exc:
-                raise self._translate(exc, "creating indexes") from exc
+        state = self._started()
+        try:
+            self._create_indexes(state.client[self.database], state.collections, state.locks)
+        except DRIVER_ERRORS as exc:
+            raise self._translate(exc, "creating indexes") from exc
 
     def _create_indexes(
         self,
@@ -374,14 +370,18 @@ class MongoBackend(Backend):
     def _translate(self, exc: Exception, action: str) -> PersistError:
         return translate(exc, self._raw_url, action, self._timeout)
 
-    def _lease_collection(self) -> Collection[dict[str, Any]]:
+    def _started(self) -> _Open:
+        """The open state, opening the backend first if needed (a closed backend reopens on use)."""
         state = self._state
         if state is None:
             self.open()
             state = self._state
             if state is None:  # pragma: no cover - closed by another thread meanwhile
                 raise ConfigurationError(f"{self.url} was closed while it was being used")
-        return state.leases
+        return state
+
+    def _lease_collection(self) -> Collection[dict[str, Any]]:
+        return self._started().leases
 
     def _layout(self, domain: DomainSpec) -> Layout:
         layout = self._layouts.get(domain.name)
@@ -390,12 +390,7 @@ class MongoBackend(Backend):
         return layout
 
     def _collection(self, domain: DomainSpec) -> Collection[dict[str, Any]]:
-        state = self._state
-        if state is None:
-            self.open()
-            state = self._state
-            if state is None:  # pragma: no cover - closed by another thread meanwhile
-                raise ConfigurationError(f"{self.url} was closed while it was being used")
+        state = self._started()
         collection = state.collections.get(domain.name)
         if collection is None:
             raise ConfigurationError(f"{domain.name!r} is not a domain of this backend")
@@ -617,13 +612,7 @@ class MongoBackend(Backend):
         with a part of the deadline kept back for the release, which deletes the lock by its ``_id``; if
         that fails, the lease frees the key.
         """
-        state = self._state
-        if state is None:
-            self._collection(domain)  # opens, or raises if this backend cannot be opened
-            state = self._state
-            if state is None:  # pragma: no cover - closed by another thread meanwhile
-                raise ConfigurationError(f"{self.url} was closed while it was being used")
-        locks = state.locks
+        locks = self._started().locks
         name = cache_key(self._namespace, domain, key)
         lock_id = ObjectId()
         delay = 0.0005

@@ -1,4 +1,4 @@
-"""Durable folder operations shared by the backends that write files (file, jsonl).
+"""Durable folder operations, and the durability option, shared by the backends that write files (file, jsonl).
 
 A rename or a new file is durable only once the folder that holds its entry is fsynced, and a new folder
 only once its parent is (see fsync(2), "Calling fsync() does not necessarily ensure that the entry in the
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["fsync_dir", "makedirs_durably"]
+from persist_core.errors import ConfigurationError
+from persist_core.urls import describe_options, mask_url
+
+__all__ = ["durability_of", "fsync_dir", "makedirs_durably"]
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -32,3 +35,17 @@ def makedirs_durably(folder: str | os.PathLike[str], *, fsync: bool) -> None:
     if fsync:
         for created in reversed(missing):
             fsync_dir(os.path.dirname(created))
+
+
+def durability_of(url: str, query: dict[str, str], known: dict[str, str]) -> str:
+    """The ``durability`` query option of a ``file:``/``jsonl:`` URL: ``full`` (the default) or ``process``.
+
+    Raises:
+        ConfigurationError: another word, listing ``known`` (the backend's URL options).
+    """
+    durability = query.get("durability", "full")
+    if durability not in ("full", "process"):
+        raise ConfigurationError(
+            f"bad option durability={durability!r} in {mask_url(url)!r}; known: {describe_options(known)}"
+        )
+    return durability

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
-from persist_core.backends._durable import fsync_dir, makedirs_durably
+from persist_core.backends._durable import durability_of, fsync_dir, makedirs_durably
 from persist_core.backends._file_leases import FileLeaseLog
 from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, parse_timeout
 from persist_core.domains import DOMAINS, DomainSpec, FieldType, KeyField
@@ -41,7 +41,14 @@ from persist_core.errors import (
     InvalidKeyError,
     PersistError,
 )
-from persist_core.urls import check_options, describe_options, mask_url, parse_boolean, parse_options, path_of
+from persist_core.urls import (
+    check_keywords,
+    check_options,
+    mask_url,
+    parse_boolean,
+    parse_options,
+    path_of,
+)
 from persist_core.validation import check_field, decode_stored
 
 __all__ = ["FileBackend", "decode_segment", "encode_segment"]
@@ -135,17 +142,8 @@ class FileBackend(Backend):
         """
         query = parse_options(url)
         check_options(url, query, _URL_OPTIONS)
-        durability = query.get("durability", "full")
-        if durability not in ("full", "process"):
-            raise ConfigurationError(
-                f"bad option durability={durability!r} in {mask_url(url)!r}; known: {describe_options(_URL_OPTIONS)}"
-            )
-        unknown = sorted(set(options) - set(_KEYWORD_OPTIONS))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown keyword option(s) {', '.join(unknown)} for {mask_url(url)!r}; "
-                f"known: {describe_options(_KEYWORD_OPTIONS)}"
-            )
+        durability = durability_of(url, query, _URL_OPTIONS)
+        check_keywords(url, options, _KEYWORD_OPTIONS)
         merged: dict[str, Any] = {
             "durability": durability,
             "verify_on_open": parse_boolean(url, "verify", query.get("verify", "1")),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
-from persist_core.backends._durable import fsync_dir, makedirs_durably
+from persist_core.backends._durable import durability_of, fsync_dir, makedirs_durably
 from persist_core.domains import DOMAINS, DomainSpec, KeyField
 from persist_core.errors import (
     BackendUnavailableError,
@@ -36,7 +36,7 @@ from persist_core.errors import (
     InvalidValueError,
     PersistError,
 )
-from persist_core.urls import check_options, describe_options, mask_url, parse_options, path_of
+from persist_core.urls import check_keywords, check_options, mask_url, parse_options, path_of
 from persist_core.validation import check_field
 
 __all__ = ["DEFAULT_PATH", "JsonlBackend"]
@@ -101,17 +101,8 @@ class JsonlBackend(Backend):
         """
         query = parse_options(url)
         check_options(url, query, _URL_OPTIONS)
-        durability = query.get("durability", "full")
-        if durability not in ("full", "process"):
-            raise ConfigurationError(
-                f"bad option durability={durability!r} in {mask_url(url)!r}; known: {describe_options(_URL_OPTIONS)}"
-            )
-        unknown = sorted(set(options) - set(_URL_OPTIONS))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown keyword option(s) {', '.join(unknown)} for {mask_url(url)!r}; "
-                f"known: {describe_options(_URL_OPTIONS)}"
-            )
+        durability = durability_of(url, query, _URL_OPTIONS)
+        check_keywords(url, options, _URL_OPTIONS)
         merged: dict[str, Any] = {"durability": durability, **options}
         return cls(path_of(url, DEFAULT_PATH), url=url, **merged)
 

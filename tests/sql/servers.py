@@ -14,12 +14,13 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import pytest
 import sqlalchemy as sa
 
 from persist_core.domains import DOMAINS
 from persist_sql import SqlBackend
 from persist_sql._schema import LEASE_TABLE
-from tests.services import require
+from tests.services import in_ci, require
 
 POSTGRES = "PERSIST_TEST_POSTGRES_URL"
 POSTGRES_APP = "PERSIST_TEST_POSTGRES_APP_URL"
@@ -122,3 +123,20 @@ def _drop_database(engine: sa.Engine, backend: str, name: str) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def driver_url(kind: str) -> str:
+    """The shared server of ``kind``; ``mysqlclient`` is MariaDB through the other driver, when installed."""
+    if kind == "postgresql":
+        return session_url(POSTGRES)
+    url = session_url(MYSQL)
+    if kind == "mysqlclient":
+        try:
+            import MySQLdb  # noqa: F401
+        except ImportError:
+            message = "mysqlclient is not installed (optional driver; scripts/test.sh installs it)"
+            if in_ci():
+                pytest.fail(message)
+            pytest.skip(message)
+        url = sa.make_url(url).set(drivername="mysql+mysqldb").render_as_string(hide_password=False)
+    return url

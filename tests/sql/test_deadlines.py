@@ -26,7 +26,6 @@ from persist_core.errors import BackendTimeoutError, BackendUnavailableError, Co
 from persist_sql import SqlBackend
 from persist_sql._dialects import DEFAULT_TIMEOUT_S
 from tests.proxy import FreezableProxy
-from tests.services import in_ci
 from tests.sql import servers
 
 SIGNAL = DOMAINS["signal"]
@@ -34,22 +33,6 @@ KEY = ("DL/USDT", "deadline", "x")
 TIMEOUT = 1.0
 #: What the tests allow: the deadline, plus one second (issue 10).
 LIMIT = TIMEOUT + 1.0
-
-
-def _url_of(kind: str) -> str:
-    if kind == "postgresql":
-        return servers.session_url(servers.POSTGRES)
-    url = servers.session_url(servers.MYSQL)
-    if kind == "mysqlclient":
-        try:
-            import MySQLdb  # noqa: F401
-        except ImportError:
-            message = "mysqlclient is not installed (optional driver; scripts/test.sh installs it)"
-            if in_ci():
-                pytest.fail(message)
-            pytest.skip(message)
-        url = sa.make_url(url).set(drivername="mysql+mysqldb").render_as_string(hide_password=False)
-    return url
 
 
 def _with_timeout(url: str, *, port: int | None = None) -> str:
@@ -138,7 +121,7 @@ def test_a_bad_timeout_keyword_is_a_configuration_error(value: object) -> None:
 @pytest.fixture(params=["postgresql", "mariadb", "mysqlclient"])
 def server(request: pytest.FixtureRequest) -> tuple[str, str]:
     """(kind, URL) of this session's database, emptied."""
-    url = _url_of(request.param)
+    url = servers.driver_url(request.param)
     servers.reset(url)
     return request.param, url
 

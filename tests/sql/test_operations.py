@@ -19,7 +19,7 @@ from persist_core.errors import BackendUnavailableError, InvalidValueError
 from persist_core.stores import make_store
 from persist_sql import SqlBackend
 from persist_sql import _backend as backend_module
-from tests.services import in_ci, read_only_mount
+from tests.services import read_only_mount
 from tests.sql import servers
 
 CANDLE = DOMAINS["candle"]
@@ -48,26 +48,9 @@ def _every_operation(backend: SqlBackend, n: int) -> int:
     return 9
 
 
-def _url_of(kind: str) -> str:
-    """The shared server of ``kind``; ``mysqlclient`` is MariaDB through the other driver, when installed."""
-    if kind == "postgresql":
-        return servers.session_url(servers.POSTGRES)
-    url = servers.session_url(servers.MYSQL)
-    if kind == "mysqlclient":
-        try:
-            import MySQLdb  # noqa: F401
-        except ImportError:
-            message = "mysqlclient is not installed (optional driver; scripts/test.sh installs it)"
-            if in_ci():
-                pytest.fail(message)
-            pytest.skip(message)
-        url = sa.make_url(url).set(drivername="mysql+mysqldb").render_as_string(hide_password=False)
-    return url
-
-
 @pytest.fixture(params=["postgresql", "mariadb", "mysqlclient"])
 def server_backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, SqlBackend]]:
-    url = _url_of(request.param)
+    url = servers.driver_url(request.param)
     servers.reset(url)
     with SqlBackend(url, pool_size=1) as backend:
         yield ("postgresql" if request.param == "postgresql" else "mariadb"), backend
@@ -109,7 +92,7 @@ def test_every_operation_is_one_round_trip(server_backend: tuple[str, SqlBackend
 def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ops.db'}"
-    url = _url_of(request.param)
+    url = servers.driver_url(request.param)
     servers.reset(url)
     return url
 
@@ -236,7 +219,7 @@ _MIB = 1024 * 1024
     ids=["17MiB", "40MiB", "escaped-20MiB"],
 )
 def test_a_value_over_max_allowed_packet_is_an_invalid_value(driver: str, value: dict[str, str]) -> None:
-    url = _url_of(driver)
+    url = servers.driver_url(driver)
     servers.reset(url)
     with SqlBackend(url, pool_size=1) as backend:
         assert backend._started().max_packet == 16 * _MIB  # the shared MariaDB's default
@@ -259,7 +242,7 @@ def test_the_servers_packet_too_large_error_is_an_invalid_value_without_a_retry(
     # Past the backend's own check (disabled here) the server's error 1153 must still come out typed, and
     # the statement must not be sent a second time as after an outage.
     monkeypatch.setattr("persist_sql._backend._check_packet", lambda *args: None)
-    url = _url_of(driver)
+    url = servers.driver_url(driver)
     servers.reset(url)
     sent: list[int] = []
     row_count = backend_module._row_count
