@@ -112,7 +112,13 @@ class AsyncBackend(abc.ABC):
 
 
 class ThreadedAsyncBackend(AsyncBackend):
-    """A sync :class:`~persist_core.backend.Backend` on the asyncio face, each call in a bounded thread pool."""
+    """A sync :class:`~persist_core.backend.Backend` on the asyncio face, each call in a bounded thread pool.
+
+    A backend that declares ``Capabilities(blocks=False)`` (memory) is called on the event loop instead: its
+    operations are shorter than the hop to a pool thread, and a pool thread holding the GIL for them would
+    keep the loop waiting longer than the call itself. Each call still yields to the loop once, as an I/O call
+    would, so that a loop of writes does not starve other tasks.
+    """
 
     def __init__(self, inner: Backend, executor: concurrent.futures.Executor | None = None) -> None:
         self.inner = inner
@@ -121,6 +127,10 @@ class ThreadedAsyncBackend(AsyncBackend):
         self._executor = executor
 
     async def _call(self, function: Callable[..., _T], *args: object) -> _T:
+        if not self.capabilities.blocks:
+            # Yield once, as an awaited I/O call would: a loop of writes must not keep other tasks waiting.
+            await asyncio.sleep(0)
+            return function(*args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor or shared_executor(), functools.partial(function, *args))
 

@@ -57,6 +57,9 @@ class Capabilities:
         ownership: :meth:`Backend.lease_log` keeps ownership leases, so a live process can own the storage
             (CONTRACTS.md 3.7). A backend shared between processes without it runs live without that guard,
             and ``setup()`` logs a warning.
+        blocks: an operation may wait: on I/O, a server, or a lock another process holds. ``False`` declares
+            that every operation is a short in-memory step (memory); the asyncio face then calls it on the
+            event loop, because a hop to the thread pool and back costs more than the operation.
     """
 
     domains: frozenset[str] | None = None
@@ -64,6 +67,7 @@ class Capabilities:
     survives_process_kill: bool = True
     keeps_removed_records: bool = True
     ownership: bool = False
+    blocks: bool = True
 
     def supports(self, domain_name: str) -> bool:
         """Whether the backend accepts records of ``domain_name``."""

@@ -32,7 +32,7 @@ class _Table:
 class MemoryBackend(Backend):
     """Records in a process-local dict; nothing survives the process."""
 
-    capabilities = Capabilities(shared_between_processes=False, survives_process_kill=False)
+    capabilities = Capabilities(shared_between_processes=False, survives_process_kill=False, blocks=False)
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
