@@ -143,7 +143,12 @@ def storage_identity(url: str) -> tuple[str, ...]:
 
 
 def same_storage(first: str, second: str) -> bool:
-    """Whether two backend URLs name the same storage (see :func:`storage_identity`)."""
+    """Whether two backend URLs name the same storage (see :func:`storage_identity`).
+
+    ``null://`` stores nothing, so it is no storage that two modes could share.
+    """
+    if first.partition(":")[0].lower() == "null" or second.partition(":")[0].lower() == "null":
+        return False
     return first == second or storage_identity(first) == storage_identity(second)
 
 

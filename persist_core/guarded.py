@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 
 from persist_core.async_backend import AsyncBackend, shared_executor
-from persist_core.backend import Backend, ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, Backend, ItemKey, Key, Record
 from persist_core.config import storage_identity
 from persist_core.domains import DomainSpec
 from persist_core.ownership import DEFAULT_LEASE_SECONDS, LeaseLog, Owner
@@ -102,6 +102,20 @@ class OwnedBackend(Backend):
         self.owner.ensure()
         self.inner.mark_removed(domain, key)
 
+    def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        return self.inner.list_contexts(domain, after=after, limit=limit)
+
+    def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        return self.inner.list_records(domain, after=after, limit=limit)
+
+    def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        self.owner.ensure()
+        return self.inner.delete_records(domain, keys)
+
     def lease_log(self) -> LeaseLog:
         return self.inner.lease_log()
 
@@ -163,6 +177,20 @@ class AsyncOwnedBackend(AsyncBackend):
     async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         await self._ensure()
         await self.inner.mark_removed(domain, key)
+
+    async def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        return await self.inner.list_contexts(domain, after=after, limit=limit)
+
+    async def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        return await self.inner.list_records(domain, after=after, limit=limit)
+
+    async def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        await self._ensure()
+        return await self.inner.delete_records(domain, keys)
 
     def lease_log(self) -> LeaseLog:
         return self.inner.lease_log()

@@ -39,6 +39,7 @@ AsyncBackendFactory = Callable[..., AsyncBackend]
 _BUILTIN: dict[str, str] = {
     "file": "persist_core.backends.file:FileBackend.from_url",
     "memory": "persist_core.backends.memory:MemoryBackend.from_url",
+    "null": "persist_core.backends.null:NullBackend.from_url",
     "jsonl": "persist_core.backends.jsonl:JsonlBackend.from_url",
     "sqlite": "persist_sql:SqlBackend.from_url",
     "postgresql": "persist_sql:SqlBackend.from_url",

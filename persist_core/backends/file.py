@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record, comes_after
 from persist_core.backends._durable import durability_of, fsync_dir, makedirs_durably
 from persist_core.backends._file_leases import FileLeaseLog
 from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, parse_timeout
@@ -109,7 +109,7 @@ class FileBackend(Backend):
     """Records as files under a root folder; shared between processes; survives kills (and power cuts
     unless ``durability="process"``)."""
 
-    capabilities = Capabilities(ownership=True)
+    capabilities = Capabilities(ownership=True, listing=True, deletion=True)
 
     def __init__(
         self,
@@ -366,7 +366,9 @@ class FileBackend(Backend):
 
     def get(self, domain: DomainSpec, key: Key) -> Record | None:
         folder, name = self._path(domain, key)
-        path = os.path.join(folder, name)
+        return self._read_record(os.path.join(folder, name))
+
+    def _read_record(self, path: str) -> Record | None:
         try:
             data = _read_bytes(path)
         except FileNotFoundError:
@@ -422,13 +424,16 @@ class FileBackend(Backend):
         return out
 
     def _item_of(self, field: KeyField, name: str, folder: str) -> Any:
-        """The item key a record file name encodes, or ``None`` (logged once) for a foreign name.
+        """The item key a record file name encodes, or ``None`` (logged once) for a foreign name."""
+        return self._field_of(field, name[: -len(SUFFIX)], name, folder)
+
+    def _field_of(self, field: KeyField, segment: str, name: str, folder: str) -> Any:
+        """The key field value that the segment of file or folder ``name`` encodes, or ``None`` (logged once).
 
         A name is ours only if it decodes to a valid key that encodes back to exactly that name: ``%FF``
         (not UTF-8), ``abc`` for a timestamp or ``%41`` (a second spelling of ``A``) are files someone else
         put there, and must not break a listing or show up as a second copy of a key.
         """
-        segment = name[: -len(SUFFIX)]
         try:
             item = check_field(field, decode_segment(field, segment))
             if encode_segment(field, item) == segment:
@@ -442,6 +447,121 @@ class FileBackend(Backend):
             log.warning("skipped foreign file %r in %s: %s", name, folder, reason)
         return None
 
+    # ------------------------------------------------------------------ operating the state
+
+    def _contexts(self, domain: DomainSpec, after: Key | None) -> Iterator[tuple[Key, str]]:
+        """``(context, folder)`` of every context folder of ``domain`` in key order that may hold a record
+        listed after ``after``: a subtree whose keys all come before the cursor is never read."""
+        fields = domain.context
+
+        def walk(folder: str, prefix: Key) -> Iterator[tuple[Key, str]]:
+            depth = len(prefix)
+            if depth == len(fields):
+                yield prefix, folder
+                return
+            field = fields[depth]
+            try:
+                entries = [
+                    e.name for e in os.scandir(folder) if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+                ]
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except OSError as exc:
+                raise _translate(exc, folder) from exc
+            children = []
+            for name in entries:
+                value = self._field_of(field, name, name, folder)
+                if value is not None:
+                    children.append((value, name))
+            children.sort()
+            for value, name in children:
+                key = (*prefix, value)
+                if after is not None and not _may_follow(key, after):
+                    continue
+                yield from walk(os.path.join(folder, name), key)
+
+        yield from walk(os.path.join(self.root, domain.name), ())
+
+    def _items(self, domain: DomainSpec, folder: str) -> list[tuple[Any, str]]:
+        """``(item key, file name)`` of the records in a context folder, ascending (slot: ``((), slot.json)``)."""
+        try:
+            names = [
+                e.name
+                for e in os.scandir(folder)
+                if e.name.endswith(SUFFIX) and not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+            ]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise _translate(exc, folder) from exc
+        if domain.item is None:
+            return [((), SLOT_FILE)] if SLOT_FILE in names else []
+        items = []
+        for name in names:
+            item = self._item_of(domain.item, name, folder)
+            if item is not None:
+                items.append(((item,), name))
+        items.sort()
+        return items
+
+    def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        out: list[tuple[Key, int]] = []
+        for context, folder in self._contexts(domain, after):
+            if len(out) == limit:
+                break
+            if comes_after(context, after):
+                count = len(self._items(domain, folder))
+                if count:
+                    out.append((context, count))
+        return out
+
+    def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        out: list[tuple[Key, Record]] = []
+        for context, folder in self._contexts(domain, after):
+            for item, name in self._items(domain, folder):
+                key = (*context, *item)
+                if not comes_after(key, after):
+                    continue
+                if len(out) == limit:
+                    return out
+                record = self._read_record(os.path.join(folder, name))
+                if record is not None:  # deleted since the folder was listed
+                    out.append((key, record))
+        return out
+
+    def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        deleted = 0
+        by_folder: dict[str, list[str]] = {}
+        for key in keys:
+            folder, name = self._path(domain, key)
+            by_folder.setdefault(folder, []).append(name)
+        try:
+            for folder, names in by_folder.items():
+                # Soft-delete domains: under the folder's lock, as their put and mark_removed are.
+                lock = (
+                    _locked_folder(folder, create=False, fsync=self._fsync, timeout=self.timeout, url=self.url)
+                    if domain.soft_delete
+                    else contextlib.nullcontext(True)
+                )
+                with lock:
+                    gone = 0
+                    for name in names:
+                        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                            os.unlink(os.path.join(folder, name))
+                            gone += 1
+                    if gone:
+                        self._sync_dir(folder)
+                    deleted += gone
+        except PersistError:
+            raise
+        except OSError as exc:
+            raise _translate(exc, self.root) from exc
+        return deleted
+
     def read_window(
         self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
     ) -> list[tuple[ItemKey, Record]]:
@@ -453,6 +573,14 @@ class FileBackend(Backend):
                 break
             out.append((ts, record))
         return out
+
+
+def _may_follow(prefix: Key, after: Key) -> bool:
+    """Whether some key starting with ``prefix`` may come after the cursor ``after`` (see ``comes_after``)."""
+    width = min(len(prefix), len(after))
+    if prefix[:width] != after[:width]:
+        return prefix[:width] > after[:width]
+    return len(prefix) < len(after)  # equal so far: a deeper field decides, unless the cursor is covered
 
 
 @contextlib.contextmanager
