@@ -7,7 +7,10 @@ Quick start::
     persist = setup()  # file backend under ./dump, or PERSIST_URL
     signal = persist.live.signal(symbol="BTC/USDT", strategy_name="s1", exchange_name="binance")
     signal.write({"id": "sig-1", "position": "long", "priceOpen": 42000.0})
-    assert signal.read()["id"] == "sig-1"
+    row = signal.read()  # a JsonObject, or None when no position is open
+    assert row is not None and row["id"] == "sig-1"
+
+Reads and writes are typed per domain (:mod:`persist_core.json_types`); ``mypy --strict`` checks a bot's calls.
 """
 
 from persist_core.async_backend import AsyncBackend, ThreadedAsyncBackend
