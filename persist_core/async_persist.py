@@ -24,7 +24,9 @@ from persist_core.async_stores import (
     AsyncCandleStore,
     AsyncCollectionStore,
     AsyncKeyedStore,
-    AsyncSlotStore,
+    AsyncMappingSlotStore,
+    AsyncObjectSlotStore,
+    AsyncValueSlotStore,
     make_async_store,
 )
 from persist_core.backend import Backend
@@ -37,7 +39,15 @@ __all__ = ["AsyncModeStores", "AsyncPersist", "asetup"]
 
 
 class AsyncModeStores(
-    _Stores[AsyncSlotStore, AsyncKeyedStore, AsyncCandleStore, AsyncCollectionStore, AsyncBucketStore]
+    _Stores[
+        AsyncObjectSlotStore,
+        AsyncMappingSlotStore,
+        AsyncValueSlotStore,
+        AsyncKeyedStore,
+        AsyncCandleStore,
+        AsyncCollectionStore,
+        AsyncBucketStore,
+    ]
 ):
     """The 16 typed stores of one mode on the asyncio face (``persist.live`` / ``persist.backtest``)."""
 

@@ -7,11 +7,11 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Generic, TypedDict, TypeVar, Unpack, cast
+from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast, overload
 
 from persist_core.backend import Backend
 from persist_core.config import MODES, resolve_redis_url, resolve_routes, share_modes_from
-from persist_core.domains import DOMAINS, DomainSpec, domain
+from persist_core.domains import DOMAINS, CandleInterval, DomainSpec, domain
 from persist_core.errors import ConfigurationError
 from persist_core.guarded import OwnedBackend, acquire_owner, release_owner
 from persist_core.ownership import DEFAULT_LEASE_SECONDS
@@ -22,8 +22,10 @@ from persist_core.stores import (
     Clock,
     CollectionStore,
     KeyedStore,
-    SlotStore,
+    MappingSlotStore,
+    ObjectSlotStore,
     Store,
+    ValueSlotStore,
     make_store,
     wall_clock_ms,
 )
@@ -33,30 +35,65 @@ from persist_core.validation import DEFAULT_MAX_VALUE_BYTES
 __all__ = ["ModeStores", "Persist", "SetupOptions", "build_persist", "get_persist", "setup"]
 
 log = logging.getLogger("persist")
-_Slot = TypeVar("_Slot")
+_ObjectSlot = TypeVar("_ObjectSlot")
+_MappingSlot = TypeVar("_MappingSlot")
+_ValueSlot = TypeVar("_ValueSlot")
 _Keyed = TypeVar("_Keyed")
 _Candle = TypeVar("_Candle")
 _Collection = TypeVar("_Collection")
 _Bucket = TypeVar("_Bucket")
 
 
-class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
+class _Stores(Generic[_ObjectSlot, _MappingSlot, _ValueSlot, _Keyed, _Candle, _Collection, _Bucket]):
     """The 16 typed store accessors of one mode, for either face (the store classes are the type arguments).
 
-    Each accessor takes the domain's context fields as keywords and returns a store bound to them.
+    Each accessor takes the domain's context fields as keywords and returns a store bound to them. The slot
+    domains take three type arguments because their values differ (CONTRACTS.md 2): an object or ``None``
+    (signal, schedule, strategy, recent), an object that reads ``{}`` when missing (risk), any JSON value
+    (state, session).
     """
 
     def __init__(self, make: Callable[[str, DomainSpec, dict[str, Any]], Any], mode: str) -> None:
         self._make = make
         self.mode = mode
 
+    @overload
+    def store(
+        self, domain_name: Literal["signal", "schedule", "strategy", "recent"], **context: Any
+    ) -> _ObjectSlot: ...
+    @overload
+    def store(self, domain_name: Literal["risk"], **context: Any) -> _MappingSlot: ...
+    @overload
+    def store(self, domain_name: Literal["state", "session"], **context: Any) -> _ValueSlot: ...
+    @overload
+    def store(self, domain_name: Literal["partial", "breakeven"], **context: Any) -> _Keyed: ...
+    @overload
+    def store(self, domain_name: Literal["candle"], **context: Any) -> _Candle: ...
+    @overload
+    def store(self, domain_name: Literal["storage", "notification", "log"], **context: Any) -> _Collection: ...
+    @overload
+    def store(self, domain_name: Literal["measure", "interval", "memory"], **context: Any) -> _Bucket: ...
+    @overload
+    def store(
+        self, domain_name: str, **context: Any
+    ) -> _ObjectSlot | _MappingSlot | _ValueSlot | _Keyed | _Candle | _Collection | _Bucket: ...
     def store(self, domain_name: str, **context: Any) -> Any:
-        """The store of ``domain_name`` for ``context``, e.g. ``store("signal", symbol=..., ...)``."""
+        """The store of ``domain_name`` for ``context``, e.g. ``store("signal", symbol=..., ...)``.
+
+        With a literal domain name a type checker knows the store's type; with any other ``str`` it gets the
+        union of the store types, to narrow with ``isinstance``.
+        """
         spec = domain(domain_name)
         return self._make(self.mode, spec, context)
 
-    def _slot(self, name: str, **context: Any) -> _Slot:
-        return cast(_Slot, self._make(self.mode, DOMAINS[name], context))
+    def _object_slot(self, name: str, **context: Any) -> _ObjectSlot:
+        return cast(_ObjectSlot, self._make(self.mode, DOMAINS[name], context))
+
+    def _mapping_slot(self, name: str, **context: Any) -> _MappingSlot:
+        return cast(_MappingSlot, self._make(self.mode, DOMAINS[name], context))
+
+    def _value_slot(self, name: str, **context: Any) -> _ValueSlot:
+        return cast(_ValueSlot, self._make(self.mode, DOMAINS[name], context))
 
     def _keyed(self, name: str, **context: Any) -> _Keyed:
         return cast(_Keyed, self._make(self.mode, DOMAINS[name], context))
@@ -70,21 +107,21 @@ class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
     def _bucket(self, name: str, **context: Any) -> _Bucket:
         return cast(_Bucket, self._make(self.mode, DOMAINS[name], context))
 
-    def signal(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Slot:
+    def signal(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _ObjectSlot:
         """The open position of a strategy on a symbol (slot; missing reads ``None``)."""
-        return self._slot("signal", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
+        return self._object_slot("signal", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def schedule(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Slot:
+    def schedule(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _ObjectSlot:
         """The scheduled (limit-order) signal (slot; missing reads ``None``)."""
-        return self._slot("schedule", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
+        return self._object_slot("schedule", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def strategy(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Slot:
+    def strategy(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _ObjectSlot:
         """Deferred strategy state: commit queue, retry counters, pause flag (slot)."""
-        return self._slot("strategy", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
+        return self._object_slot("strategy", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def risk(self, *, risk_name: str, exchange_name: str) -> _Slot:
+    def risk(self, *, risk_name: str, exchange_name: str) -> _MappingSlot:
         """Open positions of a risk profile, position key -> position (slot; missing reads ``{}``)."""
-        return self._slot("risk", risk_name=risk_name, exchange_name=exchange_name)
+        return self._mapping_slot("risk", risk_name=risk_name, exchange_name=exchange_name)
 
     def partial(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Keyed:
         """Profit/loss levels reached, per signal id (missing reads ``{}``)."""
@@ -94,7 +131,7 @@ class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
         """Breakeven reached, per signal id (missing reads ``{}``)."""
         return self._keyed("breakeven", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def candle(self, *, symbol: str, interval: str, exchange_name: str) -> _Candle:
+    def candle(self, *, symbol: str, interval: CandleInterval, exchange_name: str) -> _Candle:
         """The immutable candle cache of a symbol and interval (first write wins)."""
         return self._candle("candle", symbol=symbol, interval=interval, exchange_name=exchange_name)
 
@@ -122,9 +159,11 @@ class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
         """Persistent LLM context entries of a signal (soft delete)."""
         return self._bucket("memory", signal_id=signal_id, bucket_name=bucket_name)
 
-    def recent(self, *, symbol: str, strategy_name: str, exchange_name: str, frame_name: str, backtest: bool) -> _Slot:
+    def recent(
+        self, *, symbol: str, strategy_name: str, exchange_name: str, frame_name: str, backtest: bool
+    ) -> _ObjectSlot:
         """The last-seen signal of a context (slot)."""
-        return self._slot(
+        return self._object_slot(
             "recent",
             symbol=symbol,
             strategy_name=strategy_name,
@@ -133,13 +172,15 @@ class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
             backtest=backtest,
         )
 
-    def state(self, *, signal_id: str, bucket_name: str) -> _Slot:
+    def state(self, *, signal_id: str, bucket_name: str) -> _ValueSlot:
         """Arbitrary strategy state of a signal (slot)."""
-        return self._slot("state", signal_id=signal_id, bucket_name=bucket_name)
+        return self._value_slot("state", signal_id=signal_id, bucket_name=bucket_name)
 
-    def session(self, *, strategy_name: str, exchange_name: str, frame_name: str, symbol: str, backtest: bool) -> _Slot:
+    def session(
+        self, *, strategy_name: str, exchange_name: str, frame_name: str, symbol: str, backtest: bool
+    ) -> _ValueSlot:
         """Cached indicator calculations (slot)."""
-        return self._slot(
+        return self._value_slot(
             "session",
             strategy_name=strategy_name,
             exchange_name=exchange_name,
@@ -149,7 +190,9 @@ class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
         )
 
 
-class ModeStores(_Stores[SlotStore, KeyedStore, CandleStore, CollectionStore, BucketStore]):
+class ModeStores(
+    _Stores[ObjectSlotStore, MappingSlotStore, ValueSlotStore, KeyedStore, CandleStore, CollectionStore, BucketStore]
+):
     """The 16 typed stores of one mode on the sync face (``persist.live`` / ``persist.backtest``)."""
 
 

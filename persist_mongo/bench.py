@@ -37,7 +37,7 @@ from pymongo.collection import Collection
 from persist_core.bench.core_pairs import sample_value
 from persist_core.bench.harness import Pair
 from persist_core.persist import Persist
-from persist_core.stores import CandleStore, SlotStore
+from persist_core.stores import CandleStore, ObjectSlotStore
 
 __all__ = ["TARGETS", "bench_pairs"]
 
@@ -68,8 +68,8 @@ def _dumps(value: Any) -> str:
 class _Rows:
     """Our stores (with and without Redis) and raw clients of their own, on one database of the run."""
 
-    cached: SlotStore  # set by setup()
-    plain: SlotStore
+    cached: ObjectSlotStore  # set by setup()
+    plain: ObjectSlotStore
     window: CandleStore
     bulk: CandleStore
     coll: Collection[dict[str, Any]]

@@ -24,7 +24,7 @@ from typing import Any
 
 from persist_core.async_backend import ThreadedAsyncBackend
 from persist_core.async_persist import AsyncPersist, asetup
-from persist_core.async_stores import AsyncSlotStore, make_async_store
+from persist_core.async_stores import AsyncObjectSlotStore, AsyncSlotStore, make_async_store
 from persist_core.bench.core_pairs import sample_value
 from persist_core.bench.harness import Pair
 from persist_core.domains import DOMAINS
@@ -45,8 +45,8 @@ _POOL_SIZE = 10  # AsyncSqlBackend's default pool_size: the raw pool gets as man
 class _AsyncRows:
     """The facade and the raw connections, on one event loop of their own, on contexts of their own."""
 
-    slot: AsyncSlotStore
-    threaded: AsyncSlotStore
+    slot: AsyncObjectSlotStore
+    threaded: AsyncObjectSlotStore
 
     def __init__(self, url: str) -> None:
         self.url = url
