@@ -225,11 +225,12 @@ class _Deadline:
 @dataclass(frozen=True)
 class _Ready:
     """What an opened backend holds: the statements of every domain, the database's kind, the driver adapter
-    and MariaDB/MySQL's ``max_allowed_packet`` (``None`` elsewhere)."""
+    and its error class, and MariaDB/MySQL's ``max_allowed_packet`` (``None`` elsewhere)."""
 
     statements: dict[str, DomainStatements]
     kind: Kind
     driver: AsyncDriver
+    driver_error: type[Exception]
     max_packet: int | None
 
 
@@ -335,7 +336,8 @@ class AsyncSqlBackend(AsyncBackend):
     def _prepare_sync(self) -> _Ready:
         self._sync.open()
         state = self._sync._started()
-        return _Ready(statements_for(state.engine.dialect), state.kind, self._driver, state.max_packet)
+        driver = self._driver
+        return _Ready(statements_for(state.engine.dialect), state.kind, driver, driver.error, state.max_packet)
 
     async def _new_connection(self) -> tuple[Any, AsyncDriver]:
         ready = self._ready
@@ -372,7 +374,7 @@ class AsyncSqlBackend(AsyncBackend):
 
     async def _attempt(self, deadline: _Deadline, work: Work[_T]) -> _T:
         ready = self._ready or await self._prepare()
-        driver_error = ready.driver.error
+        driver_error = ready.driver_error
         pool = self._pool
         retried = False
         while True:

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from persist_core import asetup
+from persist_core import asetup, registry
 from persist_core.async_backend import ThreadedAsyncBackend
 from persist_core.backend import Record
 from persist_core.domains import DOMAINS
 from persist_core.errors import BackendTimeoutError
 from persist_core.guarded import AsyncOwnedBackend
-from persist_sql import AsyncSqlBackend
+from persist_sql import AsyncSqlBackend, SqlBackend
 from tests.proxy import FreezableProxy
 from tests.sql import servers
 
@@ -222,3 +222,20 @@ def test_a_row_lock_held_by_another_transaction_gives_a_timeout_error_and_nothin
             await backend.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("url", "native"),
+    [
+        ("mysql+pymysql://u:pw@127.0.0.1/db", True),
+        ("mariadb+pymysql://u:pw@127.0.0.1/db", True),
+        ("mysql://u:pw@127.0.0.1/db", True),
+        ("mysql+mysqldb://u:pw@127.0.0.1/db", False),  # the user chose mysqlclient: the thread pool
+        ("postgresql+psycopg://u:pw@127.0.0.1/db", True),
+        ("postgresql+pg8000://u:pw@127.0.0.1/db", False),
+    ],
+)
+def test_which_sync_urls_get_the_native_backend(url: str, native: bool) -> None:
+    built = registry.create_async_backend(url, sync=SqlBackend(url))
+    assert isinstance(built, AsyncSqlBackend) is native
+    assert built is None or "pw" not in repr(built)
