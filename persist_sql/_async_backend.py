@@ -157,8 +157,8 @@ class AsyncPool:
         return _Connection(connection, driver, epoch)
 
     def release(self, entry: _Connection) -> None:
-        """Give a healthy connection back."""
-        if entry.epoch != self._epoch or self._closed or entry.lost:
+        """Give a connection back that the caller found healthy (:meth:`acquire` checks it again before reuse)."""
+        if entry.epoch != self._epoch or self._closed:
             entry.close()
         else:
             entry.used = time.monotonic()
@@ -205,13 +205,15 @@ class AsyncPool:
 class _Deadline:
     """The deadline of one operation: at expiry, cut the statement in flight or cancel the wait."""
 
-    __slots__ = ("cancelled", "entry", "expired", "task")
+    __slots__ = ("cancelled", "done", "entry", "expired", "expires", "task")
 
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+    def __init__(self, task: asyncio.Task[Any] | None, expires: float) -> None:
         self.task = task
+        self.expires = expires  #: in the event loop's time
         self.entry: _Connection | None = None
         self.expired = False
         self.cancelled = False
+        self.done = False
 
     def fire(self) -> None:
         self.expired = True
@@ -220,6 +222,60 @@ class _Deadline:
         if self.task is not None:
             self.cancelled = True
             self.task.cancel()
+
+
+class _Deadlines:
+    """The deadlines of one backend's operations in flight, with one event-loop timer for them all.
+
+    Every operation of a backend has the same timeout, so the deadlines expire in the order they were set:
+    a queue, and a timer at the expiry of its first entry, save a timer per operation (a ``call_later`` and
+    its ``cancel``: a few microseconds, as much as the rest of the plumbing). A finished operation is only
+    marked done; the timer, when it fires, drops those, fires the expired ones and is set again for the
+    first one still running. Bound to one event loop at a time: used from another, it starts afresh (the
+    old loop's operations are gone with it, as the pool's connections are).
+    """
+
+    __slots__ = ("_loop", "_queue", "_timer")
+
+    def __init__(self) -> None:
+        self._queue: deque[_Deadline] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def arm(self, timeout: float) -> _Deadline:
+        """The deadline of an operation of the current task, ``timeout`` seconds from now."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._timer = loop, None
+            self._queue.clear()
+        deadline = _Deadline(asyncio.current_task(loop), loop.time() + timeout)
+        self._queue.append(deadline)
+        if self._timer is None:
+            self._timer = loop.call_at(deadline.expires, self._fire)
+        return deadline
+
+    def disarm(self, deadline: _Deadline) -> None:
+        """The operation ended: its deadline no longer fires."""
+        deadline.done = True
+        deadline.task = deadline.entry = None  # hold no task or connection until the timer drops it
+        queue = self._queue
+        while queue and queue[0].done:
+            queue.popleft()
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop, queue = self._loop, self._queue
+        if loop is None:  # pragma: no cover - armed before any timer is set
+            return
+        now = loop.time()
+        while queue:
+            first = queue[0]
+            if not first.done and first.expires > now:
+                self._timer = loop.call_at(first.expires, self._fire)
+                return
+            queue.popleft()
+            if not first.done:
+                first.fire()
 
 
 @dataclass(frozen=True)
@@ -293,6 +349,7 @@ class AsyncSqlBackend(AsyncBackend):
         self._driver = driver_for(parsed.sa_url, self._timeout, self.url)
         self._pool = AsyncPool(self._new_connection, max_size=pool_size, idle_seconds=idle_seconds)
         self._ready: _Ready | None = None
+        self._deadlines = _Deadlines()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AsyncSqlBackend:
@@ -354,9 +411,7 @@ class AsyncSqlBackend(AsyncBackend):
         idempotent, and an insert cut off by a lost connection or chosen as a deadlock victim was rolled
         back whole. A statement cut off by the deadline is never retried.
         """
-        loop = asyncio.get_running_loop()
-        deadline = _Deadline(asyncio.current_task())
-        timer = loop.call_later(self._timeout, deadline.fire)
+        deadline = self._deadlines.arm(self._timeout)
         try:
             return await self._attempt(deadline, work)
         except asyncio.CancelledError:
@@ -370,7 +425,7 @@ class AsyncSqlBackend(AsyncBackend):
             scrub_chain(error)
             raise
         finally:
-            timer.cancel()
+            self._deadlines.disarm(deadline)
 
     async def _attempt(self, deadline: _Deadline, work: Work[_T]) -> _T:
         ready = self._ready or await self._prepare()

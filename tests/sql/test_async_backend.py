@@ -161,6 +161,16 @@ def test_a_frozen_server_gives_a_timeout_error_within_the_deadline_and_the_backe
                 assert elapsed < 1 + 1, elapsed
                 assert "persist-test-pw" not in str(caught.value) and "***" in str(caught.value)
                 assert "within the deadline of 1 s" in str(caught.value)
+            # Several calls at once, started a little apart: each gets its own deadline (one timer serves all).
+            started = time.monotonic()
+
+            async def later(delay: float) -> Record | None:
+                await asyncio.sleep(delay)
+                return await backend.get(signal, key)
+
+            outcomes = await asyncio.gather(*(later(0.1 * k) for k in range(4)), return_exceptions=True)
+            assert all(isinstance(outcome, BackendTimeoutError) for outcome in outcomes), outcomes
+            assert time.monotonic() - started < 0.3 + 1 + 1
             stop.set()
             await beat
             assert len(ticks) > 50, "the event loop stalled during the frozen calls"
