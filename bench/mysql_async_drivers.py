@@ -8,8 +8,9 @@ test server (``PERSIST_TEST_MYSQL_URL``, default the server of ``scripts/service
 - 100 concurrent coroutines reading once each, over the driver's own pool of 10 connections: reads/s, p50
   and p99 of one round of 100.
 
-The drivers alternate in rounds so that a drift of the machine (2 shared cores) falls on both alike.
-Run: ``python bench/mysql_async_drivers.py [--n 2000] [--rounds 3]``; needs ``pip install aiomysql asyncmy``.
+The drivers take turns every 50 calls (every 2 rounds of 100), so that a drift of the machine (2 shared
+cores) falls on both alike. Run: ``python bench/mysql_async_drivers.py [--n 4000]``; needs
+``pip install aiomysql asyncmy``.
 The figures and the choice are in docs/decisions.md ("Native async MariaDB").
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import inspect
 import json
 import os
@@ -54,15 +56,6 @@ def _connect_args(url: str) -> dict[str, Any]:
     }
 
 
-async def _timed(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        await call()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def _summary(times: list[float], per_call: int = 1) -> tuple[float, float, float]:
     """ops/s, p50 and p99 in microseconds."""
     ordered = sorted(times)
@@ -70,87 +63,106 @@ def _summary(times: list[float], per_call: int = 1) -> tuple[float, float, float
     return per_call * len(times) / sum(times), statistics.median(ordered) * 1e6, p99 * 1e6
 
 
-async def _measure(driver: str, args: dict[str, Any], n: int, key: tuple[str, ...], payload: str) -> dict[str, Any]:
-    if driver == "aiomysql":
-        import aiomysql
+class _Driver:
+    """One driver's connection (with its cursor) and pool, and the three timed operations."""
 
-        connection = await aiomysql.connect(**args)
-        pool = await aiomysql.create_pool(minsize=_POOL_SIZE, maxsize=_POOL_SIZE, **args)
-    else:
-        import asyncmy
+    def __init__(self, name: str, key: tuple[str, ...], payload: str) -> None:
+        self.name = name
+        self.key = key
+        self.payload = payload
+        self.connection: Any = None
+        self.cursor: Any = None
+        self.pool: Any = None
 
-        connection = await asyncmy.connect(**args)
-        pool = await asyncmy.create_pool(minsize=_POOL_SIZE, maxsize=_POOL_SIZE, **args)
-    cursor = connection.cursor()
-    if inspect.isawaitable(cursor):  # aiomysql: a coroutine; asyncmy: the cursor
-        cursor = await cursor
+    async def open(self, args: dict[str, Any]) -> None:
+        module = importlib.import_module(self.name)
+        self.connection = await module.connect(**args)
+        cursor = self.connection.cursor()
+        self.cursor = await cursor if inspect.isawaitable(cursor) else cursor  # aiomysql: a coroutine
+        self.pool = await module.create_pool(minsize=_POOL_SIZE, maxsize=_POOL_SIZE, **args)
 
-    async def upsert() -> None:
-        await cursor.execute(_MY_UPSERT, (*key, payload, None))
-
-    async def read() -> Any:
-        await cursor.execute(_MY_READ, key)
-        row = await cursor.fetchone()
-        return json.loads(row[0])
-
-    async def pooled_read() -> Any:
-        async with pool.acquire() as pooled, pooled.cursor() as pooled_cursor:
-            await pooled_cursor.execute(_MY_READ, key)
-            row = await pooled_cursor.fetchone()
-            return json.loads(row[0])
-
-    async def concurrent() -> None:
-        await asyncio.gather(*(pooled_read() for _ in range(_CONCURRENCY)))
-
-    try:
-        await upsert()
-        await _timed(read, 100)  # warm up
-        await _timed(concurrent, 5)
-        return {
-            "point read": _summary(await _timed(read, n)),
-            "upsert": _summary(await _timed(upsert, n)),
-            "100 concurrent reads": _summary(await _timed(concurrent, max(10, n // 40)), _CONCURRENCY),
-        }
-    finally:
-        closing = cursor.close()
+    async def close(self) -> None:
+        closing = self.cursor.close()
         if inspect.isawaitable(closing):
             await closing
-        connection.close()
-        pool.close()
-        await pool.wait_closed()
+        self.connection.close()
+        self.pool.close()
+        await self.pool.wait_closed()
+
+    async def upsert(self) -> None:
+        await self.cursor.execute(_MY_UPSERT, (*self.key, self.payload, None))
+
+    async def read(self) -> Any:
+        await self.cursor.execute(_MY_READ, self.key)
+        row = await self.cursor.fetchone()
+        return json.loads(row[0])
+
+    async def _pooled_read(self) -> Any:
+        async with self.pool.acquire() as pooled, pooled.cursor() as cursor:
+            await cursor.execute(_MY_READ, self.key)
+            row = await cursor.fetchone()
+            return json.loads(row[0])
+
+    async def concurrent(self) -> None:
+        await asyncio.gather(*(self._pooled_read() for _ in range(_CONCURRENCY)))
 
 
-async def _main(url: str, n: int, rounds: int) -> None:
+async def _interleaved(drivers: list[_Driver], operation: str, n: int, chunk: int) -> dict[str, list[float]]:
+    """``n`` timed calls of ``operation`` per driver, the drivers taking turns every ``chunk`` calls."""
+    times: dict[str, list[float]] = {driver.name: [] for driver in drivers}
+    for _ in range(0, n, chunk):
+        for driver in drivers:
+            call: Callable[[], Awaitable[Any]] = getattr(driver, operation)
+            spent = times[driver.name]
+            for _ in range(chunk):
+                start = time.perf_counter()
+                await call()
+                spent.append(time.perf_counter() - start)
+    return times
+
+
+async def _main(url: str, n: int) -> None:
     backend = SqlBackend(url)  # creates the schema if the database is empty
     backend.open()
     backend.close()
     args = _connect_args(url)
     payload = json.dumps(sample_value(), separators=(",", ":"))
     tag = f"bench-drivers-{uuid.uuid4().hex[:8]}"
-    results: dict[str, list[dict[str, Any]]] = {"aiomysql": [], "asyncmy": []}
-    for _ in range(rounds):
-        for driver in results:
-            results[driver].append(await _measure(driver, args, n, (tag, driver, "bench"), payload))
-    print(f"payload {len(payload)} bytes, n={n} per row, {rounds} rounds alternating; best round of each shown")
-    print(f"{'driver':<9} {'operation':<21} {'ops/s':>8} {'p50 us':>8} {'p99 us':>8}")
-    for driver, runs in results.items():
-        for operation in runs[0]:
-            ops, p50, p99 = max((run[operation] for run in runs), key=lambda figures: figures[0])
-            print(f"{driver:<9} {operation:<21} {ops:>8.0f} {p50:>8.1f} {p99:>8.1f}")
-    import pymysql
+    drivers = [_Driver(name, (tag, name, "bench"), payload) for name in ("aiomysql", "asyncmy")]
+    rows: dict[tuple[str, str], tuple[float, float, float]] = {}
+    try:
+        for driver in drivers:
+            await driver.open(args)
+            await driver.upsert()
+        await _interleaved(drivers, "read", 200, 50)  # warm up
+        for operation, label, count, chunk, per_call in (
+            ("read", "point read", n, 50, 1),
+            ("upsert", "upsert", n, 50, 1),
+            ("concurrent", "100 concurrent reads", max(10, n // 20), 2, _CONCURRENCY),
+        ):
+            for name, spent in (await _interleaved(drivers, operation, count, chunk)).items():
+                rows[(name, label)] = _summary(spent, per_call)
+    finally:
+        for driver in drivers:
+            if driver.pool is not None:
+                await driver.close()
+        import pymysql
 
-    cleanup = pymysql.connect(**{**args, "database": args.pop("db")})
-    with cleanup.cursor() as cursor:
-        cursor.execute("DELETE FROM signal_items WHERE symbol = %s", (tag,))
-    cleanup.close()
+        cleanup = pymysql.connect(**{**args, "database": args.pop("db")})
+        with cleanup.cursor() as cursor:
+            cursor.execute("DELETE FROM signal_items WHERE symbol = %s", (tag,))
+        cleanup.close()
+    print(f"payload {len(payload)} bytes; {n} calls per single-connection row, drivers taking turns every 50")
+    print(f"{'driver':<9} {'operation':<21} {'ops/s':>8} {'p50 us':>8} {'p99 us':>8}")
+    for (name, label), (ops, p50, p99) in sorted(rows.items()):
+        print(f"{name:<9} {label:<21} {ops:>8.0f} {p50:>8.1f} {p99:>8.1f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000, help="calls per single-connection row")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per driver")
+    parser.add_argument("--n", type=int, default=4000, help="calls per driver in a single-connection row")
     options = parser.parse_args()
-    asyncio.run(_main(os.environ.get("PERSIST_TEST_MYSQL_URL") or _DEFAULT_URL, options.n, options.rounds))
+    asyncio.run(_main(os.environ.get("PERSIST_TEST_MYSQL_URL") or _DEFAULT_URL, options.n))
 
 
 if __name__ == "__main__":
