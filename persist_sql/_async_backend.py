@@ -59,9 +59,6 @@ __all__ = ["AsyncPool", "AsyncSqlBackend"]
 
 _T = TypeVar("_T")
 
-#: The share of the deadline given to the server's own lock and statement timeouts.
-SERVER_SHARE = _dialects.SERVER_SHARE
-
 
 class _Connection:
     """A pooled connection: the driver's connection, its one cursor, when it was last used, its pool epoch."""
@@ -413,7 +410,7 @@ class AsyncSqlBackend(AsyncBackend):
         """
         deadline = self._deadlines.arm(self._timeout)
         try:
-            return await self._attempt(deadline, work)
+            return await self._attempt(deadline, work, f"{verb} {what}")
         except asyncio.CancelledError:
             task = deadline.task
             if deadline.cancelled and task is not None and task.uncancel() == 0:
@@ -427,7 +424,7 @@ class AsyncSqlBackend(AsyncBackend):
         finally:
             self._deadlines.disarm(deadline)
 
-    async def _attempt(self, deadline: _Deadline, work: Work[_T]) -> _T:
+    async def _attempt(self, deadline: _Deadline, work: Work[_T], operation: str) -> _T:
         ready = self._ready or await self._prepare()
         driver_error = ready.driver_error
         pool = self._pool
@@ -455,11 +452,8 @@ class AsyncSqlBackend(AsyncBackend):
                 if not retried and (lost or _errors.is_transient(exc)):
                     retried = True
                     continue
-                if _errors.is_timeout(exc):
-                    raise BackendTimeoutError(
-                        f"{self.url}: the server's own limit ({SERVER_SHARE:.0%} of the {self._timeout:g} s "
-                        f"deadline) stopped the statement: {_errors.translate(exc, self.url)}"
-                    ) from exc
+                if _errors.is_timeout(exc):  # the server's own limit (90 % of the deadline) ended it
+                    raise _errors.translate(exc, self.url, operation=operation, timeout=self._timeout) from exc
                 raise _errors.translate(exc, self.url, disconnect=lost) from exc
             except PersistError:  # refused before any I/O (a value too large for the server)
                 deadline.entry = None

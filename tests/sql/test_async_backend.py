@@ -158,6 +158,7 @@ def test_a_frozen_server_gives_a_timeout_error_within_the_deadline_and_the_backe
                 with pytest.raises(BackendTimeoutError) as caught:
                     await call()
                 elapsed = time.monotonic() - started
+                print(f"\n{db_url.partition(':')[0]} async, frozen server: {elapsed:.2f} s: {caught.value}")
                 assert elapsed < 1 + 1, elapsed
                 assert "persist-test-pw" not in str(caught.value) and "***" in str(caught.value)
                 assert "within the deadline of 1 s" in str(caught.value)
@@ -219,6 +220,7 @@ def test_a_row_lock_held_by_another_transaction_gives_a_timeout_error_and_nothin
                     print(f"\n{db_url.partition(':')[0]} async, row lock: {elapsed:.2f} s: {caught.value}")
                     assert elapsed < 1 + 1, elapsed
                     assert "persist-test-pw" not in str(caught.value) and "***" in str(caught.value)
+                    assert "writing signal" in str(caught.value)
                     assert await backend.get(signal, key) == Record('{"v":1}', None)  # reads do not wait
                 finally:
                     transaction.rollback()
