@@ -18,7 +18,7 @@ from persist_core import asetup, registry
 from persist_core.async_backend import ThreadedAsyncBackend
 from persist_core.backend import Record
 from persist_core.domains import DOMAINS
-from persist_core.errors import BackendTimeoutError
+from persist_core.errors import BackendTimeoutError, ConfigurationError
 from persist_core.guarded import AsyncOwnedBackend
 from persist_sql import AsyncSqlBackend, SqlBackend
 from tests.proxy import FreezableProxy
@@ -251,3 +251,11 @@ def test_which_sync_urls_get_the_native_backend(url: str, native: bool) -> None:
     built = registry.create_async_backend(url, sync=SqlBackend(url))
     assert isinstance(built, AsyncSqlBackend) is native
     assert built is None or "pw" not in repr(built)
+
+
+def test_a_url_option_that_asyncmy_does_not_take_is_a_configuration_error() -> None:
+    url = "mysql+pymysql://u:secret-pw@127.0.0.1/db?bind_address=127.0.0.1"
+    SqlBackend(url)  # the sync face takes it (a PyMySQL option)
+    with pytest.raises(ConfigurationError, match="bind_address") as caught:
+        AsyncSqlBackend(url)
+    assert "secret-pw" not in str(caught.value)
