@@ -18,7 +18,7 @@ from persist_core import asetup, registry
 from persist_core.async_backend import ThreadedAsyncBackend
 from persist_core.backend import Record
 from persist_core.domains import DOMAINS
-from persist_core.errors import BackendTimeoutError, ConfigurationError
+from persist_core.errors import BackendTimeoutError, ConfigurationError, InvalidValueError
 from persist_core.guarded import AsyncOwnedBackend
 from persist_sql import AsyncSqlBackend, SqlBackend
 from tests.proxy import FreezableProxy
@@ -259,3 +259,28 @@ def test_a_url_option_that_asyncmy_does_not_take_is_a_configuration_error() -> N
     with pytest.raises(ConfigurationError, match="bind_address") as caught:
         AsyncSqlBackend(url)
     assert "secret-pw" not in str(caught.value)
+
+
+def test_a_record_over_max_allowed_packet_is_refused_before_anything_is_sent() -> None:
+    url = servers.driver_url("mariadb")
+    servers.reset(url)
+    state = DOMAINS["state"]
+    big = Record('{"blob":"' + "x" * (17 * 1024 * 1024) + '"}', None)
+
+    async def main() -> None:
+        backend = AsyncSqlBackend(url, pool_size=1)
+        try:
+            # The backend's own check ("does not fit"), not the server's error 1153 after 17 MiB were sent.
+            with pytest.raises(InvalidValueError, match="does not fit in the server's max_allowed_packet"):
+                await backend.put(state, ("s", "b"), big)
+            with pytest.raises(InvalidValueError, match="does not fit in the server's max_allowed_packet"):
+                await backend.put_many(state, [(("s", "a"), Record("{}", None)), (("s", "b"), big)])
+            assert backend.pool.in_use == 0
+            assert await backend.get(state, ("s", "a")) is None  # nothing of the batch was written
+            assert await backend.get(state, ("s", "b")) is None
+            await backend.put(state, ("s", "b"), Record('{"small":1}', None))  # the connection still works
+            assert await backend.get(state, ("s", "b")) == Record('{"small":1}', None)
+        finally:
+            await backend.close()
+
+    asyncio.run(main())
