@@ -61,9 +61,18 @@ _EXTRA: dict[str, str] = {
 _ASYNC_BUILTIN: dict[str, str] = {
     "postgresql": "persist_sql:AsyncSqlBackend.from_url",
     "postgres": "persist_sql:AsyncSqlBackend.from_url",
+    "mysql": "persist_sql:AsyncSqlBackend.from_url",
+    "mariadb": "persist_sql:AsyncSqlBackend.from_url",
 }
 #: The driver that the native asyncio backend of a scheme is built on (another ``+driver`` gets the pool).
-_ASYNC_DRIVER: dict[str, str] = {"postgresql": "psycopg", "postgres": "psycopg"}
+#: MariaDB/MySQL: the sync URL's PyMySQL (the default driver of ``mysql://`` without mysqlclient); the asyncio
+#: I/O runs on asyncmy (persist_sql._async_drivers).
+_ASYNC_DRIVER: dict[str, str] = {
+    "postgresql": "psycopg",
+    "postgres": "psycopg",
+    "mysql": "pymysql",
+    "mariadb": "pymysql",
+}
 _registered: dict[str, BackendFactory] = {}
 _registered_async: dict[str, AsyncBackendFactory] = {}
 ENTRY_POINT_GROUP = "backtest_persist.backends"

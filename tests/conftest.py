@@ -16,11 +16,12 @@ settings.register_profile(
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    """Leave the asyncio face of MariaDB and Mongo to ``PERSIST_TEST_ALL_FACES=1`` (docs/decisions.md).
+    """Leave the kit classes marked ``every_face_only`` (the asyncio face of Mongo) to ``PERSIST_TEST_ALL_FACES=1``
+    (docs/decisions.md).
 
     Through the thread pool, the asyncio face runs the same async stores and the same ``ThreadedAsyncBackend``
-    over every sync backend; CI checks it over memory, file and SQLite, and PostgreSQL's native async backend,
-    while MariaDB's and Mongo's sync faces are checked in full. The two slowest kits twice would add ~10 min.
+    over every sync backend; CI checks it over memory, file and SQLite, and the native async backends of
+    PostgreSQL and MariaDB, while Mongo's sync face is checked in full.
     """
     if os.environ.get("PERSIST_TEST_ALL_FACES", "") in ("1", "true", "yes"):
         return

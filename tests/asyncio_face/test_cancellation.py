@@ -33,7 +33,7 @@ async def _cancel_writes(url: str, rounds: int) -> tuple[list[Any], Any]:
             seen.append(await store.read())
         await asyncio.sleep(0.3)  # let every cancelled write's thread finish
         native = persist._natives.get(persist.sync.route("live", "signal")[0])
-        if native is not None:  # the native asyncio backend (PostgreSQL): its own pool
+        if native is not None:  # the native asyncio backend (PostgreSQL, MariaDB): its own pool
             assert native.pool.in_use == 0, "a cancelled call kept its connection"  # type: ignore[attr-defined]
         state = getattr(persist.sync.backend("live", "signal"), "_state", None)
         if state is not None:  # a SQL backend in the thread pool: every connection is back in its pool
@@ -65,5 +65,14 @@ def test_cancelled_writes_leave_whole_records_and_no_connection_on_postgresql() 
     from tests.sql import servers
 
     with servers.scratch_database(servers.server_url(servers.POSTGRES)) as url:
+        values, _ = asyncio.run(_cancel_writes(url, rounds=40))
+    _assert_whole(values)
+
+
+def test_cancelled_writes_leave_whole_records_and_no_connection_on_mariadb() -> None:
+    pytest.importorskip("asyncmy")
+    from tests.sql import servers
+
+    with servers.scratch_database(servers.server_url(servers.MYSQL)) as url:
         values, _ = asyncio.run(_cancel_writes(url, rounds=40))
     _assert_whole(values)

@@ -51,15 +51,8 @@ class TestSqliteAsyncFace(TestSqliteContract):
     face = "async"
 
 
-class TestMariaDBAsyncFace(TestMariaDBContract):
-    """The store clauses again on the asyncio face (MariaDB runs in the bounded thread pool)."""
-
-    face = "async"
-    every_face_only = True  # run with PERSIST_TEST_ALL_FACES=1 (tests/conftest.py)
-
-
-class TestPostgresAsyncFace(TestPostgresContract):
-    """Every store clause again on the asyncio face, through the native AsyncSqlBackend (psycopg async).
+class _NativeAsyncFace:
+    """Every store clause again on the asyncio face, through the native AsyncSqlBackend.
 
     The kit asks for the async backend at each ``store()`` call; one is built per sync backend (on the same
     database, sharing its schema check and leases) and opens lazily in the kit's event loop at its first call.
@@ -86,3 +79,11 @@ class TestPostgresAsyncFace(TestPostgresContract):
         natives, type(self)._natives = type(self)._natives, {}
         for _, native in natives.values():
             async_face.run(native.close())
+
+
+class TestPostgresAsyncFace(_NativeAsyncFace, TestPostgresContract):
+    """The contract on the asyncio face of PostgreSQL (psycopg's AsyncConnection)."""
+
+
+class TestMariaDBAsyncFace(_NativeAsyncFace, TestMariaDBContract):
+    """The contract on the asyncio face of MariaDB (asyncmy)."""
