@@ -1,11 +1,13 @@
 """The kit's listing and deletion clauses (CONTRACTS.md 3.8) catch broken adapters: each variant fails a named
-clause, which passes on the correct backend (tests/test_kit_catches_broken_adapters.py runs the controls)."""
+clause, which passes on the correct backend."""
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
-from tests.test_kit_catches_broken_adapters import _run
+from tests.test_kit_catches_broken_adapters import HEADER, TEST_CLASS
 
 VARIANTS = {
     # Keys compared as text: candle timestamp 10 listed before 9.
@@ -75,22 +77,24 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_kit_catches_broken_listing(pytester: pytest.Pytester, variant: str) -> None:
-    body, clause = VARIANTS[variant]
-    result = _run(pytester, body, clause)
-    outcomes = result.parseoutcomes()
-    assert outcomes.get("failed", 0) >= 1, f"{clause} did not catch {variant}:\n{result.stdout.str()[-3000:]}"
+CORRECT = """
+class Broken(FileBackend):
+    pass
+FACTORY = None
+"""
 
 
-@pytest.mark.parametrize("clause", sorted({clause for _, clause in VARIANTS.values()}))
-def test_listing_clause_passes_on_the_correct_backend(pytester: pytest.Pytester, clause: str) -> None:
-    correct = """
-    class Broken(FileBackend):
-        pass
-    FACTORY = None
-    """
-    result = _run(pytester, correct, clause)
-    outcomes = result.parseoutcomes()
-    assert outcomes.get("failed", 0) == 0, result.stdout.str()[-3000:]
-    assert outcomes.get("passed", 0) >= 1, result.stdout.str()[-3000:]
+def test_each_broken_listing_fails_its_clause_which_passes_on_the_correct_backend(pytester: pytest.Pytester) -> None:
+    """One pytest session (they are slow to start) with a module per variant and one for the correct backend."""
+    modules = {f"test_{name}": HEADER + textwrap.dedent(body) + TEST_CLASS for name, (body, _) in VARIANTS.items()}
+    modules["test_correct"] = HEADER + textwrap.dedent(CORRECT) + TEST_CLASS
+    pytester.makepyfile(**modules)
+    clauses = sorted({clause for _, clause in VARIANTS.values()})
+    selection = " or ".join(clauses)
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-rfEp", "-W", "error", "-k", selection)
+    report = result.stdout.str()
+    for name, (_, clause) in VARIANTS.items():
+        assert f"FAILED test_{name}.py::TestVariant::{clause}" in report, f"{clause} missed {name}:\n{report[-3000:]}"
+    assert "FAILED test_correct.py" not in report and "ERROR" not in report, report[-3000:]
+    for clause in clauses:
+        assert f"PASSED test_correct.py::TestVariant::{clause}" in report, f"{clause} did not run:\n{report[-3000:]}"

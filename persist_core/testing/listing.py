@@ -79,10 +79,18 @@ def list_all(backend: Backend, spec: DomainSpec, page: int) -> list[tuple[Key, R
     while True:
         chunk = backend.list_records(spec, after=after, limit=page)
         assert len(chunk) <= page, f"list_records returned {len(chunk)} records for limit={page}"
+        _check_progress([key for key, _ in chunk], after, "list_records")
         out.extend(chunk)
         if len(chunk) < page:
             return out
         after = chunk[-1][0]
+
+
+def _check_progress(keys: list[Key], after: Key | None, operation: str) -> None:
+    """A page holds only keys after the cursor, ascending: else paging repeats itself or never ends."""
+    if keys and after is not None:
+        assert keys[0][: len(after)] > after, f"{operation}(after={after!r}) returned {keys[0]!r}"
+    assert all(a < b for a, b in itertools.pairwise(keys)), f"{operation} returned a page out of order"
 
 
 def _all_contexts(backend: Backend, spec: DomainSpec, page: int) -> list[tuple[Key, int]]:
@@ -91,6 +99,7 @@ def _all_contexts(backend: Backend, spec: DomainSpec, page: int) -> list[tuple[K
     while True:
         chunk = backend.list_contexts(spec, after=after, limit=page)
         assert len(chunk) <= page, f"list_contexts returned {len(chunk)} contexts for limit={page}"
+        _check_progress([context for context, _ in chunk], after, "list_contexts")
         out.extend(chunk)
         if len(chunk) < page:
             return out
