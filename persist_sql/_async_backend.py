@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from persist_core.async_backend import AsyncBackend
-from persist_core.backend import ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, ItemKey, Key, Record
 from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, TIMEOUT_OPTION, parse_timeout
 from persist_core.domains import DomainSpec
 from persist_core.errors import (
@@ -49,7 +49,7 @@ from persist_core.errors import (
 )
 from persist_core.ownership import LeaseLog
 from persist_core.urls import mask_url, scrub_chain
-from persist_sql import _dialects, _errors, _rows
+from persist_sql import _dialects, _errors, _listing, _rows
 from persist_sql._async_drivers import AsyncDriver, driver_for
 from persist_sql._backend import SqlBackend, _check_packet
 from persist_sql._dialects import Kind
@@ -565,6 +565,46 @@ class AsyncSqlBackend(AsyncBackend):
             await cursor.execute(sql.text, sql.bind(key))
 
         await self._run("removing", domain.name, work)
+
+    async def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        if after == ():  # every key starts with the empty prefix: none comes after it
+            return []
+
+        async def work(cursor: Any) -> list[tuple[Key, int]]:
+            state = self._sync._started()
+            sql = _listing.contexts_sql(state.kind, state.engine.dialect, domain, after)
+            await cursor.execute(_listing.with_limit(sql, limit), sql.bind(after or ()))
+            return _listing.counted_contexts(domain, await cursor.fetchall())
+
+        return await self._run("listing", domain.name, work)
+
+    async def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        if after == ():  # every key starts with the empty prefix: none comes after it
+            return []
+
+        async def work(cursor: Any) -> list[tuple[Key, Record]]:
+            state = self._sync._started()
+            sql = _listing.records_sql(state.kind, state.engine.dialect, domain, after)
+            await cursor.execute(_listing.with_limit(sql, limit), sql.bind(after or ()))
+            return _listing.keyed_records(domain, await cursor.fetchall())
+
+        return await self._run("listing", domain.name, work)
+
+    async def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        if not keys:
+            return 0
+
+        async def work(cursor: Any) -> int:
+            state = self._sync._started()
+            sql = _listing.delete_sql(state.kind, state.engine.dialect, domain)
+            await cursor.executemany(sql.text, [sql.bind(key) for key in sorted(set(keys))])
+            return int(cursor.rowcount)
+
+        return await self._run("deleting", f"{len(keys)} {domain.name} records", work)
 
     def lease_log(self) -> LeaseLog:
         return self._sync.lease_log()

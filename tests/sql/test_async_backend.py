@@ -284,3 +284,32 @@ def test_a_record_over_max_allowed_packet_is_refused_before_anything_is_sent() -
             await backend.close()
 
     asyncio.run(main())
+
+
+def test_listing_and_deletion_on_the_native_backend_agree_with_the_sync_one(db_url: str) -> None:
+    """The asyncio face runs the same listing statements natively (CONTRACTS.md 3.8): same pages, same order."""
+    from persist_core.testing.listing import listable_key
+
+    candle, signal = DOMAINS["candle"], DOMAINS["signal"]
+    keys = sorted({listable_key(candle, "n-", [s, "x", "e", ts]) for s in ("a", "ab", "b") for ts in (2, 9, 10)})
+    with SqlBackend(db_url) as sync:
+        sync.insert_many(candle, [(key, Record('{"c":1}', 5)) for key in keys])
+        sync.put(signal, ("s", "t", "u"), Record('{"s":1}'))
+        expected_pages = [sync.list_records(candle, limit=4), sync.list_records(candle, after=keys[3], limit=4)]
+        expected_contexts = sync.list_contexts(candle)
+
+        async def main() -> int:
+            backend = AsyncSqlBackend(db_url, sync=sync)
+            await backend.open()
+            try:
+                assert await backend.list_records(candle, limit=4) == expected_pages[0]
+                assert await backend.list_records(candle, after=keys[3], limit=4) == expected_pages[1]
+                assert await backend.list_contexts(candle) == expected_contexts
+                assert await backend.list_records(candle, after=(), limit=4) == []
+                return await backend.delete_records(candle, [keys[0], keys[-1], keys[0]])
+            finally:
+                await backend.close()
+
+        assert asyncio.run(main()) == 2
+        assert [key for key, _ in sync.list_records(candle)] == keys[1:-1]
+        assert sync.get(signal, ("s", "t", "u")) == Record('{"s":1}')  # another domain: untouched
