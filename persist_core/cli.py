@@ -1,4 +1,4 @@
-"""The ``backtest-persist`` command line: ``demo``, ``bench``, ``migrate`` and ``check``.
+"""The ``backtest-persist`` command line: ``demo``, ``bench``, ``migrate``, ``check``, ``ls`` and ``show``.
 
 Results go to stdout, diagnostics to stderr; passwords in URLs are masked in everything printed.
 Exit codes are listed in :data:`EXIT_CODES` and in ``backtest-persist --help``.
@@ -237,6 +237,38 @@ def _cmd_check(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _cmd_ls(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    from persist_core.operate import inventory
+
+    rows = list(inventory(args.url, domains=args.domain))
+    if args.json:
+        json.dump([dataclasses.asdict(row) for row in rows], out, indent=2, ensure_ascii=False)
+        print(file=out)
+        return EXIT_OK
+    for row in rows:
+        context = " ".join(f"{name}={value}" for name, value in row.context.items()) or "(the whole domain)"
+        print(f"{row.domain:<12} {row.records:>9}  {context}", file=out)
+    domains = len({(row.url, row.domain) for row in rows})
+    total = sum(row.records for row in rows)
+    print(f"{total} records in {len(rows)} contexts of {domains} domains", file=out)
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    from persist_core.operate import context_records
+
+    records = [dataclasses.asdict(r) for r in context_records(args.domain, args.context, args.url, mode=args.mode)]
+    if args.json:
+        json.dump(records, out, indent=2, ensure_ascii=False)
+        print(file=out)
+    else:
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False), file=out)
+    if not records:
+        print(f"backtest-persist: no {args.domain} records in that context", file=err)
+    return EXIT_OK
+
+
 # -------------------------------------------------------------------------------------- parser
 
 
@@ -249,6 +281,8 @@ def _epilog() -> str:
         "  backtest-persist bench --quick --backend file      file backend rows next to their raw operations\n"
         "  backtest-persist check --url postgresql+psycopg://user:pw@127.0.0.1/db\n"
         "  backtest-persist migrate --url postgresql+psycopg://user:pw@127.0.0.1/db --sql\n"
+        "  backtest-persist ls --url file:./dump            stored contexts and record counts\n"
+        "  backtest-persist show signal symbol=BTC/USDT strategy_name=s exchange_name=binance\n"
         f"\nexit codes:\n{codes}\n"
         "\npasswords in URLs are printed as ***."
     )
@@ -332,6 +366,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--url", required=True, help="backend URL, e.g. file:./dump or mongodb://127.0.0.1/db")
     check.set_defaults(handler=_cmd_check, urls=("url",))
+
+    url_help = "backend URL (default: PERSIST_URL and the other PERSIST_* variables, else file:./dump)"
+    ls = commands.add_parser(
+        "ls",
+        help="list the stored contexts of every domain, with their record counts",
+        description="List every stored context of every domain (or of --domain ...), with its number of records "
+        "(soft-deleted ones included), reading only: no ownership is claimed.",
+    )
+    ls.add_argument("--url", help=url_help)
+    ls.add_argument("--domain", action="extend", nargs="+", metavar="NAME", help="only these domains")
+    ls.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    ls.set_defaults(handler=_cmd_ls, urls=("url",))
+
+    show = commands.add_parser(
+        "show",
+        help="print one context's records as JSON",
+        description="Print the records of one context of DOMAIN, e.g. `show signal symbol=BTC/USDT "
+        "strategy_name=s exchange_name=binance`, one JSON object per line (key, value, when, removed).",
+    )
+    show.add_argument("domain", metavar="DOMAIN", help="one of: " + ", ".join(DOMAINS))
+    show.add_argument("context", nargs="*", metavar="FIELD=VALUE", help="the context's fields (flags: true/false)")
+    show.add_argument("--url", help=url_help)
+    show.add_argument("--mode", default="live", choices=("live", "backtest"), help="whose storage (default: live)")
+    show.add_argument("--json", action="store_true", help="print one JSON array instead of one object per line")
+    show.set_defaults(handler=_cmd_show, urls=("url",))
     return parser
 
 
@@ -349,6 +408,8 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
         parser.print_help(err)
         return EXIT_USAGE
     urls = [u for u in (getattr(args, name, None) for name in args.urls) if isinstance(u, str)]
+    # URLs may come from the environment too (ls, show): their passwords are masked as well.
+    urls += [v for k, v in os.environ.items() if k.startswith(("PERSIST_", "CC_")) and "://" in v]
     safe_out, safe_err = _Scrubbed(out, urls), _Scrubbed(err, urls)
     try:
         return handler(args, safe_out, safe_err)

@@ -10,7 +10,7 @@ from persist_core import asetup, setup
 from persist_core.backend import Record
 from persist_core.backends.null import NullBackend
 from persist_core.domains import DOMAINS
-from persist_core.errors import ConfigurationError
+from persist_core.errors import ConfigurationError, InvalidValueError
 
 CONTEXT = {"symbol": "BTC/USDT", "strategy_name": "s", "exchange_name": "e"}
 CANDLE = {"open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 10.0}
@@ -54,7 +54,7 @@ def test_bad_input_is_still_refused() -> None:
     """A dry run must fail where the real run would: validation happens before the backend."""
     persist = setup("null://", env={})
     try:
-        with pytest.raises(Exception, match="NaN|nan"):
+        with pytest.raises(InvalidValueError, match=r"NaN|nan"):
             persist.live.signal(**CONTEXT).write({"price": float("nan")})
     finally:
         persist.close()
