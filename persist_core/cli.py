@@ -90,7 +90,9 @@ def _cmd_demo(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
 
     options = DemoOptions(url=args.url, seed=args.seed, keep=args.keep, reference_url=args.reference_url)
     code, lines = run_demo(options)
-    for line in lines[-1:] if args.quiet else lines:
+    if args.quiet:  # the verdict; with --keep also where the kept state is, or --keep would keep it unseen
+        lines = [line for line in lines[:-1] if args.keep and line.startswith("state:")] + lines[-1:]
+    for line in lines:
         print(line, file=out)
     return code
 
@@ -277,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", help="target backend (default: the file backend in a new temp folder)")
     demo.add_argument("--seed", type=int, default=1, help="market and kill moment; same seed, same run (default: 1)")
     demo.add_argument("--keep", action="store_true", help="keep the temp folder of the default target")
-    demo.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    demo.add_argument(
+        "--quiet", action="store_true", help="print only the verdict line (and, with --keep, where the state is)"
+    )
     demo.add_argument(
         "--reference-url",
         default="memory://",
