@@ -21,7 +21,7 @@ from persist_core import __version__
 from persist_core.config import resolve_redis_url
 from persist_core.domains import DOMAINS
 from persist_core.errors import ConfigurationError, PersistError
-from persist_core.registry import create_backend
+from persist_core.registry import SQL_DRIVERS, check_driver, create_backend, missing_driver
 from persist_core.urls import mask_url, scheme_of, secrets_of
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -37,9 +37,6 @@ EXIT_CODES = {
     EXIT_USAGE: "usage or configuration error (bad arguments, unknown URL scheme, missing extra)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
-
-#: URL schemes served by persist_sql, and the extra that installs each one's driver.
-SQL_EXTRAS = {"sqlite": "sql", "postgresql": "postgres", "postgres": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 
 
 # ------------------------------------------------------------------------------------- secrets
@@ -162,22 +159,18 @@ def _cmd_bench(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
 
 def _sql_admin(url: str) -> ModuleType:
     """``persist_sql.admin``, imported only when a SQL command runs."""
-    scheme = scheme_of(url)
+    check_driver(url)
     try:
         return importlib.import_module("persist_sql.admin")
     except ImportError as exc:
-        extra = SQL_EXTRAS.get(scheme, "sql")
-        raise ConfigurationError(
-            f"the {scheme!r} backend needs drivers that are not installed ({exc.name or exc}): "
-            f'pip install "backtest-persist[{extra}]"'
-        ) from exc
+        raise missing_driver(url, exc.name or str(exc)) from exc
 
 
 def _cmd_migrate(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
     scheme = scheme_of(args.url)
-    if scheme not in SQL_EXTRAS:
+    if scheme not in SQL_DRIVERS:
         raise ConfigurationError(
-            f"migrate applies to SQL URLs ({', '.join(sorted(SQL_EXTRAS))}); {mask_url(args.url)} has no schema "
+            f"migrate applies to SQL URLs ({', '.join(sorted(SQL_DRIVERS))}); {mask_url(args.url)} has no schema "
             "migrations"
         )
     text = _sql_admin(args.url).migrate(args.url, args.revision, sql=args.sql)
@@ -226,7 +219,7 @@ def _backend_checks(url: str) -> list[tuple[str, bool, str]]:
 
 def _cmd_check(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
     url = args.url
-    if scheme_of(url) in SQL_EXTRAS:
+    if scheme_of(url) in SQL_DRIVERS:
         checks: list[tuple[str, bool, str]] = list(_sql_admin(url).check(url))
     else:
         checks = _backend_checks(url)

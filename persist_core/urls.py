@@ -17,6 +17,7 @@ __all__ = [
     "check_keywords",
     "check_options",
     "describe_options",
+    "driver_of",
     "is_secret_option",
     "mask_url",
     "masks_driver_errors",
@@ -40,7 +41,8 @@ _T = TypeVar("_T")
 #    "secret", "token" or "credential", ends with "key", or is "authmechanismproperties" (it can carry an AWS
 #    session token): up to the next "&" or the end of the line. That covers password/pass/pwd, PyMySQL's
 #    passwd, libpq's sslpassword and pymongo's tlsCertificateKeyFilePassword; it also hides key file paths.
-_SCHEME_NAME = r"[a-zA-Z][a-zA-Z0-9+.\-]*"
+# "_" for SQLAlchemy driver names (postgresql+psycopg_async), which RFC 3986 schemes do not have.
+_SCHEME_NAME = r"[a-zA-Z][a-zA-Z0-9+._\-]*"
 _NEXT_URL = rf"[\s'\"(<\[,;=]{_SCHEME_NAME}://"
 _USERINFO_PASSWORD = re.compile(
     rf"(?P<head>{_SCHEME_NAME}://[^/@:?#\r\n]*:)(?P<pw>\*\*\*(?=@)|(?:(?!{_NEXT_URL})[^\r\n])*)(?P<at>@)"
@@ -183,6 +185,12 @@ def scheme_of(url: str) -> str:
     if match is None:
         raise ConfigurationError(f"not a backend URL (no scheme): {mask_url(url)!r}")
     return match.group(1).split("+", 1)[0].lower()
+
+
+def driver_of(url: str) -> str:
+    """The driver suffix of the URL scheme, lower case, or ``""``: ``postgresql+psycopg://`` -> ``psycopg``."""
+    scheme_of(url)
+    return url.partition(":")[0].partition("+")[2].lower()
 
 
 def path_of(url: str, default: str) -> str:
