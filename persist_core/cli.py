@@ -173,7 +173,7 @@ def _cmd_migrate(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> in
             f"migrate applies to SQL URLs ({', '.join(sorted(SQL_DRIVERS))}); {mask_url(args.url)} has no schema "
             "migrations"
         )
-    text = _sql_admin(args.url).migrate(args.url, args.revision, sql=args.sql)
+    text = _sql_admin(args.url).migrate(args.url, args.revision, sql=args.sql, downgrade=args.downgrade)
     if text:
         print(text, file=out)
     return EXIT_OK
@@ -312,10 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser(
         "migrate",
         help="bring a SQL database's schema to a revision (Alembic)",
-        description="Upgrade (or downgrade) the schema of a SQL backend. Needs the sql extra.",
+        description=(
+            "Upgrade the schema of a SQL backend to a revision, or downgrade it to an older one (base: no tables) "
+            "with --downgrade. Needs the sql extra."
+        ),
     )
     migrate.add_argument("--url", required=True, help="SQLAlchemy URL of the database")
-    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.add_argument(
+        "--revision", default="head", help="target revision: head (default), base, 0001, 0002, or -1 / +1"
+    )
+    migrate.add_argument(
+        "--downgrade",
+        action="store_true",
+        help="allow a revision older than the database's: drops the later revisions' tables and their records",
+    )
     migrate.add_argument("--sql", action="store_true", help="print the SQL instead of running it (offline mode)")
     migrate.set_defaults(handler=_cmd_migrate, urls=("url",))
 
