@@ -32,6 +32,7 @@ from persist_core.domains import DomainSpec
 from persist_core.guarded import AsyncOwnedBackend, OwnedBackend
 from persist_core.persist import Persist, SetupOptions, _Stores, build_persist
 from persist_core.registry import create_async_backend
+from persist_core.urls import UrlLike
 
 __all__ = ["AsyncModeStores", "AsyncPersist", "asetup"]
 
@@ -134,7 +135,7 @@ async def _in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
     return await loop.run_in_executor(shared_executor(), functools.partial(function, *args, **kwargs))
 
 
-async def asetup(url: str | None = None, **options: Unpack[SetupOptions]) -> AsyncPersist:
+async def asetup(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -> AsyncPersist:
     """The asyncio face of :func:`persist_core.setup`: same arguments, same routing, same errors.
 
     Opening the backends (connecting, checking schemas, sweeping folders) runs in the thread pool, so the

@@ -27,7 +27,7 @@ from persist_core.stores import (
     make_store,
     wall_clock_ms,
 )
-from persist_core.urls import mask_url, scheme_of
+from persist_core.urls import UrlLike, mask_url, scheme_of
 from persist_core.validation import DEFAULT_MAX_VALUE_BYTES
 
 __all__ = ["ModeStores", "Persist", "SetupOptions", "build_persist", "get_persist", "setup"]
@@ -304,9 +304,9 @@ _current_lock = threading.Lock()
 class SetupOptions(TypedDict, total=False):
     """The keyword arguments of :func:`setup` and :func:`~persist_core.asetup` (documented on ``setup``)."""
 
-    domains: Mapping[str, str] | None
-    live: Mapping[str, str] | None
-    backtest: Mapping[str, str] | None
+    domains: Mapping[str, UrlLike] | None
+    live: Mapping[str, UrlLike] | None
+    backtest: Mapping[str, UrlLike] | None
     redis_url: str | None
     options: Mapping[str, Mapping[str, Any]] | None
     clock: Clock | None
@@ -316,11 +316,12 @@ class SetupOptions(TypedDict, total=False):
     lease_seconds: float | None
 
 
-def setup(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
+def setup(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -> Persist:
     """Configure the persistence layer once at start-up and return it (also via :func:`get_persist`).
 
     Args:
-        url: the backend for every domain and mode, e.g. ``"postgresql+psycopg://user:pw@host/db"``.
+        url: the backend for every domain and mode, e.g. ``"postgresql+psycopg://user:pw@host/db"``; a
+            ``sqlalchemy.URL`` is taken too (here and in ``domains``/``live``/``backtest``).
         domains: per-domain URLs, e.g. ``{"candle": "mongodb://127.0.0.1/bot"}``.
         live: per-domain URLs for live mode only.
         backtest: per-domain URLs for backtest mode only.
@@ -352,7 +353,7 @@ def setup(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
     return persist
 
 
-def build_persist(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
+def build_persist(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -> Persist:
     """Build a :class:`Persist` as :func:`setup` does, without making it the current one (``asetup`` uses it)."""
     unknown = sorted(set(options) - set(SetupOptions.__annotations__))
     if unknown:  # **options accepts any name at run time; a typo must not pass silently

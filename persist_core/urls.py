@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 from persist_core.errors import ConfigurationError, PersistError
@@ -13,6 +13,8 @@ from persist_core.errors import ConfigurationError, PersistError
 __all__ = [
     "BOOLEAN_WORDS",
     "MaskedDriverError",
+    "RenderableUrl",
+    "UrlLike",
     "check_credentials",
     "check_keywords",
     "check_options",
@@ -27,6 +29,7 @@ __all__ = [
     "scheme_of",
     "scrub_chain",
     "secrets_of",
+    "url_text",
 ]
 
 _P = ParamSpec("_P")
@@ -177,6 +180,37 @@ def check_credentials(url: str) -> None:
             f"the user name or password in {mask_url(url)!r} holds a raw '@' or '/': percent-encode them "
             "(urllib.parse.quote(password, safe='')), or the URL is split at the wrong place"
         )
+
+
+class RenderableUrl(Protocol):
+    """A URL object that renders itself as text: ``sqlalchemy.URL``."""
+
+    def render_as_string(self, hide_password: bool = ...) -> str:
+        """The URL as text, with its password when ``hide_password`` is false."""
+        ...
+
+
+#: What ``setup()`` takes as a backend URL: text, or a ``sqlalchemy.URL``.
+UrlLike: TypeAlias = str | RenderableUrl
+
+
+def url_text(url: object, what: str) -> str:
+    """``url`` as text: a ``str`` as it is, a ``sqlalchemy.URL`` rendered with its password.
+
+    The rendered password stays inside the library, as a password written into a URL string does: every
+    message, log line and repr masks it (:func:`mask_url`).
+
+    Raises:
+        ConfigurationError: ``url`` is neither; the message names its type only, never its value.
+    """
+    if isinstance(url, str):
+        return url
+    render = getattr(url, "render_as_string", None)
+    if callable(render):
+        text = render(hide_password=False)
+        if isinstance(text, str):
+            return text
+    raise ConfigurationError(f"{what} must be a URL string or a sqlalchemy.URL, not {type(url).__name__}")
 
 
 def scheme_of(url: str) -> str:
