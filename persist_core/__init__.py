@@ -17,6 +17,7 @@ from persist_core.domains import DOMAINS, DomainSpec, Kind
 from persist_core.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
+    ClosedError,
     ConfigurationError,
     CorruptRecordError,
     InvalidKeyError,
@@ -44,6 +45,7 @@ __all__ = [
     "BucketStore",
     "CandleStore",
     "Capabilities",
+    "ClosedError",
     "CollectionStore",
     "ConfigurationError",
     "CorruptRecordError",

@@ -1,6 +1,7 @@
-"""The live face of a backend: every write first makes sure this process owns the storage.
+"""A facade's view of a backend: refused once the facade is closed; live writes first make sure of ownership.
 
-:class:`OwnedBackend` wraps a backend for the live stores of a :class:`~persist_core.persist.Persist`
+:class:`OpenBackend` wraps a backend for the stores of a :class:`~persist_core.persist.Persist`, so that they
+refuse every call once the facade is closed; :class:`OwnedBackend` also claims ownership for its live stores
 (:class:`AsyncOwnedBackend` a native asyncio backend for those of an ``AsyncPersist``);
 backtest stores use the bare backend and take no ownership (CONTRACTS.md 3.7). One :class:`Owner` serves
 every facade of a process on the same storage, so two ``setup()`` calls in one bot do not refuse each other.
@@ -16,9 +17,18 @@ from persist_core.async_backend import AsyncBackend, shared_executor
 from persist_core.backend import Backend, ItemKey, Key, Record
 from persist_core.config import storage_identity
 from persist_core.domains import DomainSpec
+from persist_core.errors import ClosedError
 from persist_core.ownership import DEFAULT_LEASE_SECONDS, LeaseLog, Owner
 
-__all__ = ["AsyncOwnedBackend", "OwnedBackend", "acquire_owner", "release_owner"]
+__all__ = [
+    "ALWAYS_OPEN",
+    "AsyncOwnedBackend",
+    "Lifecycle",
+    "OpenBackend",
+    "OwnedBackend",
+    "acquire_owner",
+    "release_owner",
+]
 
 _owners: dict[tuple[str, ...], tuple[Owner, list[Backend]]] = {}
 _owners_lock = threading.Lock()
@@ -56,14 +66,43 @@ def release_owner(backend: Backend) -> None:
     owner.release()
 
 
-class OwnedBackend(Backend):
-    """``inner`` with :meth:`Owner.ensure` before every write; reads pass straight through."""
+class Lifecycle:
+    """Whether a facade is still open; the :class:`OpenBackend` guards of its stores read it on every call.
 
-    def __init__(self, inner: Backend, owner: Owner) -> None:
+    Attributes:
+        closed: why the facade was closed (the :class:`ClosedError` message), ``None`` while it is open.
+    """
+
+    __slots__ = ("closed",)
+
+    def __init__(self) -> None:
+        self.closed: str | None = None
+
+    def check(self) -> None:
+        """Raise :class:`ClosedError` once the facade is closed."""
+        if self.closed is not None:
+            raise ClosedError(self.closed)
+
+
+#: The lifecycle of a backend that belongs to no facade: always open.
+ALWAYS_OPEN = Lifecycle()
+
+
+class OpenBackend(Backend):
+    """``inner`` as a facade's stores see it: every call first checks that the facade is still open.
+
+    A closed backend would otherwise reopen on the next call (its files, a new connection) and write behind
+    the back of the facade that replaced it (docs/decisions.md).
+    """
+
+    def __init__(self, inner: Backend, lifecycle: Lifecycle = ALWAYS_OPEN) -> None:
         self.inner = inner
-        self.owner = owner
+        self.lifecycle = lifecycle
         self.url = inner.url
         self.capabilities = inner.capabilities  # type: ignore[misc]
+
+    def _before_write(self) -> None:
+        self.lifecycle.check()
 
     # docstrings inherited from Backend
 
@@ -74,36 +113,54 @@ class OwnedBackend(Backend):
         self.inner.close()
 
     def get(self, domain: DomainSpec, key: Key) -> Record | None:
+        self.lifecycle.check()
         return self.inner.get(domain, key)
 
     def scan(
         self, domain: DomainSpec, context: Key, start: ItemKey | None = None, stop: ItemKey | None = None
     ) -> list[tuple[ItemKey, Record]]:
+        self.lifecycle.check()
         return self.inner.scan(domain, context, start, stop)
 
     def read_window(
         self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
     ) -> list[tuple[ItemKey, Record]]:
+        self.lifecycle.check()
         return self.inner.read_window(domain, context, start, stop, step)
 
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
-        self.owner.ensure()
+        self._before_write()
         self.inner.put(domain, key, record)
 
     def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
-        self.owner.ensure()
+        self._before_write()
         self.inner.put_many(domain, items)
 
     def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
-        self.owner.ensure()
+        self._before_write()
         return self.inner.insert_many(domain, items)
 
     def mark_removed(self, domain: DomainSpec, key: Key) -> None:
-        self.owner.ensure()
+        self._before_write()
         self.inner.mark_removed(domain, key)
 
     def lease_log(self) -> LeaseLog:
         return self.inner.lease_log()
+
+    def __repr__(self) -> str:
+        return f"<open {self.inner!r}>"
+
+
+class OwnedBackend(OpenBackend):
+    """``inner`` with :meth:`Owner.ensure` before every write (and the facade's open check before every call)."""
+
+    def __init__(self, inner: Backend, owner: Owner, lifecycle: Lifecycle = ALWAYS_OPEN) -> None:
+        super().__init__(inner, lifecycle)
+        self.owner = owner
+
+    def _before_write(self) -> None:
+        self.lifecycle.check()
+        self.owner.ensure()
 
     def __repr__(self) -> str:
         return f"<owned {self.inner!r}>"

@@ -10,10 +10,17 @@ from types import TracebackType
 from typing import Any, Generic, TypedDict, TypeVar, Unpack, cast
 
 from persist_core.backend import Backend
-from persist_core.config import MODES, resolve_redis_url, resolve_routes, share_modes_from
+from persist_core.config import (
+    DEFAULT_URL,
+    MODES,
+    resolve_redis_url,
+    resolve_routes,
+    share_modes_from,
+    storage_identity,
+)
 from persist_core.domains import DOMAINS, DomainSpec, domain
 from persist_core.errors import ConfigurationError
-from persist_core.guarded import OwnedBackend, acquire_owner, release_owner
+from persist_core.guarded import Lifecycle, OpenBackend, OwnedBackend, acquire_owner, release_owner
 from persist_core.ownership import DEFAULT_LEASE_SECONDS
 from persist_core.registry import create_backend
 from persist_core.stores import (
@@ -181,6 +188,9 @@ class Persist:
         self._max_bytes = max_value_bytes
         self._backends: dict[str, Backend] = {}
         self._owned: dict[str, OwnedBackend] = {}
+        self._lifecycle = Lifecycle()
+        #: What the stores write through: the backend behind the facade's open check (live: also ownership).
+        self._guarded: dict[tuple[str, str], OpenBackend] = {}
         options = options or {}
         self._options = {scheme: dict(opts) for scheme, opts in options.items()}
         try:
@@ -196,6 +206,9 @@ class Persist:
             for backend in self._backends.values():
                 backend.open()
             self._guard_live_backends(lease_seconds)
+            for url, backend in self._backends.items():
+                self._guarded[("backtest", url)] = OpenBackend(backend, self._lifecycle)
+                self._guarded[("live", url)] = self._owned.get(url) or self._guarded[("backtest", url)]
         except BaseException:
             self.close()
             raise
@@ -212,7 +225,7 @@ class Persist:
         for url, names in live.items():
             backend = self._backends[url]
             if backend.capabilities.ownership:
-                self._owned[url] = OwnedBackend(backend, acquire_owner(backend, lease_seconds))
+                self._owned[url] = OwnedBackend(backend, acquire_owner(backend, lease_seconds), self._lifecycle)
             elif backend.capabilities.shared_between_processes and not all(DOMAINS[n].first_write_wins for n in names):
                 # Append-only domains (a jsonl log) cannot lose a write to a second process; others can.
                 log.warning(
@@ -221,8 +234,14 @@ class Persist:
                     ", ".join(n for n in names if not DOMAINS[n].first_write_wins),
                 )
 
+    @property
+    def closed(self) -> bool:
+        """Whether this facade was closed (by :meth:`close` or by a later :func:`setup` that replaced it)."""
+        return self._lifecycle.closed is not None
+
     def mode(self, mode: str) -> ModeStores:
         """The stores of ``mode`` (``"live"`` or ``"backtest"``)."""
+        self._lifecycle.check()
         if mode == "live":
             return self.live
         if mode == "backtest":
@@ -230,7 +249,8 @@ class Persist:
         raise ConfigurationError(f"unknown mode {mode!r}; the modes are: {', '.join(MODES)}")
 
     def backend(self, mode: str, domain_name: str) -> Backend:
-        """The backend that serves ``domain_name`` in ``mode`` (bare: its writes take no ownership)."""
+        """The backend that serves ``domain_name`` in ``mode`` (bare: its writes take no ownership, and it
+        reopens if used after the facade is closed; stores refuse that)."""
         self.mode(mode)
         domain(domain_name)
         return self._backends[self._routes[(mode, domain_name)]]
@@ -250,16 +270,17 @@ class Persist:
         return self._max_bytes
 
     def store_backend(self, mode: str, domain_name: str) -> Backend:
-        """The backend the stores of ``domain_name`` in ``mode`` write through (live: the ownership guard)."""
-        url = self._routes[(mode, domain_name)]
-        backend: Backend = self._backends[url]
-        return self._owned.get(url, backend) if mode == "live" else backend
+        """The backend the stores of ``domain_name`` in ``mode`` write through: refused once this facade is
+        closed (:class:`~persist_core.errors.ClosedError`); live, it also claims ownership before a write."""
+        self._lifecycle.check()
+        return self._guarded[(mode, self._routes[(mode, domain_name)])]
 
     def route(self, mode: str, domain_name: str) -> tuple[str, dict[str, Any]]:
         """The URL and backend options serving ``domain_name`` in ``mode``, to build another face of that backend.
 
         The URL keeps its password: never print it (:meth:`routes` masks it).
         """
+        self._lifecycle.check()
         url = self._routes[(mode, domain_name)]
         return url, dict(self._options.get(scheme_of(url), {}))
 
@@ -268,7 +289,9 @@ class Persist:
 
         Raises:
             OwnershipError: another live process owns one of the live backends' storage.
+            ClosedError: this facade is closed.
         """
+        self._lifecycle.check()
         for owned in self._owned.values():
             owned.owner.ensure()
 
@@ -278,7 +301,13 @@ class Persist:
         )
 
     def close(self) -> None:
-        """Release ownership and close every backend. Idempotent."""
+        """Release ownership and close every backend. Idempotent.
+
+        From then on the facade and every store it handed out raise
+        :class:`~persist_core.errors.ClosedError` instead of reopening the storage.
+        """
+        if self._lifecycle.closed is None:
+            self._lifecycle.closed = "this Persist is closed (close() or the end of its with block): call setup() again"
         owned, self._owned = self._owned, {}
         for guarded in owned.values():
             release_owner(guarded.inner)
@@ -336,8 +365,14 @@ def setup(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -> Persis
         lease_seconds: how long a live owner's lease lasts without renewal: a crashed owner on another host
             is replaced after this long (on the same host at once).
 
-    With no arguments and no ``PERSIST_*`` variables, every domain uses the file backend under ``./dump``.
-    Every backend is opened (and checked) before this returns; a previous setup is closed.
+    With no arguments and no ``PERSIST_*`` variables, every domain uses the file backend under ``./dump`` of
+    the working directory; the resolved location of every backend is logged at INFO (logger ``persist``).
+    Pin it with ``PERSIST_URL`` or ``url`` (``file:/srv/bot/state``) so a restart from another folder finds it.
+
+    Every backend is opened (and checked) before this returns. The facade returned by a previous
+    ``setup()`` is then closed (logged at INFO): it and every store it handed out raise
+    :class:`~persist_core.errors.ClosedError` from then on, rather than reopen the storage. Keep the facade
+    this returns, or ask :func:`get_persist` for the current one.
 
     Raises:
         ConfigurationError: unknown domain, mode or URL scheme, a backend whose extra is not installed, or a
@@ -348,7 +383,12 @@ def setup(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -> Persis
     persist = build_persist(url, **options)
     with _current_lock:
         previous, _current = _current, persist
-    if previous is not None:
+    if previous is not None and not previous.closed:
+        log.info("setup() replaces the previous Persist facade: closing it; its stores now raise ClosedError")
+        previous._lifecycle.closed = (
+            "this Persist was replaced by a later setup() and closed: use the facade that setup() returned "
+            "(or get_persist())"
+        )
         previous.close()
     return persist
 
@@ -370,13 +410,29 @@ def build_persist(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -
         redis_url = resolve_redis_url(options.get("redis_url"), environ)
         merged.setdefault("mongodb", {}).setdefault("redis_url", redis_url)
     lease_seconds = options.get("lease_seconds")
-    return Persist(
+    persist = Persist(
         routes,
         options=merged,
         clock=options.get("clock") or wall_clock_ms,
         max_value_bytes=options.get("max_value_bytes", DEFAULT_MAX_VALUE_BYTES),
         lease_seconds=DEFAULT_LEASE_SECONDS if lease_seconds is None else lease_seconds,
     )
+    _log_locations(routes)
+    return persist
+
+
+def _log_locations(routes: Mapping[tuple[str, str], str]) -> None:
+    """Log where each storage is, resolved: a relative ``./dump`` depends on the working directory."""
+    served: dict[str, dict[str, int]] = {}
+    for (mode, _), url in sorted(routes.items()):
+        counts = served.setdefault(url, {})
+        counts[mode] = counts.get(mode, 0) + 1
+    for url, counts in served.items():
+        kind, *where = storage_identity(url)
+        location = f"{scheme_of(url)} backend at {where[0]}" if kind == "path" else mask_url(url)
+        modes = " and ".join(f"{mode} ({n} domains)" for mode, n in sorted(counts.items(), reverse=True))
+        pin = " (the default: pin it with PERSIST_URL or setup(url=...))" if url == DEFAULT_URL else ""
+        log.info("%s state: %s%s", modes, location, pin)
 
 
 def get_persist() -> Persist:
