@@ -368,3 +368,7 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
     except KeyboardInterrupt:
         print("backtest-persist: interrupted", file=safe_err)
         return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # python -m persist_core.cli, the same as the backtest-persist command
+    sys.exit(main())

@@ -43,6 +43,28 @@ def _base_python() -> str:
     return str(Path(sysconfig.get_config_var("BINDIR") or Path(sys.executable).parent) / "python3")
 
 
+def test_the_readme_names_the_commands_tested_here() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Two commands", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    assert [line.split("#")[0].strip() for line in block.strip().splitlines()] == [
+        "bash scripts/demo.sh",  # run below from a clean virtual environment
+        "bash scripts/test.sh",  # what CI runs (.ci/run)
+    ]
+    assert "exec bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_the_cli_module_runs_as_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "persist_core.cli", "--version"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, f"backtest-persist {persist_core.__version__}")
+
+
 @pytest.mark.slow
 def test_the_readme_demo_command_works_from_a_clean_virtual_environment(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
