@@ -22,6 +22,7 @@ from persist_core.ownership import DEFAULT_LEASE_SECONDS, LeaseLog, Owner
 
 __all__ = [
     "ALWAYS_OPEN",
+    "AsyncOpenBackend",
     "AsyncOwnedBackend",
     "Lifecycle",
     "OpenBackend",
@@ -82,6 +83,11 @@ class Lifecycle:
         """Raise :class:`ClosedError` once the facade is closed."""
         if self.closed is not None:
             raise ClosedError(self.closed)
+
+    def close(self, reason: str) -> None:
+        """Mark the facade closed with ``reason``, unless it already is (the first reason stays)."""
+        if self.closed is None:
+            self.closed = reason
 
 
 #: The lifecycle of a backend that belongs to no facade: always open.
@@ -166,23 +172,18 @@ class OwnedBackend(OpenBackend):
         return f"<owned {self.inner!r}>"
 
 
-class AsyncOwnedBackend(AsyncBackend):
-    """A native asyncio backend with the ownership check of :class:`OwnedBackend` before every write.
+class AsyncOpenBackend(AsyncBackend):
+    """A native asyncio backend as a facade's stores see it: every call first checks that the facade is open
+    (see :class:`OpenBackend`)."""
 
-    While the lease is fresh the check is :meth:`Owner.is_fresh`, a clock read on the event loop; only a
-    first claim, a lapsed lease or a lost one runs :meth:`Owner.ensure` (which reads and writes the lease
-    log, blocking) in the thread pool. Reads pass straight through.
-    """
-
-    def __init__(self, inner: AsyncBackend, owner: Owner) -> None:
+    def __init__(self, inner: AsyncBackend, lifecycle: Lifecycle = ALWAYS_OPEN) -> None:
         self.inner = inner
-        self.owner = owner
+        self.lifecycle = lifecycle
         self.url = inner.url
         self.capabilities = inner.capabilities  # type: ignore[misc]
 
-    async def _ensure(self) -> None:
-        if not self.owner.is_fresh():
-            await asyncio.get_running_loop().run_in_executor(shared_executor(), self.owner.ensure)
+    async def _before_write(self) -> None:
+        self.lifecycle.check()
 
     # docstrings inherited from AsyncBackend
 
@@ -193,36 +194,60 @@ class AsyncOwnedBackend(AsyncBackend):
         await self.inner.close()
 
     async def get(self, domain: DomainSpec, key: Key) -> Record | None:
+        self.lifecycle.check()
         return await self.inner.get(domain, key)
 
     async def scan(
         self, domain: DomainSpec, context: Key, start: ItemKey | None = None, stop: ItemKey | None = None
     ) -> list[tuple[ItemKey, Record]]:
+        self.lifecycle.check()
         return await self.inner.scan(domain, context, start, stop)
 
     async def read_window(
         self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
     ) -> list[tuple[ItemKey, Record]]:
+        self.lifecycle.check()
         return await self.inner.read_window(domain, context, start, stop, step)
 
     async def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
-        await self._ensure()
+        await self._before_write()
         await self.inner.put(domain, key, record)
 
     async def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
-        await self._ensure()
+        await self._before_write()
         await self.inner.put_many(domain, items)
 
     async def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
-        await self._ensure()
+        await self._before_write()
         return await self.inner.insert_many(domain, items)
 
     async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
-        await self._ensure()
+        await self._before_write()
         await self.inner.mark_removed(domain, key)
 
     def lease_log(self) -> LeaseLog:
         return self.inner.lease_log()
+
+    def __repr__(self) -> str:
+        return f"<open {self.inner!r}>"
+
+
+class AsyncOwnedBackend(AsyncOpenBackend):
+    """A native asyncio backend with the ownership check of :class:`OwnedBackend` before every write.
+
+    While the lease is fresh the check is :meth:`Owner.is_fresh`, a clock read on the event loop; only a
+    first claim, a lapsed lease or a lost one runs :meth:`Owner.ensure` (which reads and writes the lease
+    log, blocking) in the thread pool. Reads pass straight through.
+    """
+
+    def __init__(self, inner: AsyncBackend, owner: Owner, lifecycle: Lifecycle = ALWAYS_OPEN) -> None:
+        super().__init__(inner, lifecycle)
+        self.owner = owner
+
+    async def _before_write(self) -> None:
+        self.lifecycle.check()
+        if not self.owner.is_fresh():
+            await asyncio.get_running_loop().run_in_executor(shared_executor(), self.owner.ensure)
 
     def __repr__(self) -> str:
         return f"<owned {self.inner!r}>"

@@ -235,6 +235,11 @@ class Persist:
                 )
 
     @property
+    def lifecycle(self) -> Lifecycle:
+        """Whether this facade is open, for the faces built on it (``AsyncPersist``): they check it too."""
+        return self._lifecycle
+
+    @property
     def closed(self) -> bool:
         """Whether this facade was closed (by :meth:`close` or by a later :func:`setup` that replaced it)."""
         return self._lifecycle.closed is not None
@@ -306,8 +311,7 @@ class Persist:
         From then on the facade and every store it handed out raise
         :class:`~persist_core.errors.ClosedError` instead of reopening the storage.
         """
-        if self._lifecycle.closed is None:
-            self._lifecycle.closed = "this Persist is closed (close() or the end of its with block): call setup() again"
+        self._lifecycle.close("this Persist is closed (close() or the end of its with block): call setup() again")
         owned, self._owned = self._owned, {}
         for guarded in owned.values():
             release_owner(guarded.inner)
@@ -385,7 +389,7 @@ def setup(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -> Persis
         previous, _current = _current, persist
     if previous is not None and not previous.closed:
         log.info("setup() replaces the previous Persist facade: closing it; its stores now raise ClosedError")
-        previous._lifecycle.closed = (
+        previous.lifecycle.close(
             "this Persist was replaced by a later setup() and closed: use the facade that setup() returned "
             "(or get_persist())"
         )

@@ -3,13 +3,15 @@ rather than reopen the storage; setup() logs the resolved location of every back
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from persist_core import ClosedError, Persist, get_persist, setup
+from persist_core import ClosedError, Persist, asetup, get_persist, setup
 from tests.sql import servers
 
 CONTEXT = {"symbol": "BTC/USDT", "strategy_name": "s", "exchange_name": "e"}
@@ -98,3 +100,29 @@ def test_setup_logs_relative_paths_resolved_and_server_urls_masked(
     assert "live (1 domains) and backtest (1 domains) state: postgresql" in caplog.text
     assert password not in caplog.text
     assert "pin it" not in caplog.text
+
+
+@pytest.fixture(params=["file", "postgresql"])
+def own_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A storage of this test alone: a live write claims ownership of it."""
+    if request.param == "file":
+        yield f"file:{tmp_path}/dump"
+        return
+    with servers.scratch_database(servers.server_url(servers.POSTGRES)) as url:
+        yield url
+
+
+def test_a_closed_async_facade_refuses_its_stores(own_storage: str) -> None:
+    url, target = own_storage, own_storage.partition(":")[0]
+
+    async def scenario() -> None:
+        async with await asetup(url, env={}) as persist:
+            live = persist.live.signal(**{**CONTEXT, "symbol": f"LC-{target}"})
+            backtest = persist.backtest.memory(**BUCKET)  # native on PostgreSQL, the thread pool on files
+            await live.write({"n": 1})
+            await backtest.write("m1", {"n": 1})
+        for call in (lambda: live.write({"n": 2}), live.read, lambda: backtest.write("m2", {}), backtest.keys):
+            with pytest.raises(ClosedError, match="this AsyncPersist is closed"):
+                await call()
+
+    asyncio.run(scenario())
