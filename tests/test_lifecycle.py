@@ -105,10 +105,7 @@ def test_setup_logs_relative_paths_resolved_and_server_urls_masked(
 @pytest.fixture(params=["file", "postgresql"])
 def own_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A storage of this test alone: a live write claims ownership of it."""
-    if request.param == "file":
-        yield f"file:{tmp_path}/dump"
-        return
-    with servers.scratch_database(servers.server_url(servers.POSTGRES)) as url:
+    with servers.own_storage(request.param, tmp_path) as url:
         yield url
 
 

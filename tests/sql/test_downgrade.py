@@ -21,11 +21,8 @@ TABLES = {spec.table_name for spec in DOMAINS.values()}
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state.db'}"
-        return
-    with servers.scratch_database(servers.server_url(servers.POSTGRES)) as scratch:
-        yield scratch
+    with servers.own_storage(request.param, tmp_path) as own:
+        yield own
 
 
 def migrate(*argv: str) -> tuple[int, str, str]:
