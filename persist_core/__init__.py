@@ -20,6 +20,7 @@ from persist_core.domains import DOMAINS, CandleInterval, DomainSpec, Kind
 from persist_core.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
+    ClosedError,
     ConfigurationError,
     CorruptRecordError,
     InvalidKeyError,
@@ -60,6 +61,7 @@ __all__ = [
     "CandleInterval",
     "CandleStore",
     "Capabilities",
+    "ClosedError",
     "CollectionStore",
     "ConfigurationError",
     "CorruptRecordError",

@@ -31,9 +31,10 @@ from persist_core.async_stores import (
 )
 from persist_core.backend import Backend
 from persist_core.domains import DomainSpec
-from persist_core.guarded import AsyncOwnedBackend, OwnedBackend
+from persist_core.guarded import AsyncOpenBackend, AsyncOwnedBackend, OwnedBackend
 from persist_core.persist import Persist, SetupOptions, _Stores, build_persist
 from persist_core.registry import create_async_backend
+from persist_core.urls import UrlLike
 
 __all__ = ["AsyncModeStores", "AsyncPersist", "asetup"]
 
@@ -89,11 +90,11 @@ class AsyncPersist:
         face = self._faces.get(id(backend))
         if face is None:
             if native is None:
-                face = ThreadedAsyncBackend(backend)
+                face = ThreadedAsyncBackend(backend)  # through the sync guard: the open check, ownership
             elif isinstance(backend, OwnedBackend):
-                face = AsyncOwnedBackend(native, backend.owner)
+                face = AsyncOwnedBackend(native, backend.owner, backend.lifecycle)
             else:
-                face = native
+                face = AsyncOpenBackend(native, self._persist.lifecycle)
             face = self._faces.setdefault(id(backend), face)
         return face
 
@@ -121,6 +122,8 @@ class AsyncPersist:
     async def close(self) -> None:
         """Close the native asyncio backends, then release ownership and close every backend (in the thread
         pool). Idempotent."""
+        # Closed before anything is released: a store call from now on would reopen what is being closed.
+        self._persist.lifecycle.close("this AsyncPersist is closed (close() or the end of its async with block)")
         natives = [native for native in self._natives.values() if native is not None]
         self._natives.clear()
         self._faces.clear()
@@ -144,7 +147,7 @@ async def _in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
     return await loop.run_in_executor(shared_executor(), functools.partial(function, *args, **kwargs))
 
 
-async def asetup(url: str | None = None, **options: Unpack[SetupOptions]) -> AsyncPersist:
+async def asetup(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -> AsyncPersist:
     """The asyncio face of :func:`persist_core.setup`: same arguments, same routing, same errors.
 
     Opening the backends (connecting, checking schemas, sweeping folders) runs in the thread pool, so the

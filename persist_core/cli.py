@@ -21,7 +21,7 @@ from persist_core import __version__
 from persist_core.config import resolve_redis_url
 from persist_core.domains import DOMAINS
 from persist_core.errors import ConfigurationError, PersistError
-from persist_core.registry import create_backend
+from persist_core.registry import SQL_DRIVERS, check_driver, create_backend, missing_driver
 from persist_core.urls import mask_url, scheme_of, secrets_of
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -37,9 +37,6 @@ EXIT_CODES = {
     EXIT_USAGE: "usage or configuration error (bad arguments, unknown URL scheme, missing extra)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
-
-#: URL schemes served by persist_sql, and the extra that installs each one's driver.
-SQL_EXTRAS = {"sqlite": "sql", "postgresql": "postgres", "postgres": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 
 
 # ------------------------------------------------------------------------------------- secrets
@@ -90,7 +87,9 @@ def _cmd_demo(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
 
     options = DemoOptions(url=args.url, seed=args.seed, keep=args.keep, reference_url=args.reference_url)
     code, lines = run_demo(options)
-    for line in lines[-1:] if args.quiet else lines:
+    if args.quiet:  # the verdict; with --keep also where the kept state is, or --keep would keep it unseen
+        lines = [line for line in lines[:-1] if args.keep and line.startswith("state:")] + lines[-1:]
+    for line in lines:
         print(line, file=out)
     return code
 
@@ -160,25 +159,21 @@ def _cmd_bench(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
 
 def _sql_admin(url: str) -> ModuleType:
     """``persist_sql.admin``, imported only when a SQL command runs."""
-    scheme = scheme_of(url)
+    check_driver(url)
     try:
         return importlib.import_module("persist_sql.admin")
     except ImportError as exc:
-        extra = SQL_EXTRAS.get(scheme, "sql")
-        raise ConfigurationError(
-            f"the {scheme!r} backend needs drivers that are not installed ({exc.name or exc}): "
-            f'pip install "backtest-persist[{extra}]"'
-        ) from exc
+        raise missing_driver(url, exc.name or str(exc)) from exc
 
 
 def _cmd_migrate(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
     scheme = scheme_of(args.url)
-    if scheme not in SQL_EXTRAS:
+    if scheme not in SQL_DRIVERS:
         raise ConfigurationError(
-            f"migrate applies to SQL URLs ({', '.join(sorted(SQL_EXTRAS))}); {mask_url(args.url)} has no schema "
+            f"migrate applies to SQL URLs ({', '.join(sorted(SQL_DRIVERS))}); {mask_url(args.url)} has no schema "
             "migrations"
         )
-    text = _sql_admin(args.url).migrate(args.url, args.revision, sql=args.sql)
+    text = _sql_admin(args.url).migrate(args.url, args.revision, sql=args.sql, downgrade=args.downgrade)
     if text:
         print(text, file=out)
     return EXIT_OK
@@ -224,7 +219,7 @@ def _backend_checks(url: str) -> list[tuple[str, bool, str]]:
 
 def _cmd_check(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
     url = args.url
-    if scheme_of(url) in SQL_EXTRAS:
+    if scheme_of(url) in SQL_DRIVERS:
         checks: list[tuple[str, bool, str]] = list(_sql_admin(url).check(url))
     else:
         checks = _backend_checks(url)
@@ -311,7 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", help="target backend (default: the file backend in a new temp folder)")
     demo.add_argument("--seed", type=int, default=1, help="market and kill moment; same seed, same run (default: 1)")
     demo.add_argument("--keep", action="store_true", help="keep the temp folder of the default target")
-    demo.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    demo.add_argument(
+        "--quiet", action="store_true", help="print only the verdict line (and, with --keep, where the state is)"
+    )
     demo.add_argument(
         "--reference-url",
         default="memory://",
@@ -349,10 +346,20 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser(
         "migrate",
         help="bring a SQL database's schema to a revision (Alembic)",
-        description="Upgrade (or downgrade) the schema of a SQL backend. Needs the sql extra.",
+        description=(
+            "Upgrade the schema of a SQL backend to a revision, or downgrade it to an older one (base: no tables) "
+            "with --downgrade. Needs the sql extra."
+        ),
     )
     migrate.add_argument("--url", required=True, help="SQLAlchemy URL of the database")
-    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.add_argument(
+        "--revision", default="head", help="target revision: head (default), base, 0001, 0002, or -1 / +1"
+    )
+    migrate.add_argument(
+        "--downgrade",
+        action="store_true",
+        help="allow a revision older than the database's: drops the later revisions' tables and their records",
+    )
     migrate.add_argument("--sql", action="store_true", help="print the SQL instead of running it (offline mode)")
     migrate.set_defaults(handler=_cmd_migrate, urls=("url",))
 
@@ -422,3 +429,7 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
     except KeyboardInterrupt:
         print("backtest-persist: interrupted", file=safe_err)
         return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # python -m persist_core.cli, the same as the backtest-persist command
+    sys.exit(main())

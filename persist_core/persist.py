@@ -10,10 +10,17 @@ from types import TracebackType
 from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast, overload
 
 from persist_core.backend import Backend
-from persist_core.config import MODES, resolve_redis_url, resolve_routes, share_modes_from
+from persist_core.config import (
+    DEFAULT_URL,
+    MODES,
+    resolve_redis_url,
+    resolve_routes,
+    share_modes_from,
+    storage_identity,
+)
 from persist_core.domains import DOMAINS, CandleInterval, DomainSpec, domain
 from persist_core.errors import ConfigurationError
-from persist_core.guarded import OwnedBackend, acquire_owner, release_owner
+from persist_core.guarded import Lifecycle, OpenBackend, OwnedBackend, acquire_owner, release_owner
 from persist_core.ownership import DEFAULT_LEASE_SECONDS
 from persist_core.registry import create_backend
 from persist_core.stores import (
@@ -29,7 +36,7 @@ from persist_core.stores import (
     make_store,
     wall_clock_ms,
 )
-from persist_core.urls import mask_url, scheme_of
+from persist_core.urls import UrlLike, mask_url, scheme_of
 from persist_core.validation import DEFAULT_MAX_VALUE_BYTES
 
 __all__ = ["ModeStores", "Persist", "SetupOptions", "build_persist", "get_persist", "setup"]
@@ -224,6 +231,9 @@ class Persist:
         self._max_bytes = max_value_bytes
         self._backends: dict[str, Backend] = {}
         self._owned: dict[str, OwnedBackend] = {}
+        self._lifecycle = Lifecycle()
+        #: What the stores write through: the backend behind the facade's open check (live: also ownership).
+        self._guarded: dict[tuple[str, str], OpenBackend] = {}
         options = options or {}
         self._options = {scheme: dict(opts) for scheme, opts in options.items()}
         try:
@@ -239,6 +249,9 @@ class Persist:
             for backend in self._backends.values():
                 backend.open()
             self._guard_live_backends(lease_seconds)
+            for url, backend in self._backends.items():
+                self._guarded[("backtest", url)] = OpenBackend(backend, self._lifecycle)
+                self._guarded[("live", url)] = self._owned.get(url) or self._guarded[("backtest", url)]
         except BaseException:
             self.close()
             raise
@@ -255,7 +268,7 @@ class Persist:
         for url, names in live.items():
             backend = self._backends[url]
             if backend.capabilities.ownership:
-                self._owned[url] = OwnedBackend(backend, acquire_owner(backend, lease_seconds))
+                self._owned[url] = OwnedBackend(backend, acquire_owner(backend, lease_seconds), self._lifecycle)
             elif backend.capabilities.shared_between_processes and not all(DOMAINS[n].first_write_wins for n in names):
                 # Append-only domains (a jsonl log) cannot lose a write to a second process; others can.
                 log.warning(
@@ -264,8 +277,19 @@ class Persist:
                     ", ".join(n for n in names if not DOMAINS[n].first_write_wins),
                 )
 
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """Whether this facade is open, for the faces built on it (``AsyncPersist``): they check it too."""
+        return self._lifecycle
+
+    @property
+    def closed(self) -> bool:
+        """Whether this facade was closed (by :meth:`close` or by a later :func:`setup` that replaced it)."""
+        return self._lifecycle.closed is not None
+
     def mode(self, mode: str) -> ModeStores:
         """The stores of ``mode`` (``"live"`` or ``"backtest"``)."""
+        self._lifecycle.check()
         if mode == "live":
             return self.live
         if mode == "backtest":
@@ -273,7 +297,8 @@ class Persist:
         raise ConfigurationError(f"unknown mode {mode!r}; the modes are: {', '.join(MODES)}")
 
     def backend(self, mode: str, domain_name: str) -> Backend:
-        """The backend that serves ``domain_name`` in ``mode`` (bare: its writes take no ownership)."""
+        """The backend that serves ``domain_name`` in ``mode`` (bare: its writes take no ownership, and it
+        reopens if used after the facade is closed; stores refuse that)."""
         self.mode(mode)
         domain(domain_name)
         return self._backends[self._routes[(mode, domain_name)]]
@@ -293,16 +318,17 @@ class Persist:
         return self._max_bytes
 
     def store_backend(self, mode: str, domain_name: str) -> Backend:
-        """The backend the stores of ``domain_name`` in ``mode`` write through (live: the ownership guard)."""
-        url = self._routes[(mode, domain_name)]
-        backend: Backend = self._backends[url]
-        return self._owned.get(url, backend) if mode == "live" else backend
+        """The backend the stores of ``domain_name`` in ``mode`` write through: refused once this facade is
+        closed (:class:`~persist_core.errors.ClosedError`); live, it also claims ownership before a write."""
+        self._lifecycle.check()
+        return self._guarded[(mode, self._routes[(mode, domain_name)])]
 
     def route(self, mode: str, domain_name: str) -> tuple[str, dict[str, Any]]:
         """The URL and backend options serving ``domain_name`` in ``mode``, to build another face of that backend.
 
         The URL keeps its password: never print it (:meth:`routes` masks it).
         """
+        self._lifecycle.check()
         url = self._routes[(mode, domain_name)]
         return url, dict(self._options.get(scheme_of(url), {}))
 
@@ -311,7 +337,9 @@ class Persist:
 
         Raises:
             OwnershipError: another live process owns one of the live backends' storage.
+            ClosedError: this facade is closed.
         """
+        self._lifecycle.check()
         for owned in self._owned.values():
             owned.owner.ensure()
 
@@ -321,7 +349,12 @@ class Persist:
         )
 
     def close(self) -> None:
-        """Release ownership and close every backend. Idempotent."""
+        """Release ownership and close every backend. Idempotent.
+
+        From then on the facade and every store it handed out raise
+        :class:`~persist_core.errors.ClosedError` instead of reopening the storage.
+        """
+        self._lifecycle.close("this Persist is closed (close() or the end of its with block): call setup() again")
         owned, self._owned = self._owned, {}
         for guarded in owned.values():
             release_owner(guarded.inner)
@@ -347,9 +380,9 @@ _current_lock = threading.Lock()
 class SetupOptions(TypedDict, total=False):
     """The keyword arguments of :func:`setup` and :func:`~persist_core.asetup` (documented on ``setup``)."""
 
-    domains: Mapping[str, str] | None
-    live: Mapping[str, str] | None
-    backtest: Mapping[str, str] | None
+    domains: Mapping[str, UrlLike] | None
+    live: Mapping[str, UrlLike] | None
+    backtest: Mapping[str, UrlLike] | None
     redis_url: str | None
     options: Mapping[str, Mapping[str, Any]] | None
     clock: Clock | None
@@ -359,11 +392,12 @@ class SetupOptions(TypedDict, total=False):
     lease_seconds: float | None
 
 
-def setup(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
+def setup(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -> Persist:
     """Configure the persistence layer once at start-up and return it (also via :func:`get_persist`).
 
     Args:
-        url: the backend for every domain and mode, e.g. ``"postgresql+psycopg://user:pw@host/db"``.
+        url: the backend for every domain and mode, e.g. ``"postgresql+psycopg://user:pw@host/db"``; a
+            ``sqlalchemy.URL`` is taken too (here and in ``domains``/``live``/``backtest``).
         domains: per-domain URLs, e.g. ``{"candle": "mongodb://127.0.0.1/bot"}``.
         live: per-domain URLs for live mode only.
         backtest: per-domain URLs for backtest mode only.
@@ -378,8 +412,14 @@ def setup(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
         lease_seconds: how long a live owner's lease lasts without renewal: a crashed owner on another host
             is replaced after this long (on the same host at once).
 
-    With no arguments and no ``PERSIST_*`` variables, every domain uses the file backend under ``./dump``.
-    Every backend is opened (and checked) before this returns; a previous setup is closed.
+    With no arguments and no ``PERSIST_*`` variables, every domain uses the file backend under ``./dump`` of
+    the working directory; the resolved location of every backend is logged at INFO (logger ``persist``).
+    Pin it with ``PERSIST_URL`` or ``url`` (``file:/srv/bot/state``) so a restart from another folder finds it.
+
+    Every backend is opened (and checked) before this returns. The facade returned by a previous
+    ``setup()`` is then closed (logged at INFO): it and every store it handed out raise
+    :class:`~persist_core.errors.ClosedError` from then on, rather than reopen the storage. Keep the facade
+    this returns, or ask :func:`get_persist` for the current one.
 
     Raises:
         ConfigurationError: unknown domain, mode or URL scheme, a backend whose extra is not installed, or a
@@ -390,12 +430,17 @@ def setup(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
     persist = build_persist(url, **options)
     with _current_lock:
         previous, _current = _current, persist
-    if previous is not None:
+    if previous is not None and not previous.closed:
+        log.info("setup() replaces the previous Persist facade: closing it; its stores now raise ClosedError")
+        previous.lifecycle.close(
+            "this Persist was replaced by a later setup() and closed: use the facade that setup() returned "
+            "(or get_persist())"
+        )
         previous.close()
     return persist
 
 
-def build_persist(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
+def build_persist(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -> Persist:
     """Build a :class:`Persist` as :func:`setup` does, without making it the current one (``asetup`` uses it)."""
     unknown = sorted(set(options) - set(SetupOptions.__annotations__))
     if unknown:  # **options accepts any name at run time; a typo must not pass silently
@@ -412,13 +457,29 @@ def build_persist(url: str | None = None, **options: Unpack[SetupOptions]) -> Pe
         redis_url = resolve_redis_url(options.get("redis_url"), environ)
         merged.setdefault("mongodb", {}).setdefault("redis_url", redis_url)
     lease_seconds = options.get("lease_seconds")
-    return Persist(
+    persist = Persist(
         routes,
         options=merged,
         clock=options.get("clock") or wall_clock_ms,
         max_value_bytes=options.get("max_value_bytes", DEFAULT_MAX_VALUE_BYTES),
         lease_seconds=DEFAULT_LEASE_SECONDS if lease_seconds is None else lease_seconds,
     )
+    _log_locations(routes)
+    return persist
+
+
+def _log_locations(routes: Mapping[tuple[str, str], str]) -> None:
+    """Log where each storage is, resolved: a relative ``./dump`` depends on the working directory."""
+    served: dict[str, dict[str, int]] = {}
+    for (mode, _), url in sorted(routes.items()):
+        counts = served.setdefault(url, {})
+        counts[mode] = counts.get(mode, 0) + 1
+    for url, counts in served.items():
+        kind, *where = storage_identity(url)
+        location = f"{scheme_of(url)} backend at {where[0]}" if kind == "path" else mask_url(url)
+        modes = " and ".join(f"{mode} ({n} domains)" for mode, n in sorted(counts.items(), reverse=True))
+        pin = " (the default: pin it with PERSIST_URL or setup(url=...))" if url == DEFAULT_URL else ""
+        log.info("%s state: %s%s", modes, location, pin)
 
 
 def get_persist() -> Persist:

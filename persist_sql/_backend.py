@@ -28,6 +28,7 @@ from persist_core.errors import (
 )
 from persist_core.ownership import Lease as OwnershipLease
 from persist_core.ownership import LeaseLog
+from persist_core.registry import missing_driver
 from persist_core.urls import masks_driver_errors, parse_boolean
 from persist_sql import _dialects, _errors, _listing, _migrate, _rows
 from persist_sql._deadline import Interrupt, Watch, interrupter, watchdog
@@ -125,12 +126,8 @@ def _engine(sa_url: sa.URL, display: str, timeout: float) -> sa.Engine:
         if engine is None:
             try:
                 engine = sa.create_engine(sa_url, **_dialects.engine_options(sa_url, autocommit=True, timeout=timeout))
-            except ImportError as exc:
-                extra = "postgres" if sa_url.get_backend_name() == "postgresql" else "mysql"
-                raise ConfigurationError(
-                    f"the driver for {display} is not installed ({exc.name or exc}): "
-                    f'pip install "backtest-persist[{extra}]"'
-                ) from exc
+            except ImportError as exc:  # parse_url checked the module; this is a dependency of it
+                raise missing_driver(display, exc.name or str(exc)) from exc
             _dialects.configure_engine(engine, timeout)
             _engines[key] = engine
     return engine

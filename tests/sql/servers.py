@@ -13,6 +13,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -102,6 +103,17 @@ def scratch_database(url: str) -> Iterator[str]:
         yield _with_database(url, name)
     finally:
         _drop_database(admin_engine(url), sa.make_url(url).get_backend_name(), name)
+
+
+@contextlib.contextmanager
+def own_storage(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of an empty storage of one test: ``file``/``sqlite`` under ``folder``, or a scratch database on
+    the shared ``postgresql``/``mariadb`` server (dropped afterwards)."""
+    if kind in ("file", "sqlite"):
+        yield f"file:{folder}/dump" if kind == "file" else f"sqlite:///{folder / 'state.db'}"
+        return
+    with scratch_database(server_url(POSTGRES if kind == "postgresql" else MYSQL)) as url:
+        yield url
 
 
 def _create_database(url: str, name: str) -> None:
