@@ -60,6 +60,7 @@ _EXTRA: dict[str, str] = {
 _ASYNC_BUILTIN: dict[str, str] = {
     "postgresql": "persist_sql:AsyncSqlBackend.from_url",
     "postgres": "persist_sql:AsyncSqlBackend.from_url",
+    "mongodb": "persist_mongo:AsyncMongoBackend.from_url",
 }
 #: The driver that the native asyncio backend of a scheme is built on (another ``+driver`` gets the pool).
 _ASYNC_DRIVER: dict[str, str] = {"postgresql": "psycopg", "postgres": "psycopg"}
