@@ -14,9 +14,10 @@ server selection, connection checkout and every socket read and write by the tim
 as on the sync one; a Redis command takes at most its share (``redis_socket_timeout``). A frozen server gives
 :class:`~persist_core.errors.BackendTimeoutError`, and pymongo discards the connection that timed out.
 
-Cancellation: a cancelled ``await`` makes pymongo (or redis-py) close the connection in use, never reusing
-it. A MongoDB write is one command, applied whole or not at all; a write of a soft-delete domain still
-deletes its key lock on the way out.
+Cancellation: a cancelled ``await`` of a read or of a one-command write makes pymongo (or redis-py) close the
+connection in use, never reusing it; a MongoDB write is one command, applied whole or not at all. A write
+under a key lock (soft-delete domains) runs on to its end in a task of its own, as a thread-pool call does,
+so that its lock is taken and released in order (:meth:`AsyncMongoBackend._run_whole`).
 """
 
 from __future__ import annotations
@@ -182,6 +183,18 @@ class AsyncMongoBackend(AsyncBackend):
             scrub_chain(error)
             raise
 
+    async def _run_whole(self, operation: Callable[..., Steps[_T]], *args: Any) -> _T:
+        """:meth:`_run` for a write under a key lock: a cancelled ``await`` returns at once, and the write runs on
+        to its end (within its deadline) in a task of its own, as a thread-pool call does.
+
+        Cancelled inside, its update could still reach the server after its lock was deleted (another
+        connection) and race the next holder's read-modify-write on FerretDB, or the lock insert could land
+        after its delete and block the key until its lease ends.
+        """
+        task = asyncio.ensure_future(self._run(operation, *args))
+        task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
+
     # ---------------------------------------------------------------------------------- operations
     # docstrings inherited from AsyncBackend; the bodies are MongoBackend's (persist_mongo._operations)
 
@@ -199,16 +212,22 @@ class AsyncMongoBackend(AsyncBackend):
         return await self._run(operations.read_window, domain, context, start, stop, step)
 
     async def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
-        await self._run(operations.put, domain, key, record)
+        if domain.soft_delete:
+            await self._run_whole(operations.put, domain, key, record)
+        else:
+            await self._run(operations.put, domain, key, record)
 
     async def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
-        await self._run(operations.put_many, domain, items)
+        if domain.soft_delete:
+            await self._run_whole(operations.put_many, domain, items)
+        else:
+            await self._run(operations.put_many, domain, items)
 
     async def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
         return await self._run(operations.insert_many, domain, items)
 
     async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
-        await self._run(operations.mark_removed, domain, key)
+        await self._run_whole(operations.mark_removed, domain, key)
 
     def lease_log(self) -> LeaseLog:
         return self._sync.lease_log()
@@ -224,6 +243,12 @@ async def _close(client: Any, redis: Any) -> None:
     if redis is not None:
         with contextlib.suppress(Exception):  # redis-py raises its own errors or OSError on a dead connection
             await redis.aclose()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Fetch the outcome of a write whose caller was cancelled, so that asyncio does not report it as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _abandon(state: _Opened) -> None:

@@ -390,6 +390,11 @@ def _locked(s: Settings, h: Handles, domain: DomainSpec, key: Key, what: str, bo
         if held_by and isinstance(exc, PyMongoError) and exc.timeout:  # the deadline ran out in a retry
             raise timed_out(s.url, what, s.timeout, f"{held_by}; {type(exc).__name__}") from exc
         raise s.translate(exc, what) from exc
+    except PersistError:
+        raise
+    except BaseException:  # cancelled (asyncio face) while taking the lock, whose insert may have landed
+        yield from _release(locks, lock_id, name, lease_ms)
+        raise
     try:
         # Keep part of the deadline for the release: a lock left behind blocks the key until its lease ends.
         budget = remaining() - s.release_reserve
@@ -398,8 +403,13 @@ def _locked(s: Settings, h: Handles, domain: DomainSpec, key: Key, what: str, bo
         with pymongo.timeout(budget):
             return (yield from body)
     finally:
-        try:
-            yield locks.delete_one({"_id": lock_id})
-        except DRIVER_ERRORS as exc:  # the lease frees the key; the operation itself has its own verdict
-            reason = type(exc).__name__
-            log.warning("could not release the lock of %s (%s); it expires in %d s", name, reason, lease_ms // 1000)
+        yield from _release(locks, lock_id, name, lease_ms)
+
+
+def _release(locks: Any, lock_id: ObjectId, name: str, lease_ms: int) -> Steps[None]:
+    """Delete our lock by its ``_id`` (nothing if it was never inserted)."""
+    try:
+        yield locks.delete_one({"_id": lock_id})
+    except DRIVER_ERRORS as exc:  # the lease frees the key; the operation itself has its own verdict
+        reason = type(exc).__name__
+        log.warning("could not release the lock of %s (%s); it expires in %d s", name, reason, lease_ms // 1000)
