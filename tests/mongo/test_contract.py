@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from typing import ClassVar
 
 import pytest
 
 from persist_core.async_backend import AsyncBackend
 from persist_core.backend import Backend
-from persist_core.testing import BackendContractTests, async_face
+from persist_core.testing import BackendContractTests
 from persist_mongo import AsyncMongoBackend, MongoBackend
 from tests.mongo import servers
+from tests.native_face import NativeAsyncFace
 
 
 class TestMongoWithRedis(BackendContractTests):
@@ -47,29 +47,12 @@ class TestMongoWithRedisDown(BackendContractTests):
         )
 
 
-class TestMongoAsyncFace(TestMongoWithRedis):
+class TestMongoAsyncFace(NativeAsyncFace, TestMongoWithRedis):
     """Every store clause again on the asyncio face, through the native AsyncMongoBackend (AsyncMongoClient and
-    redis.asyncio).
-
-    The kit asks for the async backend at each ``store()`` call; one is built per sync backend (sharing its
-    settings, id cache and indexes) and opens lazily in the kit's event loop at its first call.
-    """
-
-    face = "async"
-    _natives: ClassVar[dict[int, tuple[Backend, AsyncMongoBackend]]] = {}
+    redis.asyncio), sharing the sync backend's settings, id cache and indexes."""
 
     @classmethod
-    def async_backend_for(cls, backend: Backend) -> AsyncBackend:
+    def native_for(cls, backend: Backend) -> AsyncBackend:
         if not isinstance(backend, MongoBackend):  # pragma: no cover - the fixture builds MongoBackends
             raise TypeError(f"expected a MongoBackend, got {backend!r}")
-        entry = cls._natives.get(id(backend))
-        if entry is None or entry[0] is not backend:
-            entry = cls._natives[id(backend)] = (backend, AsyncMongoBackend(backend.url, sync=backend))
-        return entry[1]
-
-    @pytest.fixture(autouse=True)
-    def _close_natives(self) -> Iterator[None]:
-        yield
-        natives, type(self)._natives = type(self)._natives, {}
-        for _, native in natives.values():
-            async_face.run(native.close())
+        return AsyncMongoBackend(backend.url, sync=backend)
