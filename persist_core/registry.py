@@ -78,6 +78,7 @@ _ASYNC_BUILTIN: dict[str, str] = {
     "postgres": "persist_sql:AsyncSqlBackend.from_url",
     "mysql": "persist_sql:AsyncSqlBackend.from_url",
     "mariadb": "persist_sql:AsyncSqlBackend.from_url",
+    "mongodb": "persist_mongo:AsyncMongoBackend.from_url",
 }
 #: The driver that the native asyncio backend of a scheme is built on (another ``+driver`` gets the pool).
 #: MariaDB/MySQL: the sync URL's PyMySQL (the default driver of ``mysql://`` without mysqlclient); the asyncio
