@@ -3,7 +3,7 @@
 :class:`AsyncPersist` has the same stores, names, routing, options, mode isolation and ownership as
 :class:`~persist_core.persist.Persist`, with coroutine methods. It is built on a sync ``Persist`` that does
 the configuration: opening, schema checks and connecting run in the bounded thread pool, never on the event
-loop. A backend whose URL scheme has a native asyncio backend (PostgreSQL on psycopg's ``AsyncConnection``,
+loop. A backend whose URL scheme has a native asyncio backend (PostgreSQL and MariaDB/MySQL, MongoDB + Redis:
 :func:`persist_core.registry.create_async_backend`) is served by it, beside the sync one that keeps the
 schema check and the ownership leases; its live stores go through :class:`AsyncOwnedBackend`, which runs the
 owner's check in the thread pool only when the lease needs claiming or renewing. Every other backend's calls
