@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from persist_core.async_backend import AsyncBackend
-from persist_core.backend import ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, ItemKey, Key, Record
 from persist_core.domains import DOMAINS, DomainSpec
 from persist_core.errors import ConfigurationError, PersistError
 from persist_core.ownership import LeaseLog
@@ -228,6 +228,19 @@ class AsyncMongoBackend(AsyncBackend):
 
     async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         await self._run_whole(operations.mark_removed, domain, key)
+
+    async def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        return await self._run(operations.list_contexts, domain, after, limit)
+
+    async def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        return await self._run(operations.list_records, domain, after, limit)
+
+    async def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        return await self._run_whole(operations.delete_records, domain, keys)
 
     def lease_log(self) -> LeaseLog:
         return self._sync.lease_log()

@@ -18,7 +18,7 @@ from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record
 from persist_core.config import resolve_redis_url
 from persist_core.domains import DOMAINS, DomainSpec
 from persist_core.errors import ConfigurationError, PersistError
@@ -122,7 +122,7 @@ class MongoBackend(Backend):
     collection, never in Redis.
     """
 
-    capabilities = Capabilities(ownership=True)
+    capabilities = Capabilities(ownership=True, listing=True, deletion=True)
 
     def __init__(
         self,
@@ -371,3 +371,16 @@ class MongoBackend(Backend):
 
     def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         self._run(operations.mark_removed, domain, key)
+
+    def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        return self._run(operations.list_contexts, domain, after, limit)
+
+    def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        return self._run(operations.list_records, domain, after, limit)
+
+    def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        return self._run(operations.delete_records, domain, keys)

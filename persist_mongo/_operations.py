@@ -25,7 +25,7 @@ from bson.objectid import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from persist_core.backend import ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, ItemKey, Key, Record
 from persist_core.domains import DomainSpec, FieldType
 from persist_core.errors import ConfigurationError, InvalidValueError, PersistError
 from persist_mongo._cache import IdCache, cache_key
@@ -343,6 +343,78 @@ def _set_removed(s: Settings, h: Handles, domain: DomainSpec, key: Key) -> Steps
         )
     except DRIVER_ERRORS as exc:
         raise s.translate(exc, f"removing from {domain.name}") from exc
+
+
+# ------------------------------------------------------------------------------------ operating the state
+
+
+def list_records(
+    s: Settings, h: Handles, domain: DomainSpec, after: Key | None, limit: int
+) -> Steps[list[tuple[Key, Record]]]:
+    """A page of ``domain``'s records after the cursor, in key order: one query on the unique index."""
+    if after == ():  # every key starts with the empty prefix: none comes after it
+        return []
+    layout = s.layout(domain)
+    try:
+        cursor = h.collection(domain).find(layout.after_filter(after), layout.list_projection, batch_size=limit)
+        docs = yield cursor.sort(layout.key_sort).limit(limit).to_list()
+        return [(layout.key_of(doc), layout.record(doc)) for doc in docs]
+    except DRIVER_ERRORS as exc:
+        raise s.translate(exc, f"listing {domain.name}") from exc
+
+
+def list_contexts(
+    s: Settings, h: Handles, domain: DomainSpec, after: Key | None, limit: int
+) -> Steps[list[tuple[Key, int]]]:
+    """A page of contexts with their counts: pages of keys grouped (FerretDB 1.x groups in memory anyway)."""
+    width = len(domain.context)
+    out: list[tuple[Key, int]] = []
+    cursor = after
+    while True:
+        page = yield from list_records(s, h, domain, cursor, PAGE_SIZE)
+        for key, _ in page:
+            context = key[:width]
+            if out and out[-1][0] == context:
+                out[-1] = (context, out[-1][1] + 1)
+            elif len(out) == limit:
+                return out
+            else:
+                out.append((context, 1))
+        if len(page) < PAGE_SIZE:
+            return out
+        cursor = page[-1][0]
+
+
+def delete_records(s: Settings, h: Handles, domain: DomainSpec, keys: Sequence[Key]) -> Steps[int]:
+    """Delete records by key: one ``delete_many``, or each under its key's lock in a soft-delete domain
+    (a revive racing the delete is a read-modify-write on FerretDB); their cached ids go too."""
+    keys = sorted(set(keys))
+    if not keys:
+        return 0
+    layout = s.layout(domain)
+    collection = h.collection(domain)
+    deleted = 0
+    try:
+        if domain.soft_delete:
+            for key in keys:
+                result = yield from _locked(
+                    s, h, domain, key, f"deleting from {domain.name}", _delete_one(collection, layout.key_filter(key))
+                )
+                deleted += result
+        else:
+            result = yield collection.delete_many({"$or": [layout.key_filter(key) for key in keys]})
+            deleted = int(result.deleted_count)
+    except DRIVER_ERRORS as exc:
+        raise s.translate(exc, f"deleting from {domain.name}") from exc
+    if s.cache is not None and h.redis is not None:
+        for key in keys:
+            yield from s.cache.delete(h.redis, cache_key(s.namespace, domain, key))
+    return deleted
+
+
+def _delete_one(collection: Any, query: dict[str, Any]) -> Steps[int]:
+    result = yield collection.delete_one(query)
+    return int(result.deleted_count)
 
 
 # ---------------------------------------------------------------------------------------------- key locks

@@ -286,3 +286,45 @@ def test_a_key_lock_held_by_another_writer_times_out_at_the_deadline(database: s
         await backend.close()
 
     asyncio.run(main())
+
+
+def test_listing_and_deletion_on_the_native_backend_agree_with_the_sync_one(database: servers.ScratchDatabase) -> None:
+    """The asyncio face runs the same listing operations (CONTRACTS.md 3.8), the Redis cache on: same pages,
+    same order; a deleted key's cached id goes with it."""
+    from persist_core.testing.listing import listable_key
+
+    database.wipe(servers.shared_redis_url())
+    candle, measure = DOMAINS["candle"], DOMAINS["measure"]
+    keys = sorted({listable_key(candle, "n-", [s, "x", "e", ts]) for s in ("a", "ab", "b") for ts in (2, 9, 10)})
+    buckets = [listable_key(measure, "m-", [b, k]) for b in ("a", "b") for k in ("1", "2")]
+    sync = MongoBackend(database.url, redis_url=servers.shared_redis_url())
+    sync.open()
+    try:
+        sync.insert_many(candle, [(key, Record('{"c":1}', 5)) for key in keys])
+        sync.put_many(measure, [(key, Record('{"m":1}', 7)) for key in buckets])
+        expected = [sync.list_records(candle, limit=4), sync.list_records(candle, after=keys[3], limit=4)]
+        contexts = sync.list_contexts(candle)
+        assert [c for c, _ in contexts] == sorted({key[:3] for key in keys})
+
+        async def main() -> tuple[int, int]:
+            backend = AsyncMongoBackend(database.url, sync=sync)
+            try:
+                assert await backend.list_records(candle, limit=4) == expected[0]
+                assert await backend.list_records(candle, after=keys[3], limit=4) == expected[1]
+                assert await backend.list_contexts(candle) == contexts
+                assert await backend.get(measure, buckets[0]) is not None  # caches its id
+                return (
+                    await backend.delete_records(candle, [keys[0], keys[-1], keys[0]]),
+                    await backend.delete_records(measure, [buckets[0]]),
+                )
+            finally:
+                await backend.close()
+
+        assert asyncio.run(main()) == (2, 1)
+        assert [key for key, _ in sync.list_records(candle)] == keys[1:-1]
+        assert sync.get(measure, buckets[0]) is None  # not found again through a stale cached id
+        sync.put(measure, buckets[0], Record('{"m":2}', 8))
+        assert sync.get(measure, buckets[0]) == Record('{"m":2}', 8)
+        assert [key for key, _ in sync.list_records(measure)] == sorted(buckets)
+    finally:
+        sync.close()
