@@ -69,6 +69,8 @@ def _in_namespace(spec: DomainSpec, key: Key, namespace: str) -> bool:
 def _record(spec: DomainSpec, key: Key, n: int, *, removed: bool = False) -> Record:
     """A valid record for ``key`` (a collection item carries its key as its ``id``)."""
     payload: dict[str, Any] = {"id": key[-1], "n": n} if spec.kind is Kind.COLLECTION else {"n": n}
+    if spec.kind in (Kind.CANDLE, Kind.COLLECTION):  # as their stores write them: no logical time
+        return Record(json.dumps(payload, separators=(",", ":")))
     return Record(json.dumps(payload, separators=(",", ":")), when=1_700_000_000_000 + n, removed=removed)
 
 
