@@ -56,6 +56,16 @@ _PROPERTY = settings(
 )
 
 
+def _run_property(example: Callable[[st.DataObject], None]) -> None:
+    """Run ``example`` as a Hypothesis property with a quarter of the active profile's examples, at least 10.
+
+    Each example creates storage (folders and fsyncs, rows on a server). The settings are built at run time: a
+    ``@settings`` at import would freeze the profile in force before ``--hypothesis-profile`` was loaded.
+    """
+    examples = max(10, settings().max_examples // 4)
+    given(data=st.data())(settings(_PROPERTY, max_examples=examples)(example))()
+
+
 def _pick(backend: Backend, what: str, want: Callable[[DomainSpec], bool]) -> DomainSpec:
     """The first domain the backend stores that ``want`` accepts; skip (by capability) if there is none."""
     for spec in DOMAINS.values():
@@ -224,10 +234,11 @@ class BackendClauses:
         assert [item for item, _ in backend.scan(spec, context, "a", "é")] == _bounded(CODE_POINT_KEYS, "a", "é")
 
     @_BACKEND_LEVEL
-    @given(data=st.data())
-    @_PROPERTY
-    def test_property_backend_scan_bounds_and_order(self, backend: Backend, data: st.DataObject) -> None:
+    def test_property_backend_scan_bounds_and_order(self, backend: Backend) -> None:
         """Any keys and bounds: ``scan`` lists exactly the keys in ``[start, stop)``, ascending (Hypothesis)."""
+        _run_property(lambda data: self._scan_example(backend, data))
+
+    def _scan_example(self, backend: Backend, data: st.DataObject) -> None:
         caps = backend.capabilities
         kinds = [
             k
@@ -278,10 +289,11 @@ class BackendClauses:
             pytest.skip("the backend stores no domain with a free string context field (Capabilities.domains)")
 
     @_BACKEND_LEVEL
-    @given(data=st.data())
-    @_PROPERTY
-    def test_property_backend_context_isolation(self, backend: Backend, data: st.DataObject) -> None:
+    def test_property_backend_context_isolation(self, backend: Backend) -> None:
         """A context and its extensions (``x``, ``x`` + suffix) hold separate records (Hypothesis)."""
+        _run_property(lambda data: self._isolation_example(backend, data))
+
+    def _isolation_example(self, backend: Backend, data: st.DataObject) -> None:
         spec = _pick(backend, "with string items and context", lambda s: _str_items(s) and _str_context(s))
         field = data.draw(st.sampled_from([f for f in spec.context if f.type is FieldType.STR and f.choices is None]))
         base = data.draw(key_strings(), label="base")

@@ -96,7 +96,7 @@ class KitTally:
     def lines(self) -> list[str]:
         """The summary, one block per test class."""
         out: list[str] = []
-        for cls in sorted({cls for cls, _ in self.levels} | set(self.deselected)):
+        for cls in sorted({cls for cls, _ in self.levels}):
             parts = []
             for level in (ADAPTER, STORE):
                 tally = self.levels.get((cls, level), _Level())
