@@ -160,6 +160,20 @@ def _check_records(backend: Backend, spec: DomainSpec, expected: dict[Key, Recor
             )
 
 
+def _with_keys(backend: Backend, spec: DomainSpec, keys: Sequence[ItemKey]) -> Key:
+    """A fresh context of ``spec`` holding a record under each of ``keys``."""
+    context = _fresh(spec)
+    _write(backend, spec, [((*context, k), Record(_payload(id=k))) for k in keys])
+    return context
+
+
+def _listed(
+    backend: Backend, spec: DomainSpec, context: Key, start: ItemKey | None = None, stop: ItemKey | None = None
+) -> list[ItemKey]:
+    """The item keys ``scan`` lists."""
+    return [item for item, _ in backend.scan(spec, context, start, stop)]
+
+
 def _bounded(keys: Sequence[ItemKey], start: ItemKey | None, stop: ItemKey | None) -> list[ItemKey]:
     return [k for k in sorted(keys) if (start is None or k >= start) and (stop is None or k < stop)]
 
@@ -208,30 +222,26 @@ class BackendClauses:
             spec = _pick(backend, "with int item keys", _int_items)
             keys = [20, 30, 40, 60]
             bounds = [None, 10, 20, 30, 31, 40, 50, 60, 70]
-        context = _fresh(spec)
-        records = {k: Record(_payload(id=k)) for k in keys}
-        _write(backend, spec, [((*context, k), r) for k, r in records.items()])
+        context = _with_keys(backend, spec, keys)
         for start, stop in itertools.product(bounds, bounds):
-            got = [item for item, _ in backend.scan(spec, context, start, stop)]
+            got = _listed(backend, spec, context, start, stop)
             assert got == _bounded(keys, start, stop), f"scan(start={start!r}, stop={stop!r}) of {keys}"
 
     @_BACKEND_LEVEL
     def test_backend_scan_orders_int_items_numerically(self, backend: Backend) -> None:
         """Int item keys (candle timestamps) order as numbers: 2 < 10 < 100, never as text."""
         spec = _pick(backend, "with int item keys", _int_items)
-        context = _fresh(spec)
-        _write(backend, spec, [((*context, k), Record(_payload(id=k))) for k in INT_KEYS])
-        assert [item for item, _ in backend.scan(spec, context)] == sorted(INT_KEYS)
-        assert [item for item, _ in backend.scan(spec, context, 2, 1000)] == [2, 9, 10, 99, 100]
+        context = _with_keys(backend, spec, INT_KEYS)
+        assert _listed(backend, spec, context) == sorted(INT_KEYS)
+        assert _listed(backend, spec, context, 2, 1000) == [2, 9, 10, 99, 100]
 
     @_BACKEND_LEVEL
     def test_backend_scan_orders_strings_by_code_point(self, backend: Backend) -> None:
         """String item keys order by code point (UTF-8 byte order), not by locale, case folding or UTF-16."""
         spec = _pick(backend, "with string item keys", _str_items)
-        context = _fresh(spec)
-        _write(backend, spec, [((*context, k), Record(_payload(id=k))) for k in CODE_POINT_KEYS])
-        assert [item for item, _ in backend.scan(spec, context)] == sorted(CODE_POINT_KEYS)
-        assert [item for item, _ in backend.scan(spec, context, "a", "é")] == _bounded(CODE_POINT_KEYS, "a", "é")
+        context = _with_keys(backend, spec, CODE_POINT_KEYS)
+        assert _listed(backend, spec, context) == sorted(CODE_POINT_KEYS)
+        assert _listed(backend, spec, context, "a", "é") == _bounded(CODE_POINT_KEYS, "a", "é")
 
     @_BACKEND_LEVEL
     def test_property_backend_scan_bounds_and_order(self, backend: Backend) -> None:
