@@ -102,6 +102,11 @@ def test_the_summary_counts_adapter_and_store_level_clauses_apart_and_lists_capa
     assert "test_storage_error_surfaces_as_persist_error" in summary
     assert "shared_between_processes=False: test_records_survive_reopen" in summary
     assert "declared_capabilities: a domain the backend does not store" in summary
+    # The marker selects by level: only the adapter's clauses, or only the store-level ones.
+    only_store = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-q", "--collect-only", "-k", selection, "-m", "persist_store_level"
+    )
+    assert sum(1 for line in only_store.outlines if "::test_" in line) == store_level_items
 
 
 def test_every_store_level_clause_is_a_clause_of_the_kit() -> None:

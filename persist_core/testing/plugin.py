@@ -73,10 +73,13 @@ def _kit_class(item: Any) -> bool:
     return contract is not None and isinstance(cls, type) and issubclass(cls, contract.BackendContractTests)
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by the persist_store_level marker added here
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    """Deselect kit clauses for domains or capability flags outside a test class's ``declared_capabilities``."""
+    """Deselect kit clauses for domains or capability flags outside a test class's ``declared_capabilities``;
+    mark the store-level clauses ``persist_store_level`` (``-m "not persist_store_level"`` runs the adapter's)."""
     from persist_core.backend import Capabilities
     from persist_core.domains import DOMAINS
+    from persist_core.testing.report import is_store_level
 
     tally = config.stash.get(_TALLY, None)
     kept: list[Any] = []
@@ -107,7 +110,10 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
             "persist_backend_level"
         ):
             deselect, reason = True, ""  # the same on both faces: it runs (and is counted) in the sync class
-        if tally is not None and _kit_class(item):
+        kit = _kit_class(item)
+        if kit and is_store_level(item):
+            item.add_marker("persist_store_level")
+        if tally is not None and kit:
             if reason:
                 tally.deselect(item, reason)
             elif not deselect:
