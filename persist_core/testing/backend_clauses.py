@@ -358,15 +358,16 @@ class BackendClauses:
         timed = [s for s in DOMAINS.values() if s.timed and backend.capabilities.supports(s.name)]
         with_item = [s for s in timed if s.soft_delete] + [s for s in timed if s.item is not None]
         for spec in [*with_item[:1], *[s for s in timed if s.item is None][:1]]:
+            removable = spec.soft_delete and backend.capabilities.keeps_removed_records
             expected: dict[Key, Record] = {}
             for n, when in enumerate(WHEN_EDGES):
                 context = _fresh(spec)
                 key = (*context, f"w{n}") if spec.item is not None else context
                 expected[key] = Record(_payload(n=n, when=when), when)
-                if spec.soft_delete:
+                if removable:
                     expected[(*context, f"r{n}")] = Record(_payload(n=n, removed=True), when, removed=True)
             _write(backend, spec, list(expected.items()))
-            if spec.soft_delete:  # and mark_removed, which must keep the payload and when
+            if removable:  # and mark_removed, which must keep the payload and when
                 for n, when in enumerate(WHEN_EDGES):
                     key = (*_fresh(spec), f"m{n}")
                     backend.put(spec, key, Record(_payload(n=n, marked=True), when))
