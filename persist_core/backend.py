@@ -131,8 +131,9 @@ class Backend(abc.ABC):
     def read_window(
         self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
     ) -> list[tuple[ItemKey, Record]]:
-        """Return the records at ``start + i * step`` below ``stop`` that exist (a candle window).
+        """Return the records at ``start + i * step`` below ``stop`` that exist (a candle window), ascending.
 
+        It may stop at the first missing key: a window with a gap is a cache miss however much of it exists.
         Defaults to one :meth:`scan`; a backend without a range scan (files) looks the keys up instead.
         """
         return [(item, rec) for item, rec in self.scan(domain, context, start, stop) if (item - start) % step == 0]

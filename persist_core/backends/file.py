@@ -598,7 +598,7 @@ def _locked_folder(folder: str, *, create: bool, fsync: bool, timeout: float, ur
     """
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:  # not NotADirectoryError: a file where a folder belongs is broken storage, not "missing"
         if not create:
             fd = -1
         else:

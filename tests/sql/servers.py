@@ -152,3 +152,27 @@ def driver_url(kind: str) -> str:
             pytest.skip(message)
         url = sa.make_url(url).set(drivername="mysql+mysqldb").render_as_string(hide_password=False)
     return url
+
+
+@contextlib.contextmanager
+def renamed_tables(backend: SqlBackend) -> Iterator[None]:
+    """Rename the 16 domain tables of ``backend``'s database away for the ``with`` block, then back: the contract
+    kit's ``break_storage`` hook (every statement of the backend then meets a missing table)."""
+    url = backend._parsed.sa_url
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    quote = engine.dialect.identifier_preparer.quote
+    names = [spec.table_name for spec in DOMAINS.values()]
+
+    def rename(pairs: list[tuple[str, str]]) -> None:
+        with engine.begin() as connection:
+            for old, new in pairs:
+                connection.execute(sa.text(f"ALTER TABLE {quote(old)} RENAME TO {quote(new)}"))
+
+    try:
+        rename([(name, f"{name}_broken") for name in names])
+        try:
+            yield
+        finally:
+            rename([(f"{name}_broken", name) for name in names])
+    finally:
+        engine.dispose()

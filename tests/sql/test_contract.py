@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import ClassVar
 
@@ -12,12 +13,24 @@ import pytest
 
 from persist_core.async_backend import AsyncBackend
 from persist_core.backend import Backend
-from persist_core.testing import BackendContractTests, async_face
+from persist_core.testing import BackendContractTests, StorageBreaker, async_face
 from persist_sql import AsyncSqlBackend, SqlBackend
 from tests.sql import servers
 
 
-class TestPostgresContract(BackendContractTests):
+class _BreaksTables:
+    """The kit's error-injection hook for SQL: the domain tables renamed away while the backend writes."""
+
+    @pytest.fixture
+    def break_storage(self) -> StorageBreaker:
+        def broken(backend: Backend) -> AbstractContextManager[object]:
+            assert isinstance(backend, SqlBackend)
+            return servers.renamed_tables(backend)
+
+        return broken
+
+
+class TestPostgresContract(_BreaksTables, BackendContractTests):
     declared_capabilities = SqlBackend.capabilities
 
     @pytest.fixture
@@ -26,7 +39,7 @@ class TestPostgresContract(BackendContractTests):
         return functools.partial(SqlBackend.from_url, postgres_url)
 
 
-class TestMariaDBContract(BackendContractTests):
+class TestMariaDBContract(_BreaksTables, BackendContractTests):
     declared_capabilities = SqlBackend.capabilities
 
     @pytest.fixture
@@ -35,7 +48,7 @@ class TestMariaDBContract(BackendContractTests):
         return functools.partial(SqlBackend.from_url, mysql_url)
 
 
-class TestSqliteContract(BackendContractTests):
+class TestSqliteContract(_BreaksTables, BackendContractTests):
     declared_capabilities = SqlBackend.capabilities
 
     @pytest.fixture
