@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast, overload
 
@@ -15,6 +16,7 @@ from persist_core.domains import DOMAINS, CandleInterval, DomainSpec, domain
 from persist_core.errors import ConfigurationError
 from persist_core.guarded import OwnedBackend, acquire_owner, release_owner
 from persist_core.ownership import DEFAULT_LEASE_SECONDS
+from persist_core.prune import Progress, PrunePolicy, PruneReport, prune_storages
 from persist_core.registry import create_backend
 from persist_core.stores import (
     BucketStore,
@@ -314,6 +316,40 @@ class Persist:
         """
         for owned in self._owned.values():
             owned.owner.ensure()
+
+    def prune(
+        self,
+        *,
+        candles_before: str | int | datetime | None = None,
+        keep_last: int | None = None,
+        older_than: str | int | timedelta | None = None,
+        purge_removed_older_than: str | int | timedelta | None = None,
+        domains: Sequence[str] | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> PruneReport:
+        """Apply retention rules to this facade's storage; the rules are :func:`persist_core.prune.prune`'s.
+
+        Live storage is pruned through this process's ownership guard, so a bot can prune its own state while
+        it runs; backtest-only storage takes no ownership. Process-local backends (memory) are pruned too.
+
+        Raises:
+            ConfigurationError: a bad rule or domain, or a backend that cannot list or delete (a jsonl log).
+            OwnershipError: another live process owns the live storage.
+        """
+        policy = PrunePolicy.build(
+            candles_before=candles_before,
+            keep_last=keep_last,
+            older_than=older_than,
+            purge_removed_older_than=purge_removed_older_than,
+            domains=domains,
+        )
+        names: dict[str, list[str]] = {}
+        for (_mode, name), url in sorted(self._routes.items()):
+            if name not in names.setdefault(url, []):
+                names[url].append(name)
+        storages = [(self._owned.get(url, self._backends[url]), found) for url, found in names.items()]
+        return prune_storages(storages, policy, dry_run=dry_run, progress=progress)
 
     def _make_store(self, mode: str, spec: DomainSpec, context: dict[str, Any]) -> Store:
         return make_store(
