@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast, overload
 
@@ -16,7 +15,7 @@ from persist_core.domains import DOMAINS, CandleInterval, DomainSpec, domain
 from persist_core.errors import ConfigurationError
 from persist_core.guarded import OwnedBackend, acquire_owner, release_owner
 from persist_core.ownership import DEFAULT_LEASE_SECONDS
-from persist_core.prune import Progress, PrunePolicy, PruneReport, prune_storages
+from persist_core.prune import Progress, PrunePolicy, PruneReport, PruneRules, prune_storages
 from persist_core.registry import create_backend
 from persist_core.stores import (
     BucketStore,
@@ -318,15 +317,7 @@ class Persist:
             owned.owner.ensure()
 
     def prune(
-        self,
-        *,
-        candles_before: str | int | datetime | None = None,
-        keep_last: int | None = None,
-        older_than: str | int | timedelta | None = None,
-        purge_removed_older_than: str | int | timedelta | None = None,
-        domains: Sequence[str] | None = None,
-        dry_run: bool = False,
-        progress: Progress | None = None,
+        self, *, dry_run: bool = False, progress: Progress | None = None, **rules: Unpack[PruneRules]
     ) -> PruneReport:
         """Apply retention rules to this facade's storage; the rules are :func:`persist_core.prune.prune`'s.
 
@@ -337,13 +328,7 @@ class Persist:
             ConfigurationError: a bad rule or domain, or a backend that cannot list or delete (a jsonl log).
             OwnershipError: another live process owns the live storage.
         """
-        policy = PrunePolicy.build(
-            candles_before=candles_before,
-            keep_last=keep_last,
-            older_than=older_than,
-            purge_removed_older_than=purge_removed_older_than,
-            domains=domains,
-        )
+        policy = PrunePolicy.build(**rules)
         names: dict[str, list[str]] = {}
         for (_mode, name), url in sorted(self._routes.items()):
             if name not in names.setdefault(url, []):

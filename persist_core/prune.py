@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from persist_core.backend import PAGE_SIZE, Backend, Key, Record
 from persist_core.domains import DOMAINS, DomainSpec
-from persist_core.errors import ConfigurationError
+from persist_core.errors import ConfigurationError, CorruptRecordError
 from persist_core.guarded import OwnedBackend, acquire_owner, release_owner
 from persist_core.urls import mask_url
 from persist_core.validation import decode_stored
@@ -38,6 +38,7 @@ __all__ = [
     "Progress",
     "PrunePolicy",
     "PruneReport",
+    "PruneRules",
     "parse_duration",
     "parse_time",
     "prune",
@@ -58,6 +59,18 @@ ITEM_TIME_FIELDS: Mapping[str, tuple[str, ...]] = {
 }
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 _DURATION = re.compile(r"\s*(\d+)\s*(ms|s|m|h|d|w)\s*")
+
+
+class PruneRules(TypedDict, total=False):
+    """The retention rules, as :func:`prune` and :meth:`Persist.prune <persist_core.persist.Persist.prune>` take
+    them (see :func:`prune`)."""
+
+    candles_before: str | int | datetime | None
+    keep_last: int | None
+    older_than: str | int | timedelta | None
+    purge_removed_older_than: str | int | timedelta | None
+    domains: Sequence[str] | None
+
 
 #: Called after every page with (domain, records examined, records deleted so far) of that domain.
 Progress = Callable[[str, int, int], None]
@@ -146,21 +159,15 @@ class PrunePolicy:
     now_ms: int = 0
 
     @classmethod
-    def build(
-        cls,
-        *,
-        candles_before: str | int | datetime | None = None,
-        keep_last: int | None = None,
-        older_than: str | int | timedelta | None = None,
-        purge_removed_older_than: str | int | timedelta | None = None,
-        domains: Sequence[str] | None = None,
-        now_ms: int | None = None,
-    ) -> PrunePolicy:
+    def build(cls, now_ms: int | None = None, **rules: Unpack[PruneRules]) -> PrunePolicy:
         """Validate the rules and pick the domains they concern (all of them, or those of ``domains``).
 
         Raises:
             ConfigurationError: no rule, a bad value, an unknown domain, or a domain no given rule concerns.
         """
+        candles_before, keep_last = rules.get("candles_before"), rules.get("keep_last")
+        older_than, purge_removed_older_than = rules.get("older_than"), rules.get("purge_removed_older_than")
+        domains = rules.get("domains")
         if keep_last is not None and (type(keep_last) is not int or keep_last < 1):
             raise ConfigurationError(f"keep_last must be a positive int, not {keep_last!r}")
         policy = cls(
@@ -259,6 +266,21 @@ class _Deleter:
         self._report.deleted += self._backend.delete_records(self._spec, keys)
 
 
+@dataclass
+class _Job:
+    """One domain of one storage being pruned: where, what is counted, and how it is reported."""
+
+    backend: Backend
+    spec: DomainSpec
+    report: DomainReport
+    deleter: _Deleter
+    progress: Progress | None
+
+    def page_done(self) -> None:
+        if self.progress:
+            self.progress(self.spec.name, self.report.examined, self.report.deleted)
+
+
 def _pages(backend: Backend, spec: DomainSpec) -> Iterator[list[tuple[Key, Record]]]:
     """Pages of ``spec``'s records in key order."""
     after: Key | None = None
@@ -271,9 +293,8 @@ def _pages(backend: Backend, spec: DomainSpec) -> Iterator[list[tuple[Key, Recor
         after = page[-1][0]
 
 
-def _prune_candles(
-    backend: Backend, spec: DomainSpec, before: int, deleter: _Deleter, report: DomainReport, progress: Progress | None
-) -> None:
+def _prune_candles(job: _Job, before: int) -> None:
+    backend, spec, report, deleter = job.backend, job.spec, job.report, job.deleter
     after: Key | None = None
     while True:
         page = backend.list_records(spec, after=after, limit=PAGE_SIZE)
@@ -285,20 +306,13 @@ def _prune_candles(
                 after, skipped = key[:-1], True
                 break
             deleter.add(key)
-        if progress:
-            progress(spec.name, report.examined, report.deleted)
+        job.page_done()
         if not skipped and len(page) < PAGE_SIZE:
             return
 
 
-def _prune_collection(
-    backend: Backend,
-    spec: DomainSpec,
-    policy: PrunePolicy,
-    deleter: _Deleter,
-    report: DomainReport,
-    progress: Progress | None,
-) -> None:
+def _prune_collection(job: _Job, policy: PrunePolicy) -> None:
+    backend, spec, report, deleter = job.backend, job.spec, job.report, job.deleter
     cutoff = None if policy.older_than_ms is None else policy.now_ms - policy.older_than_ms
     width = len(spec.context)
     context: Key | None = None
@@ -308,7 +322,10 @@ def _prune_collection(
             report.examined += 1
             if key[:width] != context:
                 context, newest = key[:width], []
-            when = item_time(spec, decode_stored(spec, record.payload))
+            try:
+                when = item_time(spec, decode_stored(spec, record.payload))
+            except ValueError as exc:
+                raise CorruptRecordError(f"{spec.name} record {key!r} on {backend.url} is unreadable: {exc}") from exc
             if when is None:
                 report.undated += 1
             elif cutoff is not None and when < cutoff:
@@ -321,18 +338,11 @@ def _prune_collection(
                     heapq.heappush(newest, (when, key))
                 else:
                     deleter.add(dropped[1])
-        if progress:
-            progress(spec.name, report.examined, report.deleted)
+        job.page_done()
 
 
-def _purge_removed(
-    backend: Backend,
-    spec: DomainSpec,
-    policy: PrunePolicy,
-    deleter: _Deleter,
-    report: DomainReport,
-    progress: Progress | None,
-) -> None:
+def _purge_removed(job: _Job, policy: PrunePolicy) -> None:
+    backend, spec, report, deleter = job.backend, job.spec, job.report, job.deleter
     age = policy.purge_removed_older_than_ms or 0
     cutoff = policy.now_ms - age
     for page in _pages(backend, spec):
@@ -344,8 +354,7 @@ def _purge_removed(
                 deleter.add(key)  # an age of 0 means every removed entry, whatever its when says
             elif record.when is None:
                 report.undated += 1
-        if progress:
-            progress(spec.name, report.examined, report.deleted)
+        job.page_done()
 
 
 def _require(backend: Backend, spec: DomainSpec) -> None:
@@ -376,16 +385,15 @@ def prune_storages(
     for backend, spec in work:
         part = DomainReport(spec.name, mask_url(backend.url))
         report.domains.append(part)
-        deleter = _Deleter(backend, spec, part, dry_run)
+        job = _Job(backend, spec, part, _Deleter(backend, spec, part, dry_run), progress)
         if spec.name in CANDLE_DOMAINS:
-            _prune_candles(backend, spec, policy.candles_before or 0, deleter, part, progress)
+            _prune_candles(job, policy.candles_before or 0)
         elif spec.name in COLLECTION_DOMAINS:
-            _prune_collection(backend, spec, policy, deleter, part, progress)
+            _prune_collection(job, policy)
         else:
-            _purge_removed(backend, spec, policy, deleter, part, progress)
-        deleter.flush()
-        if progress:
-            progress(spec.name, part.examined, part.deleted)
+            _purge_removed(job, policy)
+        job.deleter.flush()
+        job.page_done()
     return report
 
 
@@ -409,15 +417,11 @@ def _owned(
 def prune(
     url: str | None = None,
     *,
-    candles_before: str | int | datetime | None = None,
-    keep_last: int | None = None,
-    older_than: str | int | timedelta | None = None,
-    purge_removed_older_than: str | int | timedelta | None = None,
-    domains: Sequence[str] | None = None,
     dry_run: bool = False,
     env: Mapping[str, str] | None = None,
     now_ms: int | None = None,
     progress: Progress | None = None,
+    **rules: Unpack[PruneRules],
 ) -> PruneReport:
     """Delete what the retention rules say from the storage ``url`` names (or ``PERSIST_*``, else ``./dump``).
 
@@ -438,13 +442,6 @@ def prune(
     """
     from persist_core.operate import _storages
 
-    policy = PrunePolicy.build(
-        candles_before=candles_before,
-        keep_last=keep_last,
-        older_than=older_than,
-        purge_removed_older_than=purge_removed_older_than,
-        domains=domains,
-        now_ms=now_ms,
-    )
+    policy = PrunePolicy.build(now_ms, **rules)
     with _storages(url, env, None) as storages, _owned(storages, dry_run) as guarded:
         return prune_storages(guarded, policy, dry_run=dry_run, progress=progress)
