@@ -1,4 +1,4 @@
-"""The ``backtest-persist`` command line: ``demo``, ``bench``, ``migrate``, ``check``, ``ls`` and ``show``.
+"""The ``backtest-persist`` command line: ``demo``, ``bench``, ``migrate``, ``check``, ``ls``, ``show``, ``prune``.
 
 Results go to stdout, diagnostics to stderr; passwords in URLs are masked in everything printed.
 Exit codes are listed in :data:`EXIT_CODES` and in ``backtest-persist --help``.
@@ -264,6 +264,42 @@ def _cmd_show(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
     return EXIT_OK
 
 
+def _cmd_prune(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    from persist_core.prune import prune
+
+    last = [time.monotonic()]
+
+    def progress(domain: str, examined: int, deleted: int) -> None:
+        # A plain line every few seconds: long work shows it is alive, short work prints nothing.
+        now = time.monotonic()
+        if now - last[0] >= 2.0:
+            last[0] = now
+            print(f"prune: {domain}: {examined} examined, {deleted} deleted so far", file=err, flush=True)
+
+    report = prune(
+        args.url,
+        candles_before=args.candles_before,
+        keep_last=args.keep_last,
+        older_than=args.older_than,
+        purge_removed_older_than=args.purge_removed_older_than,
+        domains=args.domain,
+        dry_run=args.dry_run,
+        progress=progress,
+    )
+    if args.json:
+        json.dump(report.to_json(), out, indent=2, ensure_ascii=False)
+        print(file=out)
+        return EXIT_OK
+    verb = "would delete" if report.dry_run else "deleted"
+    for part in report.domains:
+        undated = f" ({part.undated} kept: no time)" if part.undated else ""
+        print(
+            f"{part.domain:<12} {verb} {part.deleted:>9} of {part.examined:>9} examined{undated}  {part.url}", file=out
+        )
+    print(f"{verb} {report.deleted} records" + (" (dry run: nothing deleted)" if report.dry_run else ""), file=out)
+    return EXIT_OK
+
+
 # -------------------------------------------------------------------------------------- parser
 
 
@@ -278,6 +314,7 @@ def _epilog() -> str:
         "  backtest-persist migrate --url postgresql+psycopg://user:pw@127.0.0.1/db --sql\n"
         "  backtest-persist ls --url file:./dump            stored contexts and record counts\n"
         "  backtest-persist show signal symbol=BTC/USDT strategy_name=s exchange_name=binance\n"
+        "  backtest-persist prune --candles-before 2024-01-01 --keep-last 1000 --dry-run\n"
         f"\nexit codes:\n{codes}\n"
         "\npasswords in URLs are printed as ***."
     )
@@ -398,6 +435,33 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--mode", default="live", choices=("live", "backtest"), help="whose storage (default: live)")
     show.add_argument("--json", action="store_true", help="print one JSON array instead of one object per line")
     show.set_defaults(handler=_cmd_show, urls=("url",))
+
+    prune = commands.add_parser(
+        "prune",
+        help="delete old candles, log/notification/storage items, and (only if asked) soft-deleted entries",
+        description="Retention for the domains that only grow (docs/decisions.md, 'Prune'). A real run claims "
+        "ownership like a live process: a live owner in another process refuses it (exit 1). "
+        "Soft-deleted measure/interval/memory entries stay unless --purge-removed-older-than is given.",
+    )
+    prune.add_argument("--url", help=url_help)
+    prune.add_argument(
+        "--candles-before", metavar="TIME", help="candles opened before TIME (ISO date/time or epoch ms)"
+    )
+    prune.add_argument(
+        "--keep-last", type=int, metavar="N", help="log/notification/storage: keep the newest N per context"
+    )
+    prune.add_argument(
+        "--older-than", metavar="AGE", help="log/notification/storage: items older than AGE (e.g. 30d, 12h)"
+    )
+    prune.add_argument(
+        "--purge-removed-older-than",
+        metavar="AGE",
+        help="also purge soft-deleted measure/interval/memory entries whose when is older than AGE (0: all removed)",
+    )
+    prune.add_argument("--domain", action="extend", nargs="+", metavar="NAME", help="only these domains")
+    prune.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing, claim nothing")
+    prune.add_argument("--json", action="store_true", help="print the report as JSON")
+    prune.set_defaults(handler=_cmd_prune, urls=("url",))
     return parser
 
 

@@ -22,6 +22,7 @@ from persist_core.domains import DOMAINS, CandleInterval, DomainSpec, domain
 from persist_core.errors import ConfigurationError
 from persist_core.guarded import Lifecycle, OpenBackend, OwnedBackend, acquire_owner, release_owner
 from persist_core.ownership import DEFAULT_LEASE_SECONDS
+from persist_core.prune import Progress, PrunePolicy, PruneReport, PruneRules, prune_storages
 from persist_core.registry import create_backend
 from persist_core.stores import (
     BucketStore,
@@ -342,6 +343,26 @@ class Persist:
         self._lifecycle.check()
         for owned in self._owned.values():
             owned.owner.ensure()
+
+    def prune(
+        self, *, dry_run: bool = False, progress: Progress | None = None, **rules: Unpack[PruneRules]
+    ) -> PruneReport:
+        """Apply retention rules to this facade's storage; the rules are :func:`persist_core.prune.prune`'s.
+
+        Live storage is pruned through this process's ownership guard, so a bot can prune its own state while
+        it runs; backtest-only storage takes no ownership. Process-local backends (memory) are pruned too.
+
+        Raises:
+            ConfigurationError: a bad rule or domain, or a backend that cannot list or delete (a jsonl log).
+            OwnershipError: another live process owns the live storage.
+        """
+        policy = PrunePolicy.build(**rules)
+        names: dict[str, list[str]] = {}
+        for (_mode, name), url in sorted(self._routes.items()):
+            if name not in names.setdefault(url, []):
+                names[url].append(name)
+        storages = [(self._owned.get(url, self._backends[url]), found) for url, found in names.items()]
+        return prune_storages(storages, policy, dry_run=dry_run, progress=progress)
 
     def _make_store(self, mode: str, spec: DomainSpec, context: dict[str, Any]) -> Store:
         return make_store(
