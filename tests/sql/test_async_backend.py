@@ -244,13 +244,18 @@ def test_a_row_lock_held_by_another_transaction_gives_a_timeout_error_and_nothin
         ("mysql://u:pw@127.0.0.1/db", True),
         ("mysql+mysqldb://u:pw@127.0.0.1/db", False),  # the user chose mysqlclient: the thread pool
         ("postgresql+psycopg://u:pw@127.0.0.1/db", True),
-        ("postgresql+pg8000://u:pw@127.0.0.1/db", False),
     ],
 )
 def test_which_sync_urls_get_the_native_backend(url: str, native: bool) -> None:
     built = registry.create_async_backend(url, sync=SqlBackend(url))
     assert isinstance(built, AsyncSqlBackend) is native
     assert built is None or "pw" not in repr(built)
+
+
+def test_a_driver_the_sql_backend_does_not_serve_is_refused_on_both_faces() -> None:
+    """pg8000 is no driver of ours (tests/test_install_hints.py has the table): neither face takes it."""
+    with pytest.raises(ConfigurationError, match="pg8000"):
+        SqlBackend("postgresql+pg8000://u:pw@127.0.0.1/db")
 
 
 def test_a_url_option_that_asyncmy_does_not_take_is_a_configuration_error() -> None:
