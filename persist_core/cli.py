@@ -321,7 +321,11 @@ def _cmd_export(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int
     from persist_core.transfer import export
 
     progress = _progress(args, err, "export")
-    summary = export(args.file, args.url, domains=args.domain, progress=progress)
+    try:
+        summary = export(args.file, args.url, domains=args.domain, progress=progress)
+    except OSError as exc:
+        print(f"backtest-persist: cannot write {args.file}: {exc}", file=err)
+        return EXIT_FAILED
     progress.finish()
     if args.json:
         json.dump(summary.as_dict(), out, indent=2, ensure_ascii=False)

@@ -86,7 +86,7 @@ class DomainDigest:
 
     def add(self, key: Key, record: Record) -> None:
         """Add the next record (keys must come in ascending order)."""
-        line = _compact([list(key), canonical_text(record.payload), record.when, record.removed])
+        line = _compact([list(key), _canonical(record.payload), record.when, record.removed])
         self._hash.update(line.encode("utf-8"))
         self._hash.update(b"\n")
         self.records += 1
@@ -101,7 +101,16 @@ def same_record(first: Record, second: Record) -> bool:
     """Whether two records hold the same value, ``when`` and ``removed`` (payloads compared canonically)."""
     if first.when != second.when or first.removed != second.removed:
         return False
-    return first.payload == second.payload or canonical_text(first.payload) == canonical_text(second.payload)
+    return first.payload == second.payload or _canonical(first.payload) == _canonical(second.payload)
+
+
+def _canonical(payload: str) -> str:
+    """The canonical text of a payload; one that is not JSON (a corrupt record) stays as it is, so that a
+    verification reports its domain as different instead of stopping."""
+    try:
+        return canonical_text(payload)
+    except ValueError:
+        return payload
 
 
 # ----------------------------------------------------------------------------------- reading a backend
@@ -281,14 +290,13 @@ class TransferSummary:
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (the ``--json`` output)."""
-        checks = {check.domain: check for check in self.checks}
-        domains = {}
-        for transfer in self.transfers:
-            entry: dict[str, Any] = {k: v for k, v in vars(transfer).items() if k != "domain"}
-            check = checks.get(transfer.domain)
-            if check is not None:
-                entry.update({k: v for k, v in vars(check).items() if k != "domain"}, ok=check.ok)
-            domains[transfer.domain] = entry
+        domains: dict[str, dict[str, Any]] = {}
+        parts: list[DomainTransfer | DomainCheck] = [*self.transfers, *self.checks]
+        for part in parts:
+            entry = domains.setdefault(part.domain, {})
+            entry.update({k: v for k, v in vars(part).items() if k != "domain"})
+            if isinstance(part, DomainCheck):
+                entry["ok"] = part.ok
         return {
             "source": self.source,
             "target": self.target,
@@ -513,7 +521,11 @@ class _Dump:
 
     def records(self) -> Iterator[tuple[DomainSpec, Key, Record]]:
         """Every record of the file, validated; raises :class:`DumpFormatError` at the first bad line."""
-        with _open_text(self.path, "r") as lines:
+        try:
+            lines = _open_text(self.path, "r")
+        except OSError as exc:
+            raise self._error(0, f"cannot be read: {exc}") from exc
+        with lines:
             number = 0
             previous: tuple[str, Key] | None = None
             trailer: dict[str, Any] | None = None
