@@ -12,6 +12,7 @@ import io
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -364,3 +365,20 @@ def test_progress_goes_to_stderr_as_plain_lines_when_not_a_terminal(tmp_path: Pa
     assert code == EXIT_OK and time.monotonic() - started < 30
     assert err.getvalue().splitlines()[-1].startswith("copy: ") and "\r" not in err.getvalue()
     assert "records (100%)" in err.getvalue()
+
+
+def test_the_demo_killed_on_files_resumes_on_postgresql_after_a_copy() -> None:
+    from persist_core.demo.runner import DemoOptions, run_demo
+
+    target = servers.driver_url("postgresql")
+    servers.reset(target)
+    code, lines = run_demo(DemoOptions(seed=1, resume_url=target))
+    assert code == 0, "\n".join(lines)
+    copied = next(line for line in lines if line.strip().startswith("copy "))
+    assert "to postgresql+psycopg://" in copied and ":***@" in copied and "verified" in copied
+    # The restart on PostgreSQL found the killed run's state there (a restart on an empty store would start over).
+    restart = " ".join(lines[lines.index(next(line for line in lines if line.startswith("3 restart"))) :])
+    assert re.search(r"found step \d+ (PENDING|committed)", restart)
+    assert "already in storage; resumed at step" in restart
+    assert any("final state = reference" in line for line in lines)
+    assert lines[-1].startswith("OK: killed mid-trade, resumed")
