@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from persist_core import setup
 from persist_core.backend import Record
-from persist_core.cli import EXIT_FAILED, EXIT_OK, main
+from persist_core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from persist_core.domains import DOMAINS
 from persist_core.errors import DumpFormatError, OwnershipError
 from persist_core.operate import backend_for
@@ -205,6 +205,10 @@ def test_export_import_round_trip(source_kind: str, target_kind: str, suffix: st
     assert {n: d["records"] for n, d in summary.domains.items() if d["records"]} == expected
     with open(path, "rb") as raw:
         assert (raw.read(2) == b"\x1f\x8b") == suffix.endswith(".gz")
+    with gzip.open(path, "rt") if suffix.endswith(".gz") else open(path) as text:
+        header = json.loads(text.readline())
+    password = sa.make_url(source.url).password if source.kind == "postgresql" else None
+    assert set(header["source"]) == set(DOMAINS) and (password is None or password not in json.dumps(header))
     imported = import_dump(path, target.url, env={})
     assert imported.ok and imported.written == sum(expected.values())
     with backend_for(source.url, {}) as left, backend_for(target.url, {}) as right:
@@ -382,3 +386,14 @@ def test_the_demo_killed_on_files_resumes_on_postgresql_after_a_copy() -> None:
     assert "already in storage; resumed at step" in restart
     assert any("final state = reference" in line for line in lines)
     assert lines[-1].startswith("OK: killed mid-trade, resumed")
+
+
+def test_a_copy_into_a_backend_that_cannot_store_a_domain_with_records_writes_nothing(tmp_path: Path) -> None:
+    source, target = Place("file", tmp_path, "source"), Place("jsonl", tmp_path, "target")
+    fill(source)
+    code, output = run("copy", "--from", source.url, "--to", target.url)
+    assert code == EXIT_USAGE and "does not store the 'signal' domain" in output
+    with backend_for(target.url, {}) as backend:
+        assert backend.list_records(DOMAINS["log"]) == []
+    code, output = run("copy", "--from", source.url, "--to", target.url, "--domain", "log")
+    assert code == EXIT_OK and f"{len(HOSTILE_KEYS)} records written" in output
