@@ -34,7 +34,8 @@ EXIT_INTERRUPTED = 130
 #: What each exit status means, for ``--help`` and the docs.
 EXIT_CODES = {
     EXIT_OK: "success (demo agreed with its reference, every check passed, bench ran)",
-    EXIT_FAILED: "the command ran and found a failure (demo disagreed, a check failed, backend unreachable)",
+    EXIT_FAILED: "the command ran and found a failure (demo disagreed, a check failed, a copy or import did not "
+    "verify, a bad export file, backend unreachable or owned by a live bot)",
     EXIT_USAGE: "usage or configuration error (bad arguments, unknown URL scheme, missing extra)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
