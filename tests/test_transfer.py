@@ -23,16 +23,21 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from persist_core import setup
 from persist_core.backend import Record
+from persist_core.backends.memory import MemoryBackend
 from persist_core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from persist_core.domains import DOMAINS
 from persist_core.errors import DumpFormatError, OwnershipError
 from persist_core.operate import backend_for
 from persist_core.progress import Progress
 from persist_core.testing.samples import HOSTILE_KEYS
-from persist_core.transfer import copy, digest_of, export, import_dump
+from persist_core.testing.strategies import json_values, key_strings
+from persist_core.transfer import DomainDigest, copy, copy_backends, digest_of, export, import_dump
+from persist_core.validation import encode_value
 from tests.sql import servers
 
 STORAGES = ["file", "sqlite", "postgresql", "mariadb"]
@@ -397,3 +402,77 @@ def test_a_copy_into_a_backend_that_cannot_store_a_domain_with_records_writes_no
         assert backend.list_records(DOMAINS["log"]) == []
     code, output = run("copy", "--from", source.url, "--to", target.url, "--domain", "log")
     assert code == EXIT_OK and f"{len(HOSTILE_KEYS)} records written" in output
+
+
+# ------------------------------------------------------------------------- properties (memory backends)
+
+_SIGNAL, _MEMORY, _LOG = DOMAINS["signal"], DOMAINS["memory"], DOMAINS["log"]
+_records = st.lists(
+    st.tuples(key_strings(), json_values(object_only=True), st.none() | st.integers(0, 2**40), st.booleans()),
+    max_size=12,
+    unique_by=lambda r: r[0],
+)
+
+
+def _store(backend: MemoryBackend, rows: list[tuple[str, Any, int | None, bool]]) -> None:
+    for key, value, when, removed in rows:
+        payload = encode_value(value)
+        backend.put(_SIGNAL, (key, "s", "x"), Record(payload, when))
+        backend.put(_MEMORY, ("sig", "b", key), Record(payload, when, removed))
+    entries = [((key,), Record(encode_value({**value, "id": key}))) for key, value, _, _ in rows]
+    backend.insert_many(_LOG, entries)
+
+
+_CHANGES = ("absent", "same", "removed flipped", "other when", "other value")
+
+
+@given(source_rows=_records, extra_rows=_records, data=st.data())
+def test_copy_makes_the_target_equal_except_first_write_wins(
+    source_rows: list[tuple[str, Any, int | None, bool]],
+    extra_rows: list[tuple[str, Any, int | None, bool]],
+    data: st.DataObject,
+) -> None:
+    # The target holds each source record unchanged, changed in one field, or not at all, and maybe more.
+    target_rows, clashes = [], 0
+    for key, value, when, removed in source_rows:
+        change = data.draw(st.sampled_from(_CHANGES))
+        if change == "other value":
+            clashes += 1  # only log entries, whose value this is, stay as the target had them
+            value = {**value, "a-key-longer-than-twenty": 1}
+        if change != "absent":
+            target_rows.append(
+                (
+                    key,
+                    value,
+                    (when or 0) + 1 if change == "other when" else when,
+                    removed ^ (change == "removed flipped"),
+                )
+            )
+    known = {row[0] for row in source_rows}
+    extra = [row for row in extra_rows if row[0] not in known]
+    source, target = MemoryBackend(), MemoryBackend()
+    _store(source, source_rows)
+    _store(target, target_rows + extra)
+    summary = copy_backends(source, target, domains=["signal", "memory", "log"])
+    assert {t.domain: t.kept for t in summary.transfers}["log"] == clashes
+    verdict = {c.domain: c.ok for c in summary.checks}
+    assert verdict == {"signal": not extra, "memory": not extra, "log": not extra and not clashes}
+    again = copy_backends(source, target, domains=["signal", "memory", "log"])
+    assert again.written == 0 and [c.ok for c in again.checks] == [c.ok for c in summary.checks]
+
+
+@given(value=json_values(object_only=True), seed=st.randoms(use_true_random=False))
+def test_the_digest_ignores_how_the_payload_is_spelled_but_not_what_it_says(value: Any, seed: Any) -> None:
+    def shuffled(node: Any) -> Any:
+        if isinstance(node, dict):
+            items = list(node.items())
+            seed.shuffle(items)
+            return {k: shuffled(v) for k, v in items}
+        return [shuffled(v) for v in node] if isinstance(node, list) else node
+
+    spelled = json.dumps(shuffled(value), indent=1, ensure_ascii=True)
+    first, second, third = DomainDigest(), DomainDigest(), DomainDigest()
+    first.add(("k",), Record(encode_value(value), 5))
+    second.add(("k",), Record(spelled, 5))
+    third.add(("k",), Record(encode_value({**value, "a-key-longer-than-twenty": True}), 5))
+    assert first.digest == second.digest != third.digest
