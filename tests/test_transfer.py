@@ -82,6 +82,18 @@ class Place:
             self.url = servers.driver_url("postgresql" if kind == "postgresql" else "mysql")
             servers.reset(self.url)
 
+    def drop(self) -> None:
+        """Drop what a shared server keeps for this place (SQL databases are reset per use instead)."""
+        if self.kind == "mongodb":  # pragma: no cover - until the Mongo backend implements listing
+            import pymongo
+
+            from tests.mongo import servers as mongo
+
+            name = sa.make_url(self.url).database or ""
+            with pymongo.MongoClient(self.url, serverSelectionTimeoutMS=5000) as client:
+                client.drop_database(name)
+            mongo.delete_redis_namespace(self.env["PERSIST_REDIS_URL"], name)
+
     def setup_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"env": {}, "share_modes": True, "redis_url": self.env.get("PERSIST_REDIS_URL")}
         if self.kind == "jsonl":
@@ -152,6 +164,14 @@ def _pairs() -> list[Any]:
 @pytest.mark.parametrize(("source_kind", "target_kind", "domains"), _pairs())
 def test_copy_matrix(source_kind: str, target_kind: str, domains: tuple[str, ...] | None, tmp_path: Path) -> None:
     source, target = Place(source_kind, tmp_path, "source"), Place(target_kind, tmp_path, "target")
+    try:
+        _copy_and_verify(source, target, domains)
+    finally:
+        source.drop()
+        target.drop()
+
+
+def _copy_and_verify(source: Place, target: Place, domains: tuple[str, ...] | None) -> None:
     expected = {name: count for name, count in fill(source).items() if domains is None or name in domains}
     env = {**source.env, **target.env}
 
