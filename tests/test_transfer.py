@@ -496,3 +496,13 @@ def test_the_digest_ignores_how_the_payload_is_spelled_but_not_what_it_says(valu
     second.add(("k",), Record(spelled, 5))
     third.add(("k",), Record(encode_value({**value, "a-key-longer-than-twenty": True}), 5))
     assert first.digest == second.digest != third.digest
+
+
+def test_progress_is_redrawn_in_place_when_stderr_is_a_terminal(tmp_path: Path) -> None:
+    source = Place("file", tmp_path, "source")
+    fill(source)
+    out, err = io.StringIO(), _Stream(tty=True)
+    code = main(["export", str(tmp_path / "d.jsonl"), "--url", source.url], out=out, err=err)
+    assert code == EXIT_OK
+    assert err.getvalue().startswith("\rexport: ") and err.getvalue().endswith("\n")
+    assert err.getvalue().count("\n") == 1 and "records (100%)" in err.getvalue()
