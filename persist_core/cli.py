@@ -522,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--from", dest="source", required=True, metavar="URL", help="the backend to copy from")
     copy.add_argument("--to", dest="target", required=True, metavar="URL", help="the backend to copy to")
     copy.add_argument("--domain", action="extend", nargs="+", metavar="NAME", help="only these domains")
-    copy.add_argument("--verify-only", action="store_true", help="write nothing; only compare both sides")
+    copy.add_argument("--verify-only", action="store_true", help="write and claim nothing; only compare both sides")
     copy.add_argument("--json", action="store_true", help="print a JSON summary")
     copy.set_defaults(handler=_cmd_copy, urls=("source", "target"))
     return parser

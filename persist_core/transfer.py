@@ -319,7 +319,7 @@ def verify(source: Backend, target: Backend, domains: Sequence[str]) -> list[Dom
 
 
 def _copy_domains(source: Backend, target: Backend, domains: Sequence[str] | None) -> list[str]:
-    """The domains a copy covers: the given ones, else every domain the source stores that holds records.
+    """The domains a copy covers: the given ones, else every domain the source stores (and the target too).
 
     A domain with records that the target cannot store is refused before anything is written.
     """
@@ -345,7 +345,7 @@ def copy_backends(
     equal is left alone, so a second run writes nothing; a first-write-wins record (candle, log) that the
     target holds with another value is kept and reported. Both storages are claimed for the duration
     (``Capabilities.ownership``): a live bot on either side refuses the copy with an ``OwnershipError``, and
-    none can start on them until it ends. With ``verify_only`` nothing is written.
+    none can start on them until it ends. With ``verify_only`` nothing is written and nothing is claimed.
 
     Raises:
         ConfigurationError: a backend that cannot list, an unknown domain, or one the target cannot store.
@@ -357,9 +357,9 @@ def copy_backends(
     names = _copy_domains(source, target, _check_domains(domains))
     summary = TransferSummary(source.url, target.url)
     with ExitStack() as stack:
-        source = stack.enter_context(_owned(source))
-        target = stack.enter_context(_owned(target))
         if not verify_only:
+            source = stack.enter_context(_owned(source))
+            target = stack.enter_context(_owned(target))
             total = sum(_count(source, DOMAINS[name]) for name in names)
             done = 0
 

@@ -342,6 +342,9 @@ def test_copy_is_refused_while_a_live_bot_owns_the_target(tmp_path: Path) -> Non
             copy(source.url, target.url, env={})
         code, output = run("copy", "--from", source.url, "--to", target.url)
         assert code == EXIT_FAILED and "OwnershipError" in output
+        # Comparing only reads: it claims nothing and reports the difference.
+        compared = copy(source.url, target.url, env={}, verify_only=True)
+        assert not compared.ok and not compared.transfers
     finally:
         child.kill()
         child.wait()
