@@ -509,3 +509,32 @@ def test_progress_is_redrawn_in_place_when_stderr_is_a_terminal(tmp_path: Path) 
     assert code == EXIT_OK
     assert err.getvalue().startswith("\rexport: ") and err.getvalue().endswith("\n")
     assert err.getvalue().count("\n") == 1 and "records (100%)" in err.getvalue()
+
+
+def test_export_and_import_memory_stays_flat_in_the_number_of_records(tmp_path: Path) -> None:
+    import tracemalloc
+
+    spec = DOMAINS["candle"]
+
+    def peaks(n: int) -> tuple[int, int]:
+        source, target = f"sqlite:///{tmp_path}/src{n}.db", f"sqlite:///{tmp_path}/dst{n}.db"
+        rows = [
+            (("BTC/USDT", "1m", "x", i * 60_000), Record(f'{{"timestamp":{i * 60_000},"close":1.5}}')) for i in range(n)
+        ]
+        with backend_for(source, {}) as backend:
+            backend.insert_many(spec, rows)
+        del rows
+        path = str(tmp_path / f"d{n}.jsonl.gz")
+        tracemalloc.start()
+        try:
+            export(path, source, env={})
+            exported = tracemalloc.get_traced_memory()[1]
+            tracemalloc.reset_peak()
+            assert import_dump(path, target, env={}).ok
+            imported = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return exported, imported
+
+    small, large = peaks(2_000), peaks(10_000)
+    assert large[0] < 1.5 * small[0] and large[1] < 1.5 * small[1], (small, large)
