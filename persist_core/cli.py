@@ -1,4 +1,5 @@
-"""The ``backtest-persist`` command line: ``demo``, ``bench``, ``migrate``, ``check``, ``ls``, ``show``, ``prune``.
+"""The ``backtest-persist`` command line: ``demo``, ``bench``, ``migrate``, ``check``, ``ls``, ``show``, ``prune``,
+``export``, ``import`` and ``copy``.
 
 Results go to stdout, diagnostics to stderr; passwords in URLs are masked in everything printed.
 Exit codes are listed in :data:`EXIT_CODES` and in ``backtest-persist --help``.
@@ -33,7 +34,8 @@ EXIT_INTERRUPTED = 130
 #: What each exit status means, for ``--help`` and the docs.
 EXIT_CODES = {
     EXIT_OK: "success (demo agreed with its reference, every check passed, bench ran)",
-    EXIT_FAILED: "the command ran and found a failure (demo disagreed, a check failed, backend unreachable)",
+    EXIT_FAILED: "the command ran and found a failure (demo disagreed, a check failed, a copy or import did not "
+    "verify, a bad export file, backend unreachable or owned by a live bot)",
     EXIT_USAGE: "usage or configuration error (bad arguments, unknown URL scheme, missing extra)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
@@ -74,6 +76,11 @@ class _Scrubbed:
     def flush(self) -> None:
         """Flush the underlying stream."""
         self._stream.flush()
+
+    def isatty(self) -> bool:
+        """Whether the underlying stream is a terminal (progress is redrawn in place there)."""
+        isatty = getattr(self._stream, "isatty", None)
+        return bool(isatty()) if callable(isatty) else False
 
 
 Handler = Callable[[argparse.Namespace, _Scrubbed, _Scrubbed], int]
@@ -300,6 +307,89 @@ def _cmd_prune(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
     return EXIT_OK
 
 
+def _progress(args: argparse.Namespace, err: _Scrubbed, what: str) -> Any:
+    from persist_core.progress import Progress
+
+    return Progress(err, what)  # type: ignore[arg-type]  # _Scrubbed writes like a text stream
+
+
+def _print_transfer(summary: Any, verb: str, args: argparse.Namespace, out: _Scrubbed) -> int:
+    """The report of ``import`` and ``copy``: what was written per domain, then the verification."""
+    if args.json:
+        json.dump(summary.as_dict(), out, indent=2, ensure_ascii=False)
+        print(file=out)
+        return EXIT_OK if summary.ok else EXIT_FAILED
+    checks = {check.domain: check for check in summary.checks}
+    for transfer in summary.transfers:
+        if not transfer.records and checks[transfer.domain].ok:
+            continue  # an empty domain, empty on both sides
+        kept = f", {transfer.kept} kept (first write wins)" if transfer.kept else ""
+        print(
+            f"{transfer.domain:<12} {transfer.records:>9} records: {transfer.written} written, "
+            f"{transfer.identical} already identical{kept}",
+            file=out,
+        )
+    for check in summary.checks:
+        if not check.ok:
+            print(
+                f"DIFFERENT {check.domain}: source {check.source_records} records {check.source_digest}, "
+                f"target {check.target_records} records {check.target_digest}",
+                file=out,
+            )
+    identical = sum(t.identical for t in summary.transfers)
+    if summary.transfers:
+        changed = f"{summary.written} records written" if summary.written else "nothing changed"
+        print(f"{verb}: {changed}, {identical} already identical, in {summary.seconds:.1f} s", file=out)
+    bad = [check.domain for check in summary.checks if not check.ok]
+    if bad:
+        print(f"verify FAILED: {', '.join(bad)} differ between {summary.source} and {summary.target}", file=out)
+        return EXIT_FAILED
+    records = sum(check.target_records for check in summary.checks)
+    print(f"verified: {len(checks)} domains, {records} records, counts and digests equal", file=out)
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    from persist_core.transfer import export
+
+    progress = _progress(args, err, "export")
+    try:
+        summary = export(args.file, args.url, domains=args.domain, progress=progress)
+    except OSError as exc:
+        print(f"backtest-persist: cannot write {args.file}: {exc}", file=err)
+        return EXIT_FAILED
+    progress.finish()
+    if args.json:
+        json.dump(summary.as_dict(), out, indent=2, ensure_ascii=False)
+        print(file=out)
+        return EXIT_OK
+    for name, counts in summary.domains.items():
+        if not counts["records"]:
+            continue
+        print(f"{name:<12} {counts['records']:>9} records  {counts['digest']}", file=out)
+    print(f"exported {summary.records} records of {len(summary.domains)} domains to {summary.path}", file=out)
+    return EXIT_OK
+
+
+def _cmd_import(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    from persist_core.transfer import import_dump
+
+    progress = _progress(args, err, "import")
+    summary = import_dump(args.file, args.url, progress=progress)
+    progress.finish()
+    return _print_transfer(summary, "import", args, out)
+
+
+def _cmd_copy(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    from persist_core.transfer import copy
+
+    progress = _progress(args, err, "copy")
+    summary = copy(args.source, args.target, domains=args.domain, verify_only=args.verify_only, progress=progress)
+    if not args.verify_only:
+        progress.finish()
+    return _print_transfer(summary, "copy", args, out)
+
+
 # -------------------------------------------------------------------------------------- parser
 
 
@@ -315,6 +405,9 @@ def _epilog() -> str:
         "  backtest-persist ls --url file:./dump            stored contexts and record counts\n"
         "  backtest-persist show signal symbol=BTC/USDT strategy_name=s exchange_name=binance\n"
         "  backtest-persist prune --candles-before 2024-01-01 --keep-last 1000 --dry-run\n"
+        "  backtest-persist export state.jsonl.gz --url file:./dump   a verified dump (docs/export-format.md)\n"
+        "  backtest-persist import state.jsonl.gz --url sqlite:///state.db\n"
+        "  backtest-persist copy --from file:./dump --to postgresql+psycopg://user:pw@127.0.0.1/db\n"
         f"\nexit codes:\n{codes}\n"
         "\npasswords in URLs are printed as ***."
     )
@@ -462,6 +555,47 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing, claim nothing")
     prune.add_argument("--json", action="store_true", help="print the report as JSON")
     prune.set_defaults(handler=_cmd_prune, urls=("url",))
+
+    export = commands.add_parser(
+        "export",
+        help="dump stored records to a JSON-lines file (gzip if FILE ends in .gz)",
+        description="Write every record of every domain (or of --domain ...) to FILE in the versioned export "
+        "format (docs/export-format.md): a header, one line per record, a trailer with counts and digests. "
+        "Reads only: no ownership is claimed.",
+    )
+    export.add_argument("file", metavar="FILE", help="the file to write (.gz: gzip-compressed)")
+    export.add_argument("--url", help=url_help)
+    export.add_argument("--domain", action="extend", nargs="+", metavar="NAME", help="only these domains")
+    export.add_argument("--json", action="store_true", help="print a JSON summary")
+    export.set_defaults(handler=_cmd_export, urls=("url",))
+
+    load = commands.add_parser(
+        "import",
+        help="load an export file into a backend, then verify",
+        description="Validate every line of FILE (nothing is written from a bad file), write its records "
+        "keeping when, removed and first-write-wins rules (identical records are left alone), then compare "
+        "each domain of the target with the file's digests. Exits 1 if a domain differs. Claims the target "
+        "for the duration: refused while a live bot owns it.",
+    )
+    load.add_argument("file", metavar="FILE", help="an export file (.gz: gzip-compressed)")
+    load.add_argument("--url", help=url_help)
+    load.add_argument("--json", action="store_true", help="print a JSON summary")
+    load.set_defaults(handler=_cmd_import, urls=("url",))
+
+    copy = commands.add_parser(
+        "copy",
+        help="copy stored state from one backend to another, then verify both sides",
+        description="Copy every record of every domain (or of --domain ...) from --from to --to, keeping "
+        "when, removed and first-write-wins rules; records the target already holds equal are left alone, so "
+        "a second run writes nothing. Then counts and digests every domain on both sides and exits 1 if one "
+        "differs. Claims both storages for the duration: refused while a live bot owns either.",
+    )
+    copy.add_argument("--from", dest="source", required=True, metavar="URL", help="the backend to copy from")
+    copy.add_argument("--to", dest="target", required=True, metavar="URL", help="the backend to copy to")
+    copy.add_argument("--domain", action="extend", nargs="+", metavar="NAME", help="only these domains")
+    copy.add_argument("--verify-only", action="store_true", help="write and claim nothing; only compare both sides")
+    copy.add_argument("--json", action="store_true", help="print a JSON summary")
+    copy.set_defaults(handler=_cmd_copy, urls=("source", "target"))
     return parser
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "ClosedError",
     "ConfigurationError",
     "CorruptRecordError",
+    "DumpFormatError",
     "InvalidKeyError",
     "InvalidValueError",
     "OwnershipError",
@@ -88,6 +89,19 @@ class ConfigurationError(PersistError):
 
 class CorruptRecordError(PersistError):
     """A stored record cannot be decoded. The record is kept (quarantined where the backend can)."""
+
+
+class DumpFormatError(PersistError, ValueError):
+    """A line of an export file (docs/export-format.md) is not valid; nothing of the file was imported.
+
+    Attributes:
+        line: the 1-based number of the offending line (0 when the file as a whole is at fault).
+    """
+
+    def __init__(self, where: str, line: int, reason: str) -> None:
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{where}, line {line}: {reason}" if line else f"{where}: {reason}")
 
 
 class OwnershipError(PersistError):

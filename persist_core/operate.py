@@ -23,7 +23,7 @@ from persist_core.registry import create_backend
 from persist_core.urls import mask_url, scheme_of
 from persist_core.validation import check_field, decode_stored
 
-__all__ = ["StoredContext", "StoredRecord", "context_records", "inventory", "parse_context"]
+__all__ = ["StoredContext", "StoredRecord", "backend_for", "context_records", "inventory", "parse_context"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,14 @@ class StoredRecord:
     removed: bool
 
 
+def backend_for(url: str, env: Mapping[str, str]) -> Backend:
+    """The (unopened) backend of ``url``, as ``setup()`` builds it (a Mongo URL gets its Redis URL from ``env``)."""
+    options: dict[str, Any] = {}
+    if scheme_of(url) == "mongodb":
+        options["redis_url"] = resolve_redis_url(None, env)
+    return create_backend(url, **options)
+
+
 @contextmanager
 def _storages(url: str | None, env: Mapping[str, str] | None, mode: str | None) -> Iterator[dict[str, Any]]:
     """``{url: (opened backend, [domain names])}`` of the routes of ``mode`` (both when ``None``)."""
@@ -60,10 +68,7 @@ def _storages(url: str | None, env: Mapping[str, str] | None, mode: str | None) 
     with ExitStack() as stack:
         opened: dict[str, Any] = {}
         for route_url, names in by_url.items():
-            options: dict[str, Any] = {}
-            if scheme_of(route_url) == "mongodb":
-                options["redis_url"] = resolve_redis_url(None, environ)
-            backend = create_backend(route_url, **options)
+            backend = backend_for(route_url, environ)
             if not backend.capabilities.shared_between_processes:
                 continue  # process-local: nothing stored outside this process
             backend.open()

@@ -27,8 +27,10 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_KEY_BYTES",
     "TIMESTAMP_LIMIT",
+    "canonical_text",
     "check_context",
     "check_field",
+    "check_value_kind",
     "decode_stored",
     "decode_value",
     "encode_value",
@@ -223,10 +225,33 @@ def decode_stored(spec: DomainSpec, text: str | bytes) -> Any:
     stores objects; ``null`` only where a store writes it).
     """
     value = _STRICT_DECODE(text.decode("utf-8") if isinstance(text, bytes) else text)
+    check_value_kind(spec, value)
+    return value
+
+
+def check_value_kind(spec: DomainSpec, value: object) -> None:
+    """Raise ``ValueError`` if ``value`` is not of ``spec``'s value kind (an object where the domain stores
+    objects; ``null`` only where a store writes it)."""
     wrong_kind = spec.value_kind is ValueKind.OBJECT and type(value) is not dict
     if wrong_kind and (value is not None or spec.kind not in _NULL_KINDS):
         raise ValueError(f"a {spec.name} value must be a JSON object, not {type(value).__name__}")
-    return value
+
+
+def _plain_float(text: str) -> float:
+    return float(text) + 0.0  # -0.0 + 0.0 is 0.0: a backend may give -0.0 back as 0.0 (CONTRACTS.md 4)
+
+
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True)
+
+
+def canonical_text(text: str | bytes) -> str:
+    """One spelling of a stored payload for comparing storages: decoded, then encoded compactly with dict keys
+    sorted and ``-0.0`` as ``0.0``.
+
+    Two backends may spell one value differently (a document store may reorder keys, a server re-serialise
+    the text); equal values have equal canonical texts, and values that read back differently never do.
+    """
+    return _CANONICAL.encode(json.loads(text, parse_float=_plain_float))
 
 
 def _explain(value: object) -> None:

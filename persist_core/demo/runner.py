@@ -50,6 +50,8 @@ class DemoOptions:
         candles: length of the synthetic market (the run handles all but the first 20 and the last).
         pace_ms: sleep per step of the live processes.
         timeout_s: longest a live process may run.
+        resume_url: when set, the killed run's state is copied there (``persist_core.transfer.copy``, verified)
+            and the restart and the check run on it: a bot moved to another backend between crash and restart.
     """
 
     url: str | None = None
@@ -59,6 +61,7 @@ class DemoOptions:
     candles: int = 262
     pace_ms: float = 2.0
     timeout_s: float = 120.0
+    resume_url: str | None = None
 
 
 # ----------------------------------------------------------------------------------------- state
@@ -259,7 +262,9 @@ def run_demo(options: DemoOptions) -> tuple[int, list[str]]:
 
 def _run(options: DemoOptions, url: str, started: float, out: list[str]) -> int:
     """Run the four stages, appending the account to ``out``; return the exit status."""
-    _check_target(url)
+    for target in (url, options.resume_url):
+        if target is not None:
+            _check_target(target)
     if options.reference_url == url:
         # The reference would commit every step first and the live run would find nothing left to do.
         raise ConfigurationError("the reference run needs a store of its own: --reference-url must differ from --url")
@@ -318,6 +323,8 @@ def _run(options: DemoOptions, url: str, started: float, out: list[str]) -> int:
         f"before write {write_index + 1} of {event.writes} ({killed_on}) of its commit queue"
     )
     out.append(f"             open trade: {_trade_text(trade)}, opened at step {int(event.signal_id[-4:])}")
+    if options.resume_url is not None:
+        url = config["url"] = _moved(url, options.resume_url, out)
 
     # 3. The restart: recover from what the backend holds, then go on to the end.
     second = _Child(config, options.timeout_s)
@@ -369,6 +376,21 @@ def _run(options: DemoOptions, url: str, started: float, out: list[str]) -> int:
         return 1
     out.append(f"OK: killed mid-trade, resumed, no trade lost, no signal duplicated ({elapsed:.1f} s)")
     return 0
+
+
+def _moved(url: str, resume_url: str, out: list[str]) -> str:
+    """Copy the killed run's state from ``url`` to ``resume_url`` and verify it; return where to resume."""
+    from persist_core.transfer import copy
+
+    moved = copy(url, resume_url, env=setup_env())
+    if not moved.ok:
+        differ = ", ".join(check.domain for check in moved.checks if not check.ok)
+        raise DemoError(f"the copy to {mask_url(resume_url)} did not verify ({differ} differ)")
+    out.append(
+        f"  copy       {moved.written} records from {mask_url(url)} to {mask_url(resume_url)}, verified "
+        f"(counts and digests of {len(moved.checks)} domains)"
+    )
+    return resume_url
 
 
 def _recovery_lines(pid: int, found: dict[str, Any], changes: int, options: DemoOptions) -> list[str]:
