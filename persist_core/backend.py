@@ -11,7 +11,7 @@ The contract of each operation is documented here, once; implementations inherit
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -21,7 +21,7 @@ from persist_core.domains import DomainSpec
 if TYPE_CHECKING:
     from persist_core.ownership import LeaseLog
 
-__all__ = ["PAGE_SIZE", "Backend", "Capabilities", "ItemKey", "Key", "Record", "comes_after"]
+__all__ = ["PAGE_SIZE", "Backend", "Capabilities", "ContextTally", "ItemKey", "Key", "Record", "comes_after"]
 
 #: A record's unique key: the domain's context values followed by its item key (if any).
 Key = tuple[Any, ...]
@@ -29,6 +29,29 @@ Key = tuple[Any, ...]
 ItemKey = Any
 #: The default page of :meth:`Backend.list_contexts` and :meth:`Backend.list_records`.
 PAGE_SIZE = 1000
+
+
+class ContextTally:
+    """Counts the records per context of pages of keys listed in key order, up to ``limit`` contexts: the
+    default :meth:`Backend.list_contexts` for a backend that cannot count without listing."""
+
+    def __init__(self, width: int, limit: int) -> None:
+        self.width = width
+        self.limit = limit
+        self.counts: list[tuple[Key, int]] = []
+
+    def add(self, keys: Iterable[Key]) -> bool:
+        """Count ``keys``; ``True`` once a context beyond the ``limit``-th shows that the last one is complete."""
+        counts = self.counts
+        for key in keys:
+            context = key[: self.width]
+            if counts and counts[-1][0] == context:
+                counts[-1] = (context, counts[-1][1] + 1)
+            elif len(counts) == self.limit:
+                return True
+            else:
+                counts.append((context, 1))
+        return False
 
 
 def comes_after(key: Key, after: Key | None) -> bool:
@@ -174,21 +197,12 @@ class Backend(abc.ABC):
         next ``after``. Only if ``capabilities.listing``. The default groups :meth:`list_records`; a backend
         that can count without reading the records overrides it.
         """
-        width = len(domain.context)
-        out: list[tuple[Key, int]] = []
+        tally = ContextTally(len(domain.context), limit)
         cursor = after
         while True:
             page = self.list_records(domain, after=cursor, limit=PAGE_SIZE)
-            for key, _ in page:
-                context = key[:width]
-                if out and out[-1][0] == context:
-                    out[-1] = (context, out[-1][1] + 1)
-                elif len(out) == limit:
-                    return out
-                else:
-                    out.append((context, 1))
-            if len(page) < PAGE_SIZE:
-                return out
+            if tally.add(key for key, _ in page) or len(page) < PAGE_SIZE:
+                return tally.counts
             cursor = page[-1][0]
 
     def list_records(

@@ -25,7 +25,7 @@ from bson.objectid import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from persist_core.backend import PAGE_SIZE, ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, ContextTally, ItemKey, Key, Record
 from persist_core.domains import DomainSpec, FieldType
 from persist_core.errors import ConfigurationError, InvalidValueError, PersistError
 from persist_mongo._cache import IdCache, cache_key
@@ -367,21 +367,12 @@ def list_contexts(
     s: Settings, h: Handles, domain: DomainSpec, after: Key | None, limit: int
 ) -> Steps[list[tuple[Key, int]]]:
     """A page of contexts with their counts: pages of keys grouped (FerretDB 1.x groups in memory anyway)."""
-    width = len(domain.context)
-    out: list[tuple[Key, int]] = []
+    tally = ContextTally(len(domain.context), limit)
     cursor = after
     while True:
         page = yield from list_records(s, h, domain, cursor, PAGE_SIZE)
-        for key, _ in page:
-            context = key[:width]
-            if out and out[-1][0] == context:
-                out[-1] = (context, out[-1][1] + 1)
-            elif len(out) == limit:
-                return out
-            else:
-                out.append((context, 1))
-        if len(page) < PAGE_SIZE:
-            return out
+        if tally.add(key for key, _ in page) or len(page) < PAGE_SIZE:
+            return tally.counts
         cursor = page[-1][0]
 
 

@@ -23,12 +23,11 @@ import json
 import uuid
 from typing import Any
 
-from persist_core.async_backend import ThreadedAsyncBackend
 from persist_core.async_persist import AsyncPersist, asetup
-from persist_core.async_stores import AsyncObjectSlotStore, AsyncSlotStore, make_async_store
+from persist_core.async_stores import AsyncObjectSlotStore
+from persist_core.bench.async_rows import LoopRows, threaded_signal
 from persist_core.bench.core_pairs import sample_value
 from persist_core.bench.harness import Pair
-from persist_core.domains import DOMAINS
 from persist_sql import _dialects
 from persist_sql._async_drivers import Asyncmy
 from persist_sql.bench import _MY_READ, _MY_UPSERT, _PG_READ, _PG_UPSERT, _url
@@ -106,7 +105,7 @@ class _RawAsyncmy:
         connection[0].close()
 
 
-class _AsyncRows:
+class _AsyncRows(LoopRows):
     """The facade and the raw connections, on one event loop of their own, on contexts of their own."""
 
     slot: AsyncObjectSlotStore
@@ -117,7 +116,6 @@ class _AsyncRows:
         self.driver = driver
         self.value = sample_value()
         self.tag = f"bench-async-{uuid.uuid4().hex[:8]}"
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.persist: AsyncPersist | None = None
         self.raw: Any = None
         self.raw_pool: asyncio.Queue[Any] | None = None
@@ -125,31 +123,15 @@ class _AsyncRows:
         self.ours_key = (f"{self.tag}-ours", "bench", "bench")
         self.raw_key = (f"{self.tag}-raw", "bench", "bench")
 
-    def _run(self, coroutine: Any) -> Any:
-        if self.loop is None:  # pragma: no cover - setup() makes it
-            raise RuntimeError("setup() first")
-        return self.loop.run_until_complete(coroutine)
-
-    # -- lifecycle ----------------------------------------------------------------------------------
-
-    def setup(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._run(self._setup())
+    # -- lifecycle (LoopRows runs these on the rows' loop) ---------------------------------------------
 
     async def _setup(self) -> None:
         self.persist = await asetup(self.url, env={})
         symbol, strategy, exchange = self.ours_key
         self.slot = self.persist.live.signal(symbol=symbol, strategy_name=strategy, exchange_name=exchange)
         # The thread-pool face on the same (sync) backend, for comparison.
-        sync_backend = self.persist.sync.store_backend("live", "signal")
-        threaded = make_async_store(
-            ThreadedAsyncBackend(sync_backend),
-            DOMAINS["signal"],
-            dict(zip(("symbol", "strategy_name", "exchange_name"), self.ours_key, strict=True)),
-        )
-        if not isinstance(threaded, AsyncSlotStore):  # pragma: no cover - signal is a slot domain
-            raise TypeError(f"expected a slot store, got {threaded!r}")
-        self.threaded = threaded
+        context = dict(zip(("symbol", "strategy_name", "exchange_name"), self.ours_key, strict=True))
+        self.threaded = threaded_signal(self.persist, context)
         self.raw = await self.driver.connect()
         self.raw_pool = asyncio.Queue()
         for _ in range(_POOL_SIZE):
@@ -158,15 +140,6 @@ class _AsyncRows:
             self.raw_pool.put_nowait(connection)
         await self.slot.write(self.value)
         await self._raw_write()
-
-    def teardown(self) -> None:
-        if self.loop is None:
-            return
-        try:
-            self._run(self._teardown())
-        finally:
-            self.loop.close()
-            self.loop = None
 
     async def _teardown(self) -> None:
         try:

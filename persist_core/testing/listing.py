@@ -24,6 +24,7 @@ from persist_core.validation import check_field
 __all__ = ["ListingClauses", "list_all", "listable_key"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_V = TypeVar("_V")
 
 #: Strings that share prefixes, differ in case or only past an ASCII boundary: the orders that go wrong.
 _SUFFIXES = ("", "a", "ab", "a b", "a~", "B", "b", "é", "ü", "z", "\u4e2d", "10", "9")
@@ -76,36 +77,30 @@ def _record(spec: DomainSpec, key: Key, n: int, *, removed: bool = False) -> Rec
 
 def list_all(backend: Backend, spec: DomainSpec, page: int) -> list[tuple[Key, Record]]:
     """Every record of ``spec`` through :meth:`Backend.list_records`, ``page`` at a time."""
-    out: list[tuple[Key, Record]] = []
-    after: Key | None = None
-    while True:
-        chunk = backend.list_records(spec, after=after, limit=page)
-        assert len(chunk) <= page, f"list_records returned {len(chunk)} records for limit={page}"
-        _check_progress([key for key, _ in chunk], after, "list_records")
-        out.extend(chunk)
-        if len(chunk) < page:
-            return out
-        after = chunk[-1][0]
-
-
-def _check_progress(keys: list[Key], after: Key | None, operation: str) -> None:
-    """A page holds only keys after the cursor, ascending: else paging repeats itself or never ends."""
-    if keys and after is not None:
-        assert keys[0][: len(after)] > after, f"{operation}(after={after!r}) returned {keys[0]!r}"
-    assert all(a < b for a, b in itertools.pairwise(keys)), f"{operation} returned a page out of order"
+    return _paged(backend.list_records, spec, page)
 
 
 def _all_contexts(backend: Backend, spec: DomainSpec, page: int) -> list[tuple[Key, int]]:
-    out: list[tuple[Key, int]] = []
+    return _paged(backend.list_contexts, spec, page)
+
+
+def _paged(fetch: Callable[..., list[tuple[Key, _V]]], spec: DomainSpec, page: int) -> list[tuple[Key, _V]]:
+    """Every page of ``fetch`` (``list_records`` or ``list_contexts``), each checked to advance past its cursor
+    in order: otherwise paging repeats itself or never ends."""
+    operation = getattr(fetch, "__name__", "listing")
+    out: list[tuple[Key, _V]] = []
     after: Key | None = None
     while True:
-        chunk = backend.list_contexts(spec, after=after, limit=page)
-        assert len(chunk) <= page, f"list_contexts returned {len(chunk)} contexts for limit={page}"
-        _check_progress([context for context, _ in chunk], after, "list_contexts")
+        chunk = fetch(spec, after=after, limit=page)
+        assert len(chunk) <= page, f"{operation} returned {len(chunk)} entries for limit={page}"
+        keys = [key for key, _ in chunk]
+        if keys and after is not None:
+            assert keys[0][: len(after)] > after, f"{operation}(after={after!r}) returned {keys[0]!r}"
+        assert all(a < b for a, b in itertools.pairwise(keys)), f"{operation} returned a page out of order"
         out.extend(chunk)
         if len(chunk) < page:
             return out
-        after = chunk[-1][0]
+        after = keys[-1]
 
 
 def _write(backend: Backend, spec: DomainSpec, pairs: list[tuple[Key, Record]]) -> None:
