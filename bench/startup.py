@@ -15,7 +15,8 @@ The storage grows in place from one size to the next (only the new records are w
     python bench/startup.py --json bench/results/startup.json
 
 PostgreSQL and MariaDB use a scratch database on the servers of ``PERSIST_TEST_POSTGRES_URL`` and
-``PERSIST_TEST_MYSQL_URL`` (``scripts/services.sh env``), dropped at the end. Figures: docs/benchmarks.md.
+``PERSIST_TEST_MYSQL_URL``, MongoDB a scratch database on ``PERSIST_TEST_MONGO_URL`` (FerretDB here; no Redis,
+so that every read goes to the database) (``scripts/services.sh env``), dropped at the end. Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -52,6 +53,20 @@ def _storage(kind: str) -> Iterator[str]:
     if kind in ("file", "sqlite"):
         with tempfile.TemporaryDirectory(prefix="persist-startup-") as folder:
             yield f"file:{folder}/dump?durability=process" if kind == "file" else f"sqlite:///{folder}/state.db"
+        return
+    if kind == "mongodb":
+        import pymongo
+
+        server = os.environ["PERSIST_TEST_MONGO_URL"]
+        name = f"persist_startup_{uuid.uuid4().hex[:10]}"
+        base, _, _ = server.partition("?")
+        url = f"{base.rsplit('/', 1)[0]}/{name}"
+        client: Any = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000)
+        try:
+            yield url
+        finally:
+            client.drop_database(name)
+            client.close()
         return
     import sqlalchemy as sa
 
@@ -117,7 +132,10 @@ def _measure(url: str, rounds: int, calls: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--backend", nargs="+", default=["file", "sqlite"], choices=["file", "sqlite", "postgresql", "mariadb"]
+        "--backend",
+        nargs="+",
+        default=["file", "sqlite"],
+        choices=["file", "sqlite", "postgresql", "mariadb", "mongodb"],
     )
     parser.add_argument("--sizes", nargs="+", type=int, default=[1_000, 10_000, 100_000])
     parser.add_argument("--rounds", type=int, default=5, help="setup rounds per size (median)")
