@@ -242,6 +242,34 @@ VARIANTS = {
         """,
         "test_property_distinct_keys_never_share_a_record",
     ),
+    # The removed flag kept in memory, not in storage: right until a restart, which brings removed entries back.
+    "removed_flag_not_persisted": (
+        """
+        from persist_core.backend import Capabilities
+        TABLES = {}
+        class Broken(MemoryBackend):  # instances share one store, as on a server
+            capabilities = Capabilities(survives_process_kill=False)
+            def __init__(self):
+                super().__init__()
+                self._tables = TABLES
+                self._removed = set()
+            def mark_removed(self, domain, key):
+                if self.get(domain, key) is not None:
+                    self._removed.add((domain.name, key))
+            def put(self, domain, key, record):
+                self._removed.discard((domain.name, key))
+                super().put(domain, key, record)
+            def get(self, domain, key):
+                record = super().get(domain, key)
+                if record is not None and (domain.name, key) in self._removed:
+                    record = Record(record.payload, record.when, removed=True)
+                return record
+            def scan(self, domain, context, start=None, stop=None):
+                return [(i, self.get(domain, (*context, i))) for i, _ in super().scan(domain, context, start, stop)]
+        FACTORY = Broken
+        """,
+        "test_state_machine_matches_the_memory_model",
+    ),
     # Temp files named like records (tmp-<random>.json): a listing takes an interrupted write for an item.
     "lists_temp_files": (
         """
