@@ -1,7 +1,7 @@
 .PHONY: demo test services services-stop bench lint
 
-demo:           ## the crash/resume demo on the file backend
-	python3 -m pip install --quiet -e . && backtest-persist demo
+demo:           ## the crash/resume demo on the file backend (in a virtual environment: scripts/venv.sh)
+	bash scripts/demo.sh
 
 test:           ## the whole suite, servers included (what CI runs)
 	bash scripts/test.sh
@@ -12,8 +12,11 @@ services:       ## install what is missing and start the test servers
 services-stop:
 	bash scripts/services.sh stop
 
+# The virtual environment that scripts/demo.sh and scripts/test.sh create (scripts/venv.sh).
+PY ?= .venv/bin/python
+
 bench:
-	backtest-persist bench
+	$(dir $(PY))backtest-persist bench
 
 lint:
-	python3 -m ruff check . && python3 -m ruff format --check . && python3 -m mypy
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record
 from persist_core.domains import DomainSpec
 
 if TYPE_CHECKING:
@@ -93,6 +93,22 @@ class AsyncBackend(abc.ABC):
     async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         """See :meth:`persist_core.backend.Backend.mark_removed`."""
 
+    async def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        """See :meth:`persist_core.backend.Backend.list_contexts`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list contexts (capabilities.listing is False)")
+
+    async def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        """See :meth:`persist_core.backend.Backend.list_records`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list records (capabilities.listing is False)")
+
+    async def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        """See :meth:`persist_core.backend.Backend.delete_records`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete records (capabilities.deletion is False)")
+
     def lease_log(self) -> LeaseLog:
         """See :meth:`persist_core.backend.Backend.lease_log`; the log's calls block, the facade runs them in
         the thread pool."""
@@ -112,7 +128,13 @@ class AsyncBackend(abc.ABC):
 
 
 class ThreadedAsyncBackend(AsyncBackend):
-    """A sync :class:`~persist_core.backend.Backend` on the asyncio face, each call in a bounded thread pool."""
+    """A sync :class:`~persist_core.backend.Backend` on the asyncio face, each call in a bounded thread pool.
+
+    A backend that declares ``Capabilities(blocks=False)`` (memory) is called on the event loop instead: its
+    operations are shorter than the hop to a pool thread, and a pool thread holding the GIL for them would
+    keep the loop waiting longer than the call itself. Each call still yields to the loop once, as an I/O call
+    would, so that a loop of writes does not starve other tasks.
+    """
 
     def __init__(self, inner: Backend, executor: concurrent.futures.Executor | None = None) -> None:
         self.inner = inner
@@ -121,6 +143,10 @@ class ThreadedAsyncBackend(AsyncBackend):
         self._executor = executor
 
     async def _call(self, function: Callable[..., _T], *args: object) -> _T:
+        if not self.capabilities.blocks:
+            # Yield once, as an awaited I/O call would: a loop of writes must not keep other tasks waiting.
+            await asyncio.sleep(0)
+            return function(*args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor or shared_executor(), functools.partial(function, *args))
 
@@ -156,6 +182,19 @@ class ThreadedAsyncBackend(AsyncBackend):
 
     async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         await self._call(self.inner.mark_removed, domain, key)
+
+    async def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        return await self._call(functools.partial(self.inner.list_contexts, domain, after=after, limit=limit))
+
+    async def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        return await self._call(functools.partial(self.inner.list_records, domain, after=after, limit=limit))
+
+    async def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        return await self._call(self.inner.delete_records, domain, keys)
 
     def lease_log(self) -> LeaseLog:
         return self.inner.lease_log()

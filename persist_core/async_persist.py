@@ -3,7 +3,7 @@
 :class:`AsyncPersist` has the same stores, names, routing, options, mode isolation and ownership as
 :class:`~persist_core.persist.Persist`, with coroutine methods. It is built on a sync ``Persist`` that does
 the configuration: opening, schema checks and connecting run in the bounded thread pool, never on the event
-loop. A backend whose URL scheme has a native asyncio backend (PostgreSQL on psycopg's ``AsyncConnection``,
+loop. A backend whose URL scheme has a native asyncio backend (PostgreSQL and MariaDB/MySQL, MongoDB + Redis:
 :func:`persist_core.registry.create_async_backend`) is served by it, beside the sync one that keeps the
 schema check and the ownership leases; its live stores go through :class:`AsyncOwnedBackend`, which runs the
 owner's check in the thread pool only when the lease needs claiming or renewing. Every other backend's calls
@@ -24,20 +24,31 @@ from persist_core.async_stores import (
     AsyncCandleStore,
     AsyncCollectionStore,
     AsyncKeyedStore,
-    AsyncSlotStore,
+    AsyncMappingSlotStore,
+    AsyncObjectSlotStore,
+    AsyncValueSlotStore,
     make_async_store,
 )
 from persist_core.backend import Backend
 from persist_core.domains import DomainSpec
-from persist_core.guarded import AsyncOwnedBackend, OwnedBackend
+from persist_core.guarded import AsyncOpenBackend, AsyncOwnedBackend, OwnedBackend
 from persist_core.persist import Persist, SetupOptions, _Stores, build_persist
 from persist_core.registry import create_async_backend
+from persist_core.urls import UrlLike
 
 __all__ = ["AsyncModeStores", "AsyncPersist", "asetup"]
 
 
 class AsyncModeStores(
-    _Stores[AsyncSlotStore, AsyncKeyedStore, AsyncCandleStore, AsyncCollectionStore, AsyncBucketStore]
+    _Stores[
+        AsyncObjectSlotStore,
+        AsyncMappingSlotStore,
+        AsyncValueSlotStore,
+        AsyncKeyedStore,
+        AsyncCandleStore,
+        AsyncCollectionStore,
+        AsyncBucketStore,
+    ]
 ):
     """The 16 typed stores of one mode on the asyncio face (``persist.live`` / ``persist.backtest``)."""
 
@@ -79,11 +90,11 @@ class AsyncPersist:
         face = self._faces.get(id(backend))
         if face is None:
             if native is None:
-                face = ThreadedAsyncBackend(backend)
+                face = ThreadedAsyncBackend(backend)  # through the sync guard: the open check, ownership
             elif isinstance(backend, OwnedBackend):
-                face = AsyncOwnedBackend(native, backend.owner)
+                face = AsyncOwnedBackend(native, backend.owner, backend.lifecycle)
             else:
-                face = native
+                face = AsyncOpenBackend(native, self._persist.lifecycle)
             face = self._faces.setdefault(id(backend), face)
         return face
 
@@ -111,6 +122,8 @@ class AsyncPersist:
     async def close(self) -> None:
         """Close the native asyncio backends, then release ownership and close every backend (in the thread
         pool). Idempotent."""
+        # Closed before anything is released: a store call from now on would reopen what is being closed.
+        self._persist.lifecycle.close("this AsyncPersist is closed (close() or the end of its async with block)")
         natives = [native for native in self._natives.values() if native is not None]
         self._natives.clear()
         self._faces.clear()
@@ -134,7 +147,7 @@ async def _in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
     return await loop.run_in_executor(shared_executor(), functools.partial(function, *args, **kwargs))
 
 
-async def asetup(url: str | None = None, **options: Unpack[SetupOptions]) -> AsyncPersist:
+async def asetup(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -> AsyncPersist:
     """The asyncio face of :func:`persist_core.setup`: same arguments, same routing, same errors.
 
     Opening the backends (connecting, checking schemas, sweeping folders) runs in the thread pool, so the

@@ -9,18 +9,21 @@ anything is sent, and a cancelled call leaves the record as the backend's atomic
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from persist_core.async_backend import AsyncBackend
 from persist_core.domains import DomainSpec, Kind
+from persist_core.json_types import JsonLike, JsonObject, JsonObjectLike, JsonValue
 from persist_core.store_rules import (
     BucketRules,
     CandleRules,
     Clock,
     CollectionRules,
     KeyedRules,
+    R,
     SlotRules,
     StoreRules,
+    W,
     WhenLike,
     wall_clock_ms,
 )
@@ -31,8 +34,11 @@ __all__ = [
     "AsyncCandleStore",
     "AsyncCollectionStore",
     "AsyncKeyedStore",
+    "AsyncMappingSlotStore",
+    "AsyncObjectSlotStore",
     "AsyncSlotStore",
     "AsyncStore",
+    "AsyncValueSlotStore",
     "make_async_store",
 ]
 
@@ -43,19 +49,27 @@ class AsyncStore(StoreRules[AsyncBackend]):
     __slots__ = ()
 
 
-class AsyncSlotStore(SlotRules[AsyncBackend], AsyncStore):
+class AsyncSlotStore(SlotRules[AsyncBackend, W, R], AsyncStore):
     """See :class:`persist_core.stores.SlotStore`."""
 
     __slots__ = ()
 
-    async def read(self, as_of: WhenLike = None) -> Any:
+    async def read(self, as_of: WhenLike = None) -> R:
         """See :meth:`persist_core.stores.SlotStore.read`."""
         limit = to_epoch_ms(as_of, "as_of")
-        return self._value(await self._backend.get(self._spec, self._context), self._context, limit)
+        return self._slot_value(await self._backend.get(self._spec, self._context), limit)
 
-    async def write(self, value: object, when: WhenLike = None) -> None:
+    async def write(self, value: W, when: WhenLike = None) -> None:
         """See :meth:`persist_core.stores.SlotStore.write`."""
         await self._backend.put(self._spec, self._context, self._record(value, when))
+
+
+#: See :data:`persist_core.stores.ObjectSlotStore`.
+AsyncObjectSlotStore: TypeAlias = AsyncSlotStore[JsonObjectLike | None, JsonObject | None]
+#: See :data:`persist_core.stores.MappingSlotStore`.
+AsyncMappingSlotStore: TypeAlias = AsyncSlotStore[JsonObjectLike | None, JsonObject]
+#: See :data:`persist_core.stores.ValueSlotStore`.
+AsyncValueSlotStore: TypeAlias = AsyncSlotStore[JsonLike, JsonValue]
 
 
 class AsyncKeyedStore(KeyedRules[AsyncBackend], AsyncStore):
@@ -63,13 +77,13 @@ class AsyncKeyedStore(KeyedRules[AsyncBackend], AsyncStore):
 
     __slots__ = ()
 
-    async def read(self, signal_id: str, as_of: WhenLike = None) -> Any:
+    async def read(self, signal_id: str, as_of: WhenLike = None) -> JsonObject:
         """See :meth:`persist_core.stores.KeyedStore.read`."""
         key = self._item(signal_id)
         limit = to_epoch_ms(as_of, "as_of")
-        return self._value(await self._backend.get(self._spec, key), key, limit)
+        return self._mapping_value(await self._backend.get(self._spec, key), key, limit)
 
-    async def write(self, signal_id: str, value: object, when: WhenLike = None) -> None:
+    async def write(self, signal_id: str, value: JsonObjectLike | None, when: WhenLike = None) -> None:
         """See :meth:`persist_core.stores.KeyedStore.write`."""
         key = self._item(signal_id)
         await self._backend.put(self._spec, key, self._record(value, when))
@@ -80,12 +94,12 @@ class AsyncCandleStore(CandleRules[AsyncBackend], AsyncStore):
 
     __slots__ = ()
 
-    async def write(self, candles: Sequence[dict[str, Any]]) -> int:
+    async def write(self, candles: Sequence[JsonObjectLike]) -> int:
         """See :meth:`persist_core.stores.CandleStore.write`."""
         items = self._candle_batch(candles)
         return await self._backend.insert_many(self._spec, items) if items else 0
 
-    async def read(self, limit: int, since: int) -> list[Any] | None:
+    async def read(self, limit: int, since: int) -> list[JsonObject] | None:
         """See :meth:`persist_core.stores.CandleStore.read`."""
         start, stop = self._window(limit, since)
         found = await self._backend.read_window(self._spec, self._context, start, stop, self._step)
@@ -97,11 +111,11 @@ class AsyncCollectionStore(CollectionRules[AsyncBackend], AsyncStore):
 
     __slots__ = ()
 
-    async def read(self) -> list[Any]:
+    async def read(self) -> list[JsonObject]:
         """See :meth:`persist_core.stores.CollectionStore.read`."""
         return self._items(await self._backend.scan(self._spec, self._context))
 
-    async def write(self, items: Sequence[dict[str, Any]]) -> None:
+    async def write(self, items: Sequence[JsonObjectLike]) -> None:
         """See :meth:`persist_core.stores.CollectionStore.write`."""
         pairs = self._collection_batch(items)
         if not pairs:
@@ -117,13 +131,13 @@ class AsyncBucketStore(BucketRules[AsyncBackend], AsyncStore):
 
     __slots__ = ()
 
-    async def read(self, key: str, as_of: WhenLike = None) -> Any:
+    async def read(self, key: str, as_of: WhenLike = None) -> JsonValue:
         """See :meth:`persist_core.stores.BucketStore.read`."""
         full = self._item(key)
         limit = to_epoch_ms(as_of, "as_of")
-        return self._value(await self._backend.get(self._spec, full), full, limit)
+        return self._bucket_value(await self._backend.get(self._spec, full), full, limit)
 
-    async def write(self, key: str, value: object, when: WhenLike = None) -> None:
+    async def write(self, key: str, value: JsonLike, when: WhenLike = None) -> None:
         """See :meth:`persist_core.stores.BucketStore.write`."""
         full = self._item(key)
         await self._backend.put(self._spec, full, self._bucket_record(value, when))
@@ -143,7 +157,7 @@ class AsyncBucketStore(BucketRules[AsyncBackend], AsyncStore):
         to_epoch_ms(as_of, "as_of")
         return self._keys(await self._backend.scan(self._spec, self._context), as_of)
 
-    async def entries(self, as_of: WhenLike = None) -> AsyncIterator[tuple[str, Any]]:
+    async def entries(self, as_of: WhenLike = None) -> AsyncIterator[tuple[str, JsonValue]]:
         """See :meth:`persist_core.stores.BucketStore.entries`; use it with ``async for``."""
         to_epoch_ms(as_of, "as_of")
         for entry in self._entries(await self._backend.scan(self._spec, self._context), as_of):

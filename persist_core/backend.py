@@ -21,12 +21,19 @@ from persist_core.domains import DomainSpec
 if TYPE_CHECKING:
     from persist_core.ownership import LeaseLog
 
-__all__ = ["Backend", "Capabilities", "ItemKey", "Key", "Record"]
+__all__ = ["PAGE_SIZE", "Backend", "Capabilities", "ItemKey", "Key", "Record", "comes_after"]
 
 #: A record's unique key: the domain's context values followed by its item key (if any).
 Key = tuple[Any, ...]
 #: An item key alone (``str`` or, for candles, ``int``).
 ItemKey = Any
+#: The default page of :meth:`Backend.list_contexts` and :meth:`Backend.list_records`.
+PAGE_SIZE = 1000
+
+
+def comes_after(key: Key, after: Key | None) -> bool:
+    """Whether ``key`` is listed after the cursor ``after``: its first ``len(after)`` fields sort after it."""
+    return after is None or key[: len(after)] > after
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,12 @@ class Capabilities:
         ownership: :meth:`Backend.lease_log` keeps ownership leases, so a live process can own the storage
             (CONTRACTS.md 3.7). A backend shared between processes without it runs live without that guard,
             and ``setup()`` logs a warning.
+        listing: :meth:`Backend.list_contexts` and :meth:`Backend.list_records` enumerate what is stored
+            (CONTRACTS.md 3.8), which the operator tools (``ls``, ``show``, ``export``, ``copy``) need.
+        deletion: :meth:`Backend.delete_records` removes records for good, which ``prune`` needs.
+        blocks: an operation may wait: on I/O, a server, or a lock another process holds. ``False`` declares
+            that every operation is a short in-memory step (memory); the asyncio face then calls it on the
+            event loop, because a hop to the thread pool and back costs more than the operation.
     """
 
     domains: frozenset[str] | None = None
@@ -64,6 +77,9 @@ class Capabilities:
     survives_process_kill: bool = True
     keeps_removed_records: bool = True
     ownership: bool = False
+    listing: bool = False
+    deletion: bool = False
+    blocks: bool = True
 
     def supports(self, domain_name: str) -> bool:
         """Whether the backend accepts records of ``domain_name``."""
@@ -115,8 +131,9 @@ class Backend(abc.ABC):
     def read_window(
         self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
     ) -> list[tuple[ItemKey, Record]]:
-        """Return the records at ``start + i * step`` below ``stop`` that exist (a candle window).
+        """Return the records at ``start + i * step`` below ``stop`` that exist (a candle window), ascending.
 
+        It may stop at the first missing key: a window with a gap is a cache miss however much of it exists.
         Defaults to one :meth:`scan`; a backend without a range scan (files) looks the keys up instead.
         """
         return [(item, rec) for item, rec in self.scan(domain, context, start, stop) if (item - start) % step == 0]
@@ -141,6 +158,60 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         """Set the ``removed`` flag of the record under ``key`` and keep it; no-op if it is missing."""
+
+    # ------------------------------------------------------------------ operating the state (3.8)
+    #
+    # Key order, here and in scan: keys compare as tuples of their fields in spec order, strings by code
+    # point, ints numerically, False before True (Python's own tuple order for the domain's field types).
+
+    def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        """Return the contexts of ``domain`` that hold records, ascending, each with its number of records.
+
+        A context is the tuple of the domain's context values; removed records count. Only contexts after
+        ``after`` (exclusive), at most ``limit`` of them: page by passing the last context of a page as the
+        next ``after``. Only if ``capabilities.listing``. The default groups :meth:`list_records`; a backend
+        that can count without reading the records overrides it.
+        """
+        width = len(domain.context)
+        out: list[tuple[Key, int]] = []
+        cursor = after
+        while True:
+            page = self.list_records(domain, after=cursor, limit=PAGE_SIZE)
+            for key, _ in page:
+                context = key[:width]
+                if out and out[-1][0] == context:
+                    out[-1] = (context, out[-1][1] + 1)
+                elif len(out) == limit:
+                    return out
+                else:
+                    out.append((context, 1))
+            if len(page) < PAGE_SIZE:
+                return out
+            cursor = page[-1][0]
+
+    def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        """Return ``(key, record)`` pairs of ``domain`` ascending by key, removed ones included.
+
+        Only keys whose first ``len(after)`` fields come after ``after``, at most ``limit``: with a whole key
+        that is every later key (page by passing a page's last key as the next ``after``); with a shorter
+        prefix (a context) every record under that prefix is skipped too (:func:`comes_after`). Records of
+        other domains never appear, nor do temp files or other storage litter. A record written or deleted
+        while a listing pages may or may not appear; every record present throughout appears exactly once.
+        Only if ``capabilities.listing``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list records (capabilities.listing is False)")
+
+    def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        """Remove the records under ``keys`` for good (unlike :meth:`mark_removed`); return how many existed.
+
+        Missing keys are skipped. Each record goes whole; other records, of this domain or another, are never
+        touched. Only if ``capabilities.deletion``; a write, so a live process must own the storage.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot delete records (capabilities.deletion is False)")
 
     def lease_log(self) -> LeaseLog:
         """The storage of ownership leases (only if ``capabilities.ownership``); see :mod:`persist_core.ownership`.

@@ -1,4 +1,4 @@
-"""The ``backtest-persist`` command line: ``demo``, ``bench``, ``migrate`` and ``check``.
+"""The ``backtest-persist`` command line: ``demo``, ``bench``, ``migrate``, ``check``, ``ls``, ``show``, ``prune``.
 
 Results go to stdout, diagnostics to stderr; passwords in URLs are masked in everything printed.
 Exit codes are listed in :data:`EXIT_CODES` and in ``backtest-persist --help``.
@@ -21,7 +21,7 @@ from persist_core import __version__
 from persist_core.config import resolve_redis_url
 from persist_core.domains import DOMAINS
 from persist_core.errors import ConfigurationError, PersistError
-from persist_core.registry import create_backend
+from persist_core.registry import SQL_DRIVERS, check_driver, create_backend, missing_driver
 from persist_core.urls import mask_url, scheme_of, secrets_of
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -37,9 +37,6 @@ EXIT_CODES = {
     EXIT_USAGE: "usage or configuration error (bad arguments, unknown URL scheme, missing extra)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
-
-#: URL schemes served by persist_sql, and the extra that installs each one's driver.
-SQL_EXTRAS = {"sqlite": "sql", "postgresql": "postgres", "postgres": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 
 
 # ------------------------------------------------------------------------------------- secrets
@@ -90,7 +87,9 @@ def _cmd_demo(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
 
     options = DemoOptions(url=args.url, seed=args.seed, keep=args.keep, reference_url=args.reference_url)
     code, lines = run_demo(options)
-    for line in lines[-1:] if args.quiet else lines:
+    if args.quiet:  # the verdict; with --keep also where the kept state is, or --keep would keep it unseen
+        lines = [line for line in lines[:-1] if args.keep and line.startswith("state:")] + lines[-1:]
+    for line in lines:
         print(line, file=out)
     return code
 
@@ -160,25 +159,21 @@ def _cmd_bench(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
 
 def _sql_admin(url: str) -> ModuleType:
     """``persist_sql.admin``, imported only when a SQL command runs."""
-    scheme = scheme_of(url)
+    check_driver(url)
     try:
         return importlib.import_module("persist_sql.admin")
     except ImportError as exc:
-        extra = SQL_EXTRAS.get(scheme, "sql")
-        raise ConfigurationError(
-            f"the {scheme!r} backend needs drivers that are not installed ({exc.name or exc}): "
-            f'pip install "backtest-persist[{extra}]"'
-        ) from exc
+        raise missing_driver(url, exc.name or str(exc)) from exc
 
 
 def _cmd_migrate(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
     scheme = scheme_of(args.url)
-    if scheme not in SQL_EXTRAS:
+    if scheme not in SQL_DRIVERS:
         raise ConfigurationError(
-            f"migrate applies to SQL URLs ({', '.join(sorted(SQL_EXTRAS))}); {mask_url(args.url)} has no schema "
+            f"migrate applies to SQL URLs ({', '.join(sorted(SQL_DRIVERS))}); {mask_url(args.url)} has no schema "
             "migrations"
         )
-    text = _sql_admin(args.url).migrate(args.url, args.revision, sql=args.sql)
+    text = _sql_admin(args.url).migrate(args.url, args.revision, sql=args.sql, downgrade=args.downgrade)
     if text:
         print(text, file=out)
     return EXIT_OK
@@ -224,7 +219,7 @@ def _backend_checks(url: str) -> list[tuple[str, bool, str]]:
 
 def _cmd_check(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
     url = args.url
-    if scheme_of(url) in SQL_EXTRAS:
+    if scheme_of(url) in SQL_DRIVERS:
         checks: list[tuple[str, bool, str]] = list(_sql_admin(url).check(url))
     else:
         checks = _backend_checks(url)
@@ -235,6 +230,74 @@ def _cmd_check(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
     failed = sum(1 for _, ok, _ in checks if not ok)
     print(f"{len(checks) - failed} of {len(checks)} checks passed", file=out)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _cmd_ls(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    from persist_core.operate import inventory
+
+    rows = list(inventory(args.url, domains=args.domain))
+    if args.json:
+        json.dump([dataclasses.asdict(row) for row in rows], out, indent=2, ensure_ascii=False)
+        print(file=out)
+        return EXIT_OK
+    for row in rows:
+        context = " ".join(f"{name}={value}" for name, value in row.context.items()) or "(the whole domain)"
+        print(f"{row.domain:<12} {row.records:>9}  {context}", file=out)
+    domains = len({(row.url, row.domain) for row in rows})
+    total = sum(row.records for row in rows)
+    print(f"{total} records in {len(rows)} contexts of {domains} domains", file=out)
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    from persist_core.operate import context_records
+
+    records = [dataclasses.asdict(r) for r in context_records(args.domain, args.context, args.url, mode=args.mode)]
+    if args.json:
+        json.dump(records, out, indent=2, ensure_ascii=False)
+        print(file=out)
+    else:
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False), file=out)
+    if not records:
+        print(f"backtest-persist: no {args.domain} records in that context", file=err)
+    return EXIT_OK
+
+
+def _cmd_prune(args: argparse.Namespace, out: _Scrubbed, err: _Scrubbed) -> int:
+    from persist_core.prune import prune
+
+    last = [time.monotonic()]
+
+    def progress(domain: str, examined: int, deleted: int) -> None:
+        # A plain line every few seconds: long work shows it is alive, short work prints nothing.
+        now = time.monotonic()
+        if now - last[0] >= 2.0:
+            last[0] = now
+            print(f"prune: {domain}: {examined} examined, {deleted} deleted so far", file=err, flush=True)
+
+    report = prune(
+        args.url,
+        candles_before=args.candles_before,
+        keep_last=args.keep_last,
+        older_than=args.older_than,
+        purge_removed_older_than=args.purge_removed_older_than,
+        domains=args.domain,
+        dry_run=args.dry_run,
+        progress=progress,
+    )
+    if args.json:
+        json.dump(report.to_json(), out, indent=2, ensure_ascii=False)
+        print(file=out)
+        return EXIT_OK
+    verb = "would delete" if report.dry_run else "deleted"
+    for part in report.domains:
+        undated = f" ({part.undated} kept: no time)" if part.undated else ""
+        print(
+            f"{part.domain:<12} {verb} {part.deleted:>9} of {part.examined:>9} examined{undated}  {part.url}", file=out
+        )
+    print(f"{verb} {report.deleted} records" + (" (dry run: nothing deleted)" if report.dry_run else ""), file=out)
+    return EXIT_OK
 
 
 # -------------------------------------------------------------------------------------- parser
@@ -249,6 +312,9 @@ def _epilog() -> str:
         "  backtest-persist bench --quick --backend file      file backend rows next to their raw operations\n"
         "  backtest-persist check --url postgresql+psycopg://user:pw@127.0.0.1/db\n"
         "  backtest-persist migrate --url postgresql+psycopg://user:pw@127.0.0.1/db --sql\n"
+        "  backtest-persist ls --url file:./dump            stored contexts and record counts\n"
+        "  backtest-persist show signal symbol=BTC/USDT strategy_name=s exchange_name=binance\n"
+        "  backtest-persist prune --candles-before 2024-01-01 --keep-last 1000 --dry-run\n"
         f"\nexit codes:\n{codes}\n"
         "\npasswords in URLs are printed as ***."
     )
@@ -277,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", help="target backend (default: the file backend in a new temp folder)")
     demo.add_argument("--seed", type=int, default=1, help="market and kill moment; same seed, same run (default: 1)")
     demo.add_argument("--keep", action="store_true", help="keep the temp folder of the default target")
-    demo.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    demo.add_argument(
+        "--quiet", action="store_true", help="print only the verdict line (and, with --keep, where the state is)"
+    )
     demo.add_argument(
         "--reference-url",
         default="memory://",
@@ -315,10 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser(
         "migrate",
         help="bring a SQL database's schema to a revision (Alembic)",
-        description="Upgrade (or downgrade) the schema of a SQL backend. Needs the sql extra.",
+        description=(
+            "Upgrade the schema of a SQL backend to a revision, or downgrade it to an older one (base: no tables) "
+            "with --downgrade. Needs the sql extra."
+        ),
     )
     migrate.add_argument("--url", required=True, help="SQLAlchemy URL of the database")
-    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.add_argument(
+        "--revision", default="head", help="target revision: head (default), base, 0001, 0002, or -1 / +1"
+    )
+    migrate.add_argument(
+        "--downgrade",
+        action="store_true",
+        help="allow a revision older than the database's: drops the later revisions' tables and their records",
+    )
     migrate.add_argument("--sql", action="store_true", help="print the SQL instead of running it (offline mode)")
     migrate.set_defaults(handler=_cmd_migrate, urls=("url",))
 
@@ -332,6 +410,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--url", required=True, help="backend URL, e.g. file:./dump or mongodb://127.0.0.1/db")
     check.set_defaults(handler=_cmd_check, urls=("url",))
+
+    url_help = "backend URL (default: PERSIST_URL and the other PERSIST_* variables, else file:./dump)"
+    ls = commands.add_parser(
+        "ls",
+        help="list the stored contexts of every domain, with their record counts",
+        description="List every stored context of every domain (or of --domain ...), with its number of records "
+        "(soft-deleted ones included), reading only: no ownership is claimed.",
+    )
+    ls.add_argument("--url", help=url_help)
+    ls.add_argument("--domain", action="extend", nargs="+", metavar="NAME", help="only these domains")
+    ls.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    ls.set_defaults(handler=_cmd_ls, urls=("url",))
+
+    show = commands.add_parser(
+        "show",
+        help="print one context's records as JSON",
+        description="Print the records of one context of DOMAIN, e.g. `show signal symbol=BTC/USDT "
+        "strategy_name=s exchange_name=binance`, one JSON object per line (key, value, when, removed).",
+    )
+    show.add_argument("domain", metavar="DOMAIN", help="one of: " + ", ".join(DOMAINS))
+    show.add_argument("context", nargs="*", metavar="FIELD=VALUE", help="the context's fields (flags: true/false)")
+    show.add_argument("--url", help=url_help)
+    show.add_argument("--mode", default="live", choices=("live", "backtest"), help="whose storage (default: live)")
+    show.add_argument("--json", action="store_true", help="print one JSON array instead of one object per line")
+    show.set_defaults(handler=_cmd_show, urls=("url",))
+
+    prune = commands.add_parser(
+        "prune",
+        help="delete old candles, log/notification/storage items, and (only if asked) soft-deleted entries",
+        description="Retention for the domains that only grow (docs/decisions.md, 'Prune'). A real run claims "
+        "ownership like a live process: a live owner in another process refuses it (exit 1). "
+        "Soft-deleted measure/interval/memory entries stay unless --purge-removed-older-than is given.",
+    )
+    prune.add_argument("--url", help=url_help)
+    prune.add_argument(
+        "--candles-before", metavar="TIME", help="candles opened before TIME (ISO date/time or epoch ms)"
+    )
+    prune.add_argument(
+        "--keep-last", type=int, metavar="N", help="log/notification/storage: keep the newest N per context"
+    )
+    prune.add_argument(
+        "--older-than", metavar="AGE", help="log/notification/storage: items older than AGE (e.g. 30d, 12h)"
+    )
+    prune.add_argument(
+        "--purge-removed-older-than",
+        metavar="AGE",
+        help="also purge soft-deleted measure/interval/memory entries whose when is older than AGE (0: all removed)",
+    )
+    prune.add_argument("--domain", action="extend", nargs="+", metavar="NAME", help="only these domains")
+    prune.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing, claim nothing")
+    prune.add_argument("--json", action="store_true", help="print the report as JSON")
+    prune.set_defaults(handler=_cmd_prune, urls=("url",))
     return parser
 
 
@@ -349,6 +479,8 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
         parser.print_help(err)
         return EXIT_USAGE
     urls = [u for u in (getattr(args, name, None) for name in args.urls) if isinstance(u, str)]
+    # URLs may come from the environment too (ls, show): their passwords are masked as well.
+    urls += [v for k, v in os.environ.items() if k.startswith(("PERSIST_", "CC_")) and "://" in v]
     safe_out, safe_err = _Scrubbed(out, urls), _Scrubbed(err, urls)
     try:
         return handler(args, safe_out, safe_err)
@@ -361,3 +493,7 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: 
     except KeyboardInterrupt:
         print("backtest-persist: interrupted", file=safe_err)
         return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # python -m persist_core.cli, the same as the backtest-persist command
+    sys.exit(main())

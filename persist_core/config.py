@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 
 from persist_core.domains import DOMAINS, domain
 from persist_core.errors import ConfigurationError
-from persist_core.urls import mask_url
+from persist_core.urls import UrlLike, mask_url, url_text
 
 __all__ = [
     "BACKTEST_ISOLATED_URL",
@@ -62,13 +62,14 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
-def _check_urls(mapping: Mapping[str, str] | None, what: str) -> Mapping[str, str]:
-    mapping = mapping or {}
-    for name, url in mapping.items():
+def _check_urls(mapping: Mapping[str, UrlLike] | None, what: str) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for name, url in (mapping or {}).items():
         domain(name)
-        if not isinstance(url, str) or not url:
+        texts[name] = url_text(url, f"{what}[{name!r}]")
+        if not texts[name]:
             raise ConfigurationError(f"{what}[{name!r}] must be a non-empty URL string")
-    return mapping
+    return texts
 
 
 def _upstream_url(env: Mapping[str, str]) -> str | None:
@@ -143,14 +144,19 @@ def storage_identity(url: str) -> tuple[str, ...]:
 
 
 def same_storage(first: str, second: str) -> bool:
-    """Whether two backend URLs name the same storage (see :func:`storage_identity`)."""
+    """Whether two backend URLs name the same storage (see :func:`storage_identity`).
+
+    ``null://`` stores nothing, so it is no storage that two modes could share.
+    """
+    if first.partition(":")[0].lower() == "null" or second.partition(":")[0].lower() == "null":
+        return False
     return first == second or storage_identity(first) == storage_identity(second)
 
 
 def resolve_routes(
-    url: str | None = None,
-    domains: Mapping[str, str] | None = None,
-    modes: Mapping[str, Mapping[str, str]] | None = None,
+    url: UrlLike | None = None,
+    domains: Mapping[str, UrlLike] | None = None,
+    modes: Mapping[str, Mapping[str, UrlLike]] | None = None,
     env: Mapping[str, str] | None = None,
     *,
     share_modes: bool = False,
@@ -162,6 +168,7 @@ def resolve_routes(
             backtest's and live records of a mode-free domain in one storage.
     """
     env = env if env is not None else {}
+    url = None if url is None else url_text(url, "url")
     domains = _check_urls(domains, "domains")
     per_mode = {_check_mode(m): _check_urls(mapping, m) for m, mapping in (modes or {}).items()}
     for key in env:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "CANDLE_STEPS_MS",
     "DOMAINS",
+    "CandleInterval",
     "DomainSpec",
     "FieldType",
     "KeyField",
@@ -24,6 +25,9 @@ __all__ = [
     "ValueKind",
     "domain",
 ]
+
+#: The candle intervals (CONTRACTS.md 3.3), for type checkers; ``check_field`` enforces the same set at run time.
+CandleInterval = Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "1d"]
 
 #: Candle intervals and their step in milliseconds (CONTRACTS.md 3.3).
 CANDLE_STEPS_MS: Mapping[str, int] = {

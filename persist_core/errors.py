@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "BackendTimeoutError",
     "BackendUnavailableError",
+    "ClosedError",
     "ConfigurationError",
     "CorruptRecordError",
     "InvalidKeyError",
@@ -93,4 +94,11 @@ class OwnershipError(PersistError):
     """Another live process owns the state, or this process lost ownership (CONTRACTS.md 3.7).
 
     Raised before anything is written. The message names the holder (host, pid, since).
+    """
+
+
+class ClosedError(PersistError, RuntimeError):
+    """The :class:`~persist_core.persist.Persist` facade was closed: by ``close()``, the end of its ``with``
+    block, or a later ``setup()`` that replaced it. Its stores refuse every call rather than reopen the
+    storage behind the back of the facade that replaced it; the message says which of these happened.
     """

@@ -7,14 +7,22 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Generic, TypedDict, TypeVar, Unpack, cast
+from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast, overload
 
 from persist_core.backend import Backend
-from persist_core.config import MODES, resolve_redis_url, resolve_routes, share_modes_from
-from persist_core.domains import DOMAINS, DomainSpec, domain
+from persist_core.config import (
+    DEFAULT_URL,
+    MODES,
+    resolve_redis_url,
+    resolve_routes,
+    share_modes_from,
+    storage_identity,
+)
+from persist_core.domains import DOMAINS, CandleInterval, DomainSpec, domain
 from persist_core.errors import ConfigurationError
-from persist_core.guarded import OwnedBackend, acquire_owner, release_owner
+from persist_core.guarded import Lifecycle, OpenBackend, OwnedBackend, acquire_owner, release_owner
 from persist_core.ownership import DEFAULT_LEASE_SECONDS
+from persist_core.prune import Progress, PrunePolicy, PruneReport, PruneRules, prune_storages
 from persist_core.registry import create_backend
 from persist_core.stores import (
     BucketStore,
@@ -22,41 +30,78 @@ from persist_core.stores import (
     Clock,
     CollectionStore,
     KeyedStore,
-    SlotStore,
+    MappingSlotStore,
+    ObjectSlotStore,
     Store,
+    ValueSlotStore,
     make_store,
     wall_clock_ms,
 )
-from persist_core.urls import mask_url, scheme_of
+from persist_core.urls import UrlLike, mask_url, scheme_of
 from persist_core.validation import DEFAULT_MAX_VALUE_BYTES
 
 __all__ = ["ModeStores", "Persist", "SetupOptions", "build_persist", "get_persist", "setup"]
 
 log = logging.getLogger("persist")
-_Slot = TypeVar("_Slot")
+_ObjectSlot = TypeVar("_ObjectSlot")
+_MappingSlot = TypeVar("_MappingSlot")
+_ValueSlot = TypeVar("_ValueSlot")
 _Keyed = TypeVar("_Keyed")
 _Candle = TypeVar("_Candle")
 _Collection = TypeVar("_Collection")
 _Bucket = TypeVar("_Bucket")
 
 
-class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
+class _Stores(Generic[_ObjectSlot, _MappingSlot, _ValueSlot, _Keyed, _Candle, _Collection, _Bucket]):
     """The 16 typed store accessors of one mode, for either face (the store classes are the type arguments).
 
-    Each accessor takes the domain's context fields as keywords and returns a store bound to them.
+    Each accessor takes the domain's context fields as keywords and returns a store bound to them. The slot
+    domains take three type arguments because their values differ (CONTRACTS.md 2): an object or ``None``
+    (signal, schedule, strategy, recent), an object that reads ``{}`` when missing (risk), any JSON value
+    (state, session).
     """
 
     def __init__(self, make: Callable[[str, DomainSpec, dict[str, Any]], Any], mode: str) -> None:
         self._make = make
         self.mode = mode
 
+    @overload
+    def store(
+        self, domain_name: Literal["signal", "schedule", "strategy", "recent"], **context: Any
+    ) -> _ObjectSlot: ...
+    @overload
+    def store(self, domain_name: Literal["risk"], **context: Any) -> _MappingSlot: ...
+    @overload
+    def store(self, domain_name: Literal["state", "session"], **context: Any) -> _ValueSlot: ...
+    @overload
+    def store(self, domain_name: Literal["partial", "breakeven"], **context: Any) -> _Keyed: ...
+    @overload
+    def store(self, domain_name: Literal["candle"], **context: Any) -> _Candle: ...
+    @overload
+    def store(self, domain_name: Literal["storage", "notification", "log"], **context: Any) -> _Collection: ...
+    @overload
+    def store(self, domain_name: Literal["measure", "interval", "memory"], **context: Any) -> _Bucket: ...
+    @overload
+    def store(
+        self, domain_name: str, **context: Any
+    ) -> _ObjectSlot | _MappingSlot | _ValueSlot | _Keyed | _Candle | _Collection | _Bucket: ...
     def store(self, domain_name: str, **context: Any) -> Any:
-        """The store of ``domain_name`` for ``context``, e.g. ``store("signal", symbol=..., ...)``."""
+        """The store of ``domain_name`` for ``context``, e.g. ``store("signal", symbol=..., ...)``.
+
+        With a literal domain name a type checker knows the store's type; with any other ``str`` it gets the
+        union of the store types, to narrow with ``isinstance``.
+        """
         spec = domain(domain_name)
         return self._make(self.mode, spec, context)
 
-    def _slot(self, name: str, **context: Any) -> _Slot:
-        return cast(_Slot, self._make(self.mode, DOMAINS[name], context))
+    def _object_slot(self, name: str, **context: Any) -> _ObjectSlot:
+        return cast(_ObjectSlot, self._make(self.mode, DOMAINS[name], context))
+
+    def _mapping_slot(self, name: str, **context: Any) -> _MappingSlot:
+        return cast(_MappingSlot, self._make(self.mode, DOMAINS[name], context))
+
+    def _value_slot(self, name: str, **context: Any) -> _ValueSlot:
+        return cast(_ValueSlot, self._make(self.mode, DOMAINS[name], context))
 
     def _keyed(self, name: str, **context: Any) -> _Keyed:
         return cast(_Keyed, self._make(self.mode, DOMAINS[name], context))
@@ -70,21 +115,21 @@ class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
     def _bucket(self, name: str, **context: Any) -> _Bucket:
         return cast(_Bucket, self._make(self.mode, DOMAINS[name], context))
 
-    def signal(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Slot:
+    def signal(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _ObjectSlot:
         """The open position of a strategy on a symbol (slot; missing reads ``None``)."""
-        return self._slot("signal", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
+        return self._object_slot("signal", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def schedule(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Slot:
+    def schedule(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _ObjectSlot:
         """The scheduled (limit-order) signal (slot; missing reads ``None``)."""
-        return self._slot("schedule", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
+        return self._object_slot("schedule", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def strategy(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Slot:
+    def strategy(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _ObjectSlot:
         """Deferred strategy state: commit queue, retry counters, pause flag (slot)."""
-        return self._slot("strategy", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
+        return self._object_slot("strategy", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def risk(self, *, risk_name: str, exchange_name: str) -> _Slot:
+    def risk(self, *, risk_name: str, exchange_name: str) -> _MappingSlot:
         """Open positions of a risk profile, position key -> position (slot; missing reads ``{}``)."""
-        return self._slot("risk", risk_name=risk_name, exchange_name=exchange_name)
+        return self._mapping_slot("risk", risk_name=risk_name, exchange_name=exchange_name)
 
     def partial(self, *, symbol: str, strategy_name: str, exchange_name: str) -> _Keyed:
         """Profit/loss levels reached, per signal id (missing reads ``{}``)."""
@@ -94,7 +139,7 @@ class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
         """Breakeven reached, per signal id (missing reads ``{}``)."""
         return self._keyed("breakeven", symbol=symbol, strategy_name=strategy_name, exchange_name=exchange_name)
 
-    def candle(self, *, symbol: str, interval: str, exchange_name: str) -> _Candle:
+    def candle(self, *, symbol: str, interval: CandleInterval, exchange_name: str) -> _Candle:
         """The immutable candle cache of a symbol and interval (first write wins)."""
         return self._candle("candle", symbol=symbol, interval=interval, exchange_name=exchange_name)
 
@@ -122,9 +167,11 @@ class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
         """Persistent LLM context entries of a signal (soft delete)."""
         return self._bucket("memory", signal_id=signal_id, bucket_name=bucket_name)
 
-    def recent(self, *, symbol: str, strategy_name: str, exchange_name: str, frame_name: str, backtest: bool) -> _Slot:
+    def recent(
+        self, *, symbol: str, strategy_name: str, exchange_name: str, frame_name: str, backtest: bool
+    ) -> _ObjectSlot:
         """The last-seen signal of a context (slot)."""
-        return self._slot(
+        return self._object_slot(
             "recent",
             symbol=symbol,
             strategy_name=strategy_name,
@@ -133,13 +180,15 @@ class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
             backtest=backtest,
         )
 
-    def state(self, *, signal_id: str, bucket_name: str) -> _Slot:
+    def state(self, *, signal_id: str, bucket_name: str) -> _ValueSlot:
         """Arbitrary strategy state of a signal (slot)."""
-        return self._slot("state", signal_id=signal_id, bucket_name=bucket_name)
+        return self._value_slot("state", signal_id=signal_id, bucket_name=bucket_name)
 
-    def session(self, *, strategy_name: str, exchange_name: str, frame_name: str, symbol: str, backtest: bool) -> _Slot:
+    def session(
+        self, *, strategy_name: str, exchange_name: str, frame_name: str, symbol: str, backtest: bool
+    ) -> _ValueSlot:
         """Cached indicator calculations (slot)."""
-        return self._slot(
+        return self._value_slot(
             "session",
             strategy_name=strategy_name,
             exchange_name=exchange_name,
@@ -149,7 +198,9 @@ class _Stores(Generic[_Slot, _Keyed, _Candle, _Collection, _Bucket]):
         )
 
 
-class ModeStores(_Stores[SlotStore, KeyedStore, CandleStore, CollectionStore, BucketStore]):
+class ModeStores(
+    _Stores[ObjectSlotStore, MappingSlotStore, ValueSlotStore, KeyedStore, CandleStore, CollectionStore, BucketStore]
+):
     """The 16 typed stores of one mode on the sync face (``persist.live`` / ``persist.backtest``)."""
 
 
@@ -181,6 +232,9 @@ class Persist:
         self._max_bytes = max_value_bytes
         self._backends: dict[str, Backend] = {}
         self._owned: dict[str, OwnedBackend] = {}
+        self._lifecycle = Lifecycle()
+        #: What the stores write through: the backend behind the facade's open check (live: also ownership).
+        self._guarded: dict[tuple[str, str], OpenBackend] = {}
         options = options or {}
         self._options = {scheme: dict(opts) for scheme, opts in options.items()}
         try:
@@ -196,6 +250,9 @@ class Persist:
             for backend in self._backends.values():
                 backend.open()
             self._guard_live_backends(lease_seconds)
+            for url, backend in self._backends.items():
+                self._guarded[("backtest", url)] = OpenBackend(backend, self._lifecycle)
+                self._guarded[("live", url)] = self._owned.get(url) or self._guarded[("backtest", url)]
         except BaseException:
             self.close()
             raise
@@ -212,7 +269,7 @@ class Persist:
         for url, names in live.items():
             backend = self._backends[url]
             if backend.capabilities.ownership:
-                self._owned[url] = OwnedBackend(backend, acquire_owner(backend, lease_seconds))
+                self._owned[url] = OwnedBackend(backend, acquire_owner(backend, lease_seconds), self._lifecycle)
             elif backend.capabilities.shared_between_processes and not all(DOMAINS[n].first_write_wins for n in names):
                 # Append-only domains (a jsonl log) cannot lose a write to a second process; others can.
                 log.warning(
@@ -221,8 +278,19 @@ class Persist:
                     ", ".join(n for n in names if not DOMAINS[n].first_write_wins),
                 )
 
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """Whether this facade is open, for the faces built on it (``AsyncPersist``): they check it too."""
+        return self._lifecycle
+
+    @property
+    def closed(self) -> bool:
+        """Whether this facade was closed (by :meth:`close` or by a later :func:`setup` that replaced it)."""
+        return self._lifecycle.closed is not None
+
     def mode(self, mode: str) -> ModeStores:
         """The stores of ``mode`` (``"live"`` or ``"backtest"``)."""
+        self._lifecycle.check()
         if mode == "live":
             return self.live
         if mode == "backtest":
@@ -230,7 +298,8 @@ class Persist:
         raise ConfigurationError(f"unknown mode {mode!r}; the modes are: {', '.join(MODES)}")
 
     def backend(self, mode: str, domain_name: str) -> Backend:
-        """The backend that serves ``domain_name`` in ``mode`` (bare: its writes take no ownership)."""
+        """The backend that serves ``domain_name`` in ``mode`` (bare: its writes take no ownership, and it
+        reopens if used after the facade is closed; stores refuse that)."""
         self.mode(mode)
         domain(domain_name)
         return self._backends[self._routes[(mode, domain_name)]]
@@ -250,16 +319,17 @@ class Persist:
         return self._max_bytes
 
     def store_backend(self, mode: str, domain_name: str) -> Backend:
-        """The backend the stores of ``domain_name`` in ``mode`` write through (live: the ownership guard)."""
-        url = self._routes[(mode, domain_name)]
-        backend: Backend = self._backends[url]
-        return self._owned.get(url, backend) if mode == "live" else backend
+        """The backend the stores of ``domain_name`` in ``mode`` write through: refused once this facade is
+        closed (:class:`~persist_core.errors.ClosedError`); live, it also claims ownership before a write."""
+        self._lifecycle.check()
+        return self._guarded[(mode, self._routes[(mode, domain_name)])]
 
     def route(self, mode: str, domain_name: str) -> tuple[str, dict[str, Any]]:
         """The URL and backend options serving ``domain_name`` in ``mode``, to build another face of that backend.
 
         The URL keeps its password: never print it (:meth:`routes` masks it).
         """
+        self._lifecycle.check()
         url = self._routes[(mode, domain_name)]
         return url, dict(self._options.get(scheme_of(url), {}))
 
@@ -268,9 +338,31 @@ class Persist:
 
         Raises:
             OwnershipError: another live process owns one of the live backends' storage.
+            ClosedError: this facade is closed.
         """
+        self._lifecycle.check()
         for owned in self._owned.values():
             owned.owner.ensure()
+
+    def prune(
+        self, *, dry_run: bool = False, progress: Progress | None = None, **rules: Unpack[PruneRules]
+    ) -> PruneReport:
+        """Apply retention rules to this facade's storage; the rules are :func:`persist_core.prune.prune`'s.
+
+        Live storage is pruned through this process's ownership guard, so a bot can prune its own state while
+        it runs; backtest-only storage takes no ownership. Process-local backends (memory) are pruned too.
+
+        Raises:
+            ConfigurationError: a bad rule or domain, or a backend that cannot list or delete (a jsonl log).
+            OwnershipError: another live process owns the live storage.
+        """
+        policy = PrunePolicy.build(**rules)
+        names: dict[str, list[str]] = {}
+        for (_mode, name), url in sorted(self._routes.items()):
+            if name not in names.setdefault(url, []):
+                names[url].append(name)
+        storages = [(self._owned.get(url, self._backends[url]), found) for url, found in names.items()]
+        return prune_storages(storages, policy, dry_run=dry_run, progress=progress)
 
     def _make_store(self, mode: str, spec: DomainSpec, context: dict[str, Any]) -> Store:
         return make_store(
@@ -278,7 +370,12 @@ class Persist:
         )
 
     def close(self) -> None:
-        """Release ownership and close every backend. Idempotent."""
+        """Release ownership and close every backend. Idempotent.
+
+        From then on the facade and every store it handed out raise
+        :class:`~persist_core.errors.ClosedError` instead of reopening the storage.
+        """
+        self._lifecycle.close("this Persist is closed (close() or the end of its with block): call setup() again")
         owned, self._owned = self._owned, {}
         for guarded in owned.values():
             release_owner(guarded.inner)
@@ -304,9 +401,9 @@ _current_lock = threading.Lock()
 class SetupOptions(TypedDict, total=False):
     """The keyword arguments of :func:`setup` and :func:`~persist_core.asetup` (documented on ``setup``)."""
 
-    domains: Mapping[str, str] | None
-    live: Mapping[str, str] | None
-    backtest: Mapping[str, str] | None
+    domains: Mapping[str, UrlLike] | None
+    live: Mapping[str, UrlLike] | None
+    backtest: Mapping[str, UrlLike] | None
     redis_url: str | None
     options: Mapping[str, Mapping[str, Any]] | None
     clock: Clock | None
@@ -316,11 +413,12 @@ class SetupOptions(TypedDict, total=False):
     lease_seconds: float | None
 
 
-def setup(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
+def setup(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -> Persist:
     """Configure the persistence layer once at start-up and return it (also via :func:`get_persist`).
 
     Args:
-        url: the backend for every domain and mode, e.g. ``"postgresql+psycopg://user:pw@host/db"``.
+        url: the backend for every domain and mode, e.g. ``"postgresql+psycopg://user:pw@host/db"``; a
+            ``sqlalchemy.URL`` is taken too (here and in ``domains``/``live``/``backtest``).
         domains: per-domain URLs, e.g. ``{"candle": "mongodb://127.0.0.1/bot"}``.
         live: per-domain URLs for live mode only.
         backtest: per-domain URLs for backtest mode only.
@@ -335,8 +433,14 @@ def setup(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
         lease_seconds: how long a live owner's lease lasts without renewal: a crashed owner on another host
             is replaced after this long (on the same host at once).
 
-    With no arguments and no ``PERSIST_*`` variables, every domain uses the file backend under ``./dump``.
-    Every backend is opened (and checked) before this returns; a previous setup is closed.
+    With no arguments and no ``PERSIST_*`` variables, every domain uses the file backend under ``./dump`` of
+    the working directory; the resolved location of every backend is logged at INFO (logger ``persist``).
+    Pin it with ``PERSIST_URL`` or ``url`` (``file:/srv/bot/state``) so a restart from another folder finds it.
+
+    Every backend is opened (and checked) before this returns. The facade returned by a previous
+    ``setup()`` is then closed (logged at INFO): it and every store it handed out raise
+    :class:`~persist_core.errors.ClosedError` from then on, rather than reopen the storage. Keep the facade
+    this returns, or ask :func:`get_persist` for the current one.
 
     Raises:
         ConfigurationError: unknown domain, mode or URL scheme, a backend whose extra is not installed, or a
@@ -347,12 +451,17 @@ def setup(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
     persist = build_persist(url, **options)
     with _current_lock:
         previous, _current = _current, persist
-    if previous is not None:
+    if previous is not None and not previous.closed:
+        log.info("setup() replaces the previous Persist facade: closing it; its stores now raise ClosedError")
+        previous.lifecycle.close(
+            "this Persist was replaced by a later setup() and closed: use the facade that setup() returned "
+            "(or get_persist())"
+        )
         previous.close()
     return persist
 
 
-def build_persist(url: str | None = None, **options: Unpack[SetupOptions]) -> Persist:
+def build_persist(url: UrlLike | None = None, **options: Unpack[SetupOptions]) -> Persist:
     """Build a :class:`Persist` as :func:`setup` does, without making it the current one (``asetup`` uses it)."""
     unknown = sorted(set(options) - set(SetupOptions.__annotations__))
     if unknown:  # **options accepts any name at run time; a typo must not pass silently
@@ -369,13 +478,29 @@ def build_persist(url: str | None = None, **options: Unpack[SetupOptions]) -> Pe
         redis_url = resolve_redis_url(options.get("redis_url"), environ)
         merged.setdefault("mongodb", {}).setdefault("redis_url", redis_url)
     lease_seconds = options.get("lease_seconds")
-    return Persist(
+    persist = Persist(
         routes,
         options=merged,
         clock=options.get("clock") or wall_clock_ms,
         max_value_bytes=options.get("max_value_bytes", DEFAULT_MAX_VALUE_BYTES),
         lease_seconds=DEFAULT_LEASE_SECONDS if lease_seconds is None else lease_seconds,
     )
+    _log_locations(routes)
+    return persist
+
+
+def _log_locations(routes: Mapping[tuple[str, str], str]) -> None:
+    """Log where each storage is, resolved: a relative ``./dump`` depends on the working directory."""
+    served: dict[str, dict[str, int]] = {}
+    for (mode, _), url in sorted(routes.items()):
+        counts = served.setdefault(url, {})
+        counts[mode] = counts.get(mode, 0) + 1
+    for url, counts in served.items():
+        kind, *where = storage_identity(url)
+        location = f"{scheme_of(url)} backend at {where[0]}" if kind == "path" else mask_url(url)
+        modes = " and ".join(f"{mode} ({n} domains)" for mode, n in sorted(counts.items(), reverse=True))
+        pin = " (the default: pin it with PERSIST_URL or setup(url=...))" if url == DEFAULT_URL else ""
+        log.info("%s state: %s%s", modes, location, pin)
 
 
 def get_persist() -> Persist:

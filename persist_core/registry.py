@@ -22,13 +22,16 @@ from typing import Any
 from persist_core.async_backend import AsyncBackend
 from persist_core.backend import Backend
 from persist_core.errors import ConfigurationError
-from persist_core.urls import check_credentials, mask_url, scheme_of
+from persist_core.urls import check_credentials, driver_of, mask_url, scheme_of
 
 __all__ = [
+    "SQL_DRIVERS",
     "AsyncBackendFactory",
     "BackendFactory",
+    "check_driver",
     "create_async_backend",
     "create_backend",
+    "missing_driver",
     "register_async_backend",
     "register_backend",
 ]
@@ -39,6 +42,7 @@ AsyncBackendFactory = Callable[..., AsyncBackend]
 _BUILTIN: dict[str, str] = {
     "file": "persist_core.backends.file:FileBackend.from_url",
     "memory": "persist_core.backends.memory:MemoryBackend.from_url",
+    "null": "persist_core.backends.null:NullBackend.from_url",
     "jsonl": "persist_core.backends.jsonl:JsonlBackend.from_url",
     "sqlite": "persist_sql:SqlBackend.from_url",
     "postgresql": "persist_sql:SqlBackend.from_url",
@@ -56,13 +60,35 @@ _EXTRA: dict[str, str] = {
     "mariadb": "mysql",
     "mongodb": "mongo",
 }
+#: The drivers that persist_sql serves for each SQL scheme ("": none named, persist_sql picks one) and the
+#: command that installs each. Any other ``scheme+driver`` is refused: a driver SQLAlchemy knows but the
+#: backend was never tested on (an asyncio one, psycopg2, pg8000) fails late and obscurely otherwise.
+SQL_DRIVERS: dict[str, dict[str, str]] = {
+    "sqlite": {"": "sql", "pysqlite": "sql"},
+    "postgresql": {"": "postgres", "psycopg": "postgres"},
+    "postgres": {"": "postgres", "psycopg": "postgres"},
+    "mysql": {"": "mysql", "pymysql": "mysql", "mysqldb": "mysqlclient"},
+    "mariadb": {"": "mysql", "pymysql": "mysql", "mysqldb": "mysqlclient"},
+}
+#: How to install what an entry of :data:`_EXTRA` / :data:`SQL_DRIVERS` names: an extra, or a package.
+_INSTALL = {"mysqlclient": "pip install mysqlclient (it builds against libmariadb-dev: see docs/sql.md)"}
 #: Schemes with a native asyncio backend; every other scheme runs its sync backend in the thread pool.
 _ASYNC_BUILTIN: dict[str, str] = {
     "postgresql": "persist_sql:AsyncSqlBackend.from_url",
     "postgres": "persist_sql:AsyncSqlBackend.from_url",
+    "mysql": "persist_sql:AsyncSqlBackend.from_url",
+    "mariadb": "persist_sql:AsyncSqlBackend.from_url",
+    "mongodb": "persist_mongo:AsyncMongoBackend.from_url",
 }
 #: The driver that the native asyncio backend of a scheme is built on (another ``+driver`` gets the pool).
-_ASYNC_DRIVER: dict[str, str] = {"postgresql": "psycopg", "postgres": "psycopg"}
+#: MariaDB/MySQL: the sync URL's PyMySQL (the default driver of ``mysql://`` without mysqlclient); the asyncio
+#: I/O runs on asyncmy (persist_sql._async_drivers).
+_ASYNC_DRIVER: dict[str, str] = {
+    "postgresql": "psycopg",
+    "postgres": "psycopg",
+    "mysql": "pymysql",
+    "mariadb": "pymysql",
+}
 _registered: dict[str, BackendFactory] = {}
 _registered_async: dict[str, AsyncBackendFactory] = {}
 ENTRY_POINT_GROUP = "backtest_persist.backends"
@@ -102,6 +128,45 @@ def create_async_backend(url: str, *, sync: Backend, **options: Any) -> AsyncBac
         raise ConfigurationError(f"bad options for the asyncio {scheme!r} backend ({mask_url(url)}): {exc}") from exc
 
 
+def _install_command(name: str) -> str:
+    return _INSTALL.get(name) or f'pip install "backtest-persist[{name}]"'
+
+
+def check_driver(url: str) -> None:
+    """Refuse a SQL URL naming a driver the SQL backend does not serve (``postgresql+asyncpg://``).
+
+    Raises:
+        ConfigurationError: naming the driver and the spellings that are served (password masked).
+    """
+    scheme, driver = scheme_of(url), driver_of(url)
+    drivers = SQL_DRIVERS.get(scheme)
+    if drivers is None or driver in drivers:
+        return
+    served = ", ".join(f"{scheme}+{name}://" if name else f"{scheme}://" for name in drivers)
+    asyncio_note = (
+        "; the asyncio face (asetup) runs on psycopg's asyncio connection with the same postgresql+psycopg:// URL"
+        if scheme in _ASYNC_DRIVER
+        else ""
+    )
+    raise ConfigurationError(
+        f"the driver {driver!r} of {mask_url(url)!r} is not supported by the SQL backend; use one of: "
+        f"{served}{asyncio_note}"
+    )
+
+
+def missing_driver(url: str, missing: str) -> ConfigurationError:
+    """The error for a backend of ``url`` whose driver (the module ``missing``) is not installed.
+
+    It names the command that installs it: the scheme's extra, or the driver's package.
+    """
+    scheme = scheme_of(url)
+    name = SQL_DRIVERS.get(scheme, {}).get(driver_of(url)) or _EXTRA.get(scheme, "all")
+    return ConfigurationError(
+        f"the {scheme!r} backend needs drivers that are not installed ({missing}) for {mask_url(url)!r}: "
+        f"{_install_command(name)}"
+    )
+
+
 def _load(target: str) -> Any:
     module_name, _, attr_path = target.partition(":")
     obj: Any = importlib.import_module(module_name)
@@ -124,11 +189,7 @@ def _factory(scheme: str, url: str) -> BackendFactory:
     try:
         loaded: BackendFactory = _load(target)
     except ImportError as exc:
-        extra = _EXTRA.get(scheme, "all")
-        raise ConfigurationError(
-            f"the {scheme!r} backend needs drivers that are not installed ({exc.name or exc}): "
-            f'pip install "backtest-persist[{extra}]"'
-        ) from exc
+        raise missing_driver(url, exc.name or str(exc)) from exc
     return loaded
 
 
@@ -136,6 +197,7 @@ def create_backend(url: str, **options: Any) -> Backend:
     """Build (but do not open) the backend for ``url``."""
     scheme = scheme_of(url)
     check_credentials(url)
+    check_driver(url)
     factory = _factory(scheme, url)
     try:
         return factory(url, **options)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from datetime import datetime
+from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 from persist_core.backend import Key, Record
 from persist_core.domains import CANDLE_STEPS_MS, DomainSpec, ValueKind
 from persist_core.errors import CorruptRecordError, InvalidValueError
+from persist_core.json_types import JsonObject, JsonObjectLike, JsonValue
 from persist_core.validation import (
     DEFAULT_MAX_VALUE_BYTES,
     TIMESTAMP_LIMIT,
@@ -37,12 +39,15 @@ __all__ = [
     "wall_clock_ms",
 ]
 
-#: ``when=`` / ``as_of=``: epoch milliseconds or a timezone-aware datetime.
-WhenLike = Any
+#: ``when=`` / ``as_of=``: epoch milliseconds or a timezone-aware datetime (``None``: no time).
+WhenLike: TypeAlias = int | datetime | None
 #: A clock returning the current time in epoch milliseconds.
 Clock = Callable[[], int]
 #: The backend type of a face: :class:`~persist_core.backend.Backend` or its asyncio counterpart.
 B = TypeVar("B")
+#: What a slot store's ``write`` accepts and its ``read`` returns (by domain: an object or any JSON value).
+W = TypeVar("W")
+R = TypeVar("R")
 
 
 def wall_clock_ms() -> int:
@@ -134,16 +139,27 @@ class StoreRules(Generic[B]):
         return Record("null" if value is None else self._encode(value), when_ms)
 
 
-class SlotRules(StoreRules[B]):
-    """One record per context: signal, schedule, strategy, risk, recent, state, session."""
+class SlotRules(StoreRules[B], Generic[B, W, R]):
+    """One record per context: signal, schedule, strategy, risk, recent, state, session.
+
+    ``W`` and ``R`` are the value types of the domain, chosen by the accessor that builds the store.
+    """
 
     __slots__ = ()
+
+    def _slot_value(self, record: Record | None, as_of: int | None) -> R:
+        # decode_stored enforces the domain's value kind, which the accessor's type arguments state.
+        return cast(R, self._value(record, self._context, as_of))
 
 
 class KeyedRules(StoreRules[B]):
     """A mapping per signal id: partial, breakeven."""
 
     __slots__ = ()
+
+    def _mapping_value(self, record: Record | None, key: Key, as_of: int | None) -> JsonObject:
+        # An object domain whose missing value is {}: decode_stored lets nothing else through.
+        return cast(JsonObject, self._value(record, key, as_of))
 
 
 class CandleRules(StoreRules[B]):
@@ -170,7 +186,7 @@ class CandleRules(StoreRules[B]):
         """The interval's step in milliseconds."""
         return self._step
 
-    def _candle_batch(self, candles: Sequence[dict[str, Any]]) -> list[tuple[Key, Record]]:
+    def _candle_batch(self, candles: Sequence[JsonObjectLike]) -> list[tuple[Key, Record]]:
         """The closed candles to insert, validated whole; the first of two equal timestamps wins."""
         now = self._clock()
         batch: dict[int, Record] = {}
@@ -199,10 +215,10 @@ class CandleRules(StoreRules[B]):
             )
         return start, stop
 
-    def _window_values(self, found: list[tuple[Any, Record]], start: int, stop: int) -> list[Any] | None:
+    def _window_values(self, found: list[tuple[Any, Record]], start: int, stop: int) -> list[JsonObject] | None:
         """The window's candles in order, or ``None`` if any position is missing (a partial window is a miss)."""
         records = dict(found)
-        out = []
+        out: list[JsonObject] = []
         for ts in range(start, stop, self._step):
             record = records.get(ts)
             if record is None:
@@ -216,7 +232,7 @@ class CollectionRules(StoreRules[B]):
 
     __slots__ = ()
 
-    def _collection_batch(self, items: Sequence[dict[str, Any]]) -> list[tuple[Key, Record]]:
+    def _collection_batch(self, items: Sequence[JsonObjectLike]) -> list[tuple[Key, Record]]:
         """Every item as a record under its ``id``, validated whole (log: the first of two equal ids wins)."""
         batch: dict[Any, Record] = {}
         for index, item in enumerate(_as_list(items, "items")):
@@ -232,7 +248,7 @@ class CollectionRules(StoreRules[B]):
                 batch[key[-1]] = record
         return [((*self._context, item), record) for item, record in batch.items()]
 
-    def _items(self, rows: list[tuple[Any, Record]]) -> list[Any]:
+    def _items(self, rows: list[tuple[Any, Record]]) -> list[JsonObject]:
         return [self._decode(rec, (*self._context, item)) for item, rec in rows if not rec.removed]
 
 
@@ -240,6 +256,9 @@ class BucketRules(StoreRules[B]):
     """Soft-delete buckets: measure, interval (by entry key) and memory (by memory id)."""
 
     __slots__ = ()
+
+    def _bucket_value(self, record: Record | None, key: Key, as_of: int | None) -> JsonValue:
+        return cast(JsonValue, self._value(record, key, as_of))
 
     def _bucket_record(self, value: object, when: WhenLike) -> Record:
         when_ms = to_epoch_ms(when)
@@ -249,7 +268,7 @@ class BucketRules(StoreRules[B]):
         limit = to_epoch_ms(as_of, "as_of")
         return [item for item, rec in rows if self._visible(rec, limit) is not None]
 
-    def _entries(self, rows: list[tuple[Any, Record]], as_of: WhenLike) -> Iterator[tuple[str, Any]]:
+    def _entries(self, rows: list[tuple[Any, Record]], as_of: WhenLike) -> Iterator[tuple[str, JsonValue]]:
         limit = to_epoch_ms(as_of, "as_of")
         for item, rec in rows:
             if self._visible(rec, limit) is not None:

@@ -10,18 +10,21 @@ its input before it calls the backend, so bad input raises a typed error and wri
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from persist_core.backend import Backend
 from persist_core.domains import DomainSpec, Kind
+from persist_core.json_types import JsonLike, JsonObject, JsonObjectLike, JsonValue
 from persist_core.store_rules import (
     BucketRules,
     CandleRules,
     Clock,
     CollectionRules,
     KeyedRules,
+    R,
     SlotRules,
     StoreRules,
+    W,
     WhenLike,
     wall_clock_ms,
 )
@@ -33,8 +36,11 @@ __all__ = [
     "Clock",
     "CollectionStore",
     "KeyedStore",
+    "MappingSlotStore",
+    "ObjectSlotStore",
     "SlotStore",
     "Store",
+    "ValueSlotStore",
     "WhenLike",
     "make_store",
     "store_class",
@@ -48,22 +54,36 @@ class Store(StoreRules[Backend]):
     __slots__ = ()
 
 
-class SlotStore(SlotRules[Backend], Store):
-    """One record per context: signal, schedule, strategy, risk, recent, state, session."""
+class SlotStore(SlotRules[Backend, W, R], Store):
+    """One record per context: signal, schedule, strategy, risk, recent, state, session.
+
+    ``SlotStore[W, R]``: ``write`` takes a ``W``, ``read`` returns an ``R``. The accessors of
+    :class:`~persist_core.persist.ModeStores` pick them per domain: a JSON object for signal, schedule,
+    strategy, recent and risk (which reads ``{}`` when missing, the others ``None``), any JSON value for
+    state and session.
+    """
 
     __slots__ = ()
 
-    def read(self, as_of: WhenLike = None) -> Any:
+    def read(self, as_of: WhenLike = None) -> R:
         """Return the value, or the domain's missing value (``None``, or ``{}`` for risk).
 
         A record written with a ``when`` later than ``as_of`` reads as missing (look-ahead guard).
         """
         limit = to_epoch_ms(as_of, "as_of")
-        return self._value(self._backend.get(self._spec, self._context), self._context, limit)
+        return self._slot_value(self._backend.get(self._spec, self._context), limit)
 
-    def write(self, value: object, when: WhenLike = None) -> None:
+    def write(self, value: W, when: WhenLike = None) -> None:
         """Replace the value atomically; ``None`` clears the slot."""
         self._backend.put(self._spec, self._context, self._record(value, when))
+
+
+#: The store of signal, schedule, strategy and recent: a JSON object, ``None`` when missing.
+ObjectSlotStore: TypeAlias = SlotStore[JsonObjectLike | None, JsonObject | None]
+#: The store of risk: a JSON object, ``{}`` when missing.
+MappingSlotStore: TypeAlias = SlotStore[JsonObjectLike | None, JsonObject]
+#: The store of state and session: any JSON value, ``None`` when missing.
+ValueSlotStore: TypeAlias = SlotStore[JsonLike, JsonValue]
 
 
 class KeyedStore(KeyedRules[Backend], Store):
@@ -71,13 +91,13 @@ class KeyedStore(KeyedRules[Backend], Store):
 
     __slots__ = ()
 
-    def read(self, signal_id: str, as_of: WhenLike = None) -> Any:
+    def read(self, signal_id: str, as_of: WhenLike = None) -> JsonObject:
         """Return the mapping stored for ``signal_id``, or ``{}``."""
         key = self._item(signal_id)
         limit = to_epoch_ms(as_of, "as_of")
-        return self._value(self._backend.get(self._spec, key), key, limit)
+        return self._mapping_value(self._backend.get(self._spec, key), key, limit)
 
-    def write(self, signal_id: str, value: object, when: WhenLike = None) -> None:
+    def write(self, signal_id: str, value: JsonObjectLike | None, when: WhenLike = None) -> None:
         """Replace the mapping stored for ``signal_id``; ``None`` clears it."""
         key = self._item(signal_id)
         self._backend.put(self._spec, key, self._record(value, when))
@@ -88,7 +108,7 @@ class CandleStore(CandleRules[Backend], Store):
 
     __slots__ = ()
 
-    def write(self, candles: Sequence[dict[str, Any]]) -> int:
+    def write(self, candles: Sequence[JsonObjectLike]) -> int:
         """Store each closed candle whose timestamp is new; return how many were stored.
 
         A candle whose timestamp is already stored is skipped even if its values differ. A candle that
@@ -97,7 +117,7 @@ class CandleStore(CandleRules[Backend], Store):
         items = self._candle_batch(candles)
         return self._backend.insert_many(self._spec, items) if items else 0
 
-    def read(self, limit: int, since: int) -> list[Any] | None:
+    def read(self, limit: int, since: int) -> list[JsonObject] | None:
         """Return exactly ``limit`` candles at ``since + i * step``, or ``None`` if any is missing.
 
         Raises:
@@ -115,11 +135,11 @@ class CollectionStore(CollectionRules[Backend], Store):
 
     __slots__ = ()
 
-    def read(self) -> list[Any]:
+    def read(self) -> list[JsonObject]:
         """Return every item, ascending by id (``[]`` when nothing is stored)."""
         return self._items(self._backend.scan(self._spec, self._context))
 
-    def write(self, items: Sequence[dict[str, Any]]) -> None:
+    def write(self, items: Sequence[JsonObjectLike]) -> None:
         """Upsert every item by its ``id`` (log: add only ids that are new). Validated whole first."""
         pairs = self._collection_batch(items)
         if not pairs:
@@ -135,13 +155,13 @@ class BucketStore(BucketRules[Backend], Store):
 
     __slots__ = ()
 
-    def read(self, key: str, as_of: WhenLike = None) -> Any:
+    def read(self, key: str, as_of: WhenLike = None) -> JsonValue:
         """Return the value under ``key``, or ``None`` if missing, removed or later than ``as_of``."""
         full = self._item(key)
         limit = to_epoch_ms(as_of, "as_of")
-        return self._value(self._backend.get(self._spec, full), full, limit)
+        return self._bucket_value(self._backend.get(self._spec, full), full, limit)
 
-    def write(self, key: str, value: object, when: WhenLike = None) -> None:
+    def write(self, key: str, value: JsonLike, when: WhenLike = None) -> None:
         """Insert or replace the value under ``key``; writing a removed key revives it."""
         full = self._item(key)
         self._backend.put(self._spec, full, self._bucket_record(value, when))
@@ -159,7 +179,7 @@ class BucketStore(BucketRules[Backend], Store):
         """The non-removed keys, ascending."""
         return self._keys(self._backend.scan(self._spec, self._context), as_of)
 
-    def entries(self, as_of: WhenLike = None) -> Iterator[tuple[str, Any]]:
+    def entries(self, as_of: WhenLike = None) -> Iterator[tuple[str, JsonValue]]:
         """Yield ``(key, value)`` of the non-removed entries, ascending by key."""
         to_epoch_ms(as_of, "as_of")  # a bad as_of fails at the call, not at the first next()
         return self._entries(self._backend.scan(self._spec, self._context), as_of)

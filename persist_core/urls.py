@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 from persist_core.errors import ConfigurationError, PersistError
@@ -13,10 +13,13 @@ from persist_core.errors import ConfigurationError, PersistError
 __all__ = [
     "BOOLEAN_WORDS",
     "MaskedDriverError",
+    "RenderableUrl",
+    "UrlLike",
     "check_credentials",
     "check_keywords",
     "check_options",
     "describe_options",
+    "driver_of",
     "is_secret_option",
     "mask_url",
     "masks_driver_errors",
@@ -26,6 +29,7 @@ __all__ = [
     "scheme_of",
     "scrub_chain",
     "secrets_of",
+    "url_text",
 ]
 
 _P = ParamSpec("_P")
@@ -40,7 +44,8 @@ _T = TypeVar("_T")
 #    "secret", "token" or "credential", ends with "key", or is "authmechanismproperties" (it can carry an AWS
 #    session token): up to the next "&" or the end of the line. That covers password/pass/pwd, PyMySQL's
 #    passwd, libpq's sslpassword and pymongo's tlsCertificateKeyFilePassword; it also hides key file paths.
-_SCHEME_NAME = r"[a-zA-Z][a-zA-Z0-9+.\-]*"
+# "_" for SQLAlchemy driver names (postgresql+psycopg_async), which RFC 3986 schemes do not have.
+_SCHEME_NAME = r"[a-zA-Z][a-zA-Z0-9+._\-]*"
 _NEXT_URL = rf"[\s'\"(<\[,;=]{_SCHEME_NAME}://"
 _USERINFO_PASSWORD = re.compile(
     rf"(?P<head>{_SCHEME_NAME}://[^/@:?#\r\n]*:)(?P<pw>\*\*\*(?=@)|(?:(?!{_NEXT_URL})[^\r\n])*)(?P<at>@)"
@@ -177,12 +182,49 @@ def check_credentials(url: str) -> None:
         )
 
 
+class RenderableUrl(Protocol):
+    """A URL object that renders itself as text: ``sqlalchemy.URL``."""
+
+    def render_as_string(self, hide_password: bool = ...) -> str:
+        """The URL as text, with its password when ``hide_password`` is false."""
+        ...
+
+
+#: What ``setup()`` takes as a backend URL: text, or a ``sqlalchemy.URL``.
+UrlLike: TypeAlias = str | RenderableUrl
+
+
+def url_text(url: object, what: str) -> str:
+    """``url`` as text: a ``str`` as it is, a ``sqlalchemy.URL`` rendered with its password.
+
+    The rendered password stays inside the library, as a password written into a URL string does: every
+    message, log line and repr masks it (:func:`mask_url`).
+
+    Raises:
+        ConfigurationError: ``url`` is neither; the message names its type only, never its value.
+    """
+    if isinstance(url, str):
+        return url
+    render = getattr(url, "render_as_string", None)
+    if callable(render):
+        text = render(hide_password=False)
+        if isinstance(text, str):
+            return text
+    raise ConfigurationError(f"{what} must be a URL string or a sqlalchemy.URL, not {type(url).__name__}")
+
+
 def scheme_of(url: str) -> str:
     """The URL scheme without a driver suffix, lower case: ``postgresql+psycopg://`` -> ``postgresql``."""
     match = _SCHEME.match(url)
     if match is None:
         raise ConfigurationError(f"not a backend URL (no scheme): {mask_url(url)!r}")
     return match.group(1).split("+", 1)[0].lower()
+
+
+def driver_of(url: str) -> str:
+    """The driver suffix of the URL scheme, lower case, or ``""``: ``postgresql+psycopg://`` -> ``psycopg``."""
+    scheme_of(url)
+    return url.partition(":")[0].partition("+")[2].lower()
 
 
 def path_of(url: str, default: str) -> str:

@@ -3,36 +3,33 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from operator import itemgetter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import pymongo
-from bson.int64 import Int64
-from bson.objectid import ObjectId
-from pymongo import MongoClient, ReturnDocument
+from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure
 
-from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record
 from persist_core.config import resolve_redis_url
-from persist_core.domains import DOMAINS, DomainSpec, FieldType
-from persist_core.errors import ConfigurationError, InvalidValueError, PersistError
+from persist_core.domains import DOMAINS, DomainSpec
+from persist_core.errors import ConfigurationError, PersistError
 from persist_core.urls import check_credentials, mask_url, masks_driver_errors, parse_options
-from persist_mongo._cache import DISABLED, CacheStats, IdCache, cache_key, namespace_of
-from persist_mongo._codec import REMOVED, UPDATED, Layout
+from persist_mongo import _operations as operations
+from persist_mongo._cache import DISABLED, CacheStats, IdCache, namespace_of
 from persist_mongo._deadline import DEFAULT_TIMEOUT, deadline, parse_timeout, remaining, split_timeout
 from persist_mongo._errors import DRIVER_ERRORS, timed_out, translate
 from persist_mongo._leases import LEASE_COLLECTION, MongoLeaseLog
+from persist_mongo._operations import LOCK_COLLECTION, LOCK_INDEX, Handles, Settings
+from persist_mongo._steps import Steps, run
 
 __all__ = ["DEFAULT_DATABASE", "DEFAULT_TIMEOUT", "LOCK_COLLECTION", "MongoBackend"]
 
@@ -52,45 +49,19 @@ _PYMONGO_TIMEOUT = "timeoutms"
 _REDIS_SHARE = 0.25
 # A lock-holding write keeps this fraction of its deadline (at most 1 s) for deleting its lock afterwards.
 _RELEASE_SHARE = 0.2
-_DUPLICATE_KEY = 11000
 _NAMESPACE_EXISTS = 48
-# Two upserts of one new key can both miss the document and both insert: the unique index lets one in
-# and the other gets DuplicateKeyError (MongoDB >= 4.2 retries that itself; FerretDB does not). The
-# loser's retry then matches the winner's document and updates it. One retry suffices; three tolerate
-# a burst of new writers.
-_UPSERT_ATTEMPTS = 3
-# A scan returns everything it finds; a large first batch (the server still caps it at 16 MiB) spares the
-# getMore round trips that the default first batch of 101 documents would cost.
-_SCAN_BATCH = 10_000
-# MongoDB's document limit (maxBsonObjectSize, 16 MiB on every server version since 1.8) less room for the
-# key fields, times and field names around the payload (a few hundred bytes at most). A payload above it is
-# refused before anything of its batch is sent: the server would refuse the document (or pymongo the
-# command) with a batch already half-inserted, and FerretDB would even store it.
-_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024 - 16 * 1024
 
-# Key locks of the soft-delete domains (docs/mongo.md, "Atomicity on FerretDB"): FerretDB 1.24 runs every
-# update as a SELECT, then an UPDATE of the whole document by _id, so a remove ($set removed) racing a write
-# wrote the payload it had read back over the write (1,446 older payloads in a 20 s race). Its one atomic
-# test-and-set is an insert into a unique index: a lock is a document of this collection, taken by inserting
-# it and released by deleting it by its own _id.
-LOCK_COLLECTION = "persist-locks"
-_LOCK_INDEX = "persist_locks_uq"
+# Key locks of the soft-delete domains: see persist_mongo._operations (LOCK_COLLECTION) and docs/mongo.md.
 #: A lock older than this belongs to a holder that died between taking and releasing it, and is broken.
 #: A holder keeps a lock for one update (milliseconds); the lease only bounds the wait after a crash. A holder
 #: with a longer deadline writes a longer lease (twice its deadline), so that no lock is broken while its
 #: holder's update may still be running.
 _LOCK_LEASE_MS = 10_000
-_LOCK_BACKOFF_MAX = 0.02
 _BAD_DB_CHARS = frozenset('/\\. "$*<>:|?\x00')
-_first = itemgetter(0)
 # (URL, database) pairs whose indexes this process has ensured: the start-up work is done once per process
 # (upstream's waitForInit), not at every open; 16 createIndexes cost ~50-100 ms on FerretDB.
 _ensured: set[tuple[str, str]] = set()
 _ensured_lock = threading.Lock()
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _check_uri_options(url: str) -> None:
@@ -112,16 +83,6 @@ def _check_uri_options(url: str) -> None:
             f"unknown option(s) {', '.join(mask_url(name) for name in unknown)} in {mask_url(url)!r}; the mongodb "
             f"backend's own option: timeout (seconds); passed to pymongo: {', '.join(sorted(known.values()))} "
             "(docs/mongo.md)"
-        )
-
-
-def _check_size(domain: DomainSpec, record: Record) -> None:
-    """Raise :class:`InvalidValueError` if ``record``'s payload cannot fit in one MongoDB document."""
-    payload = record.payload
-    # len() counts code points, each at most 4 bytes of UTF-8: only a payload near the limit is encoded.
-    if len(payload) * 4 > _MAX_PAYLOAD_BYTES and len(payload.encode("utf-8")) > _MAX_PAYLOAD_BYTES:
-        raise InvalidValueError(
-            "$", f"a {domain.name} value over {_MAX_PAYLOAD_BYTES} bytes does not fit in one MongoDB document"
         )
 
 
@@ -152,24 +113,6 @@ def _bounded(method: Callable[Concatenate[MongoBackend, _P], _T]) -> Callable[Co
     return wrapper
 
 
-class _Open:
-    """What an opened backend holds: the client, the collections by domain name and the lease collection."""
-
-    __slots__ = ("client", "collections", "leases", "locks")
-
-    def __init__(
-        self,
-        client: MongoClient[dict[str, Any]],
-        collections: dict[str, Collection[dict[str, Any]]],
-        locks: Collection[dict[str, Any]],
-        leases: Collection[dict[str, Any]],
-    ):
-        self.client = client
-        self.collections = collections
-        self.locks = locks
-        self.leases = leases
-
-
 class MongoBackend(Backend):
     """Records in MongoDB (one ``<domain>-items`` collection per domain), ``_id`` s cached in Redis.
 
@@ -179,7 +122,7 @@ class MongoBackend(Backend):
     collection, never in Redis.
     """
 
-    capabilities = Capabilities(ownership=True)
+    capabilities = Capabilities(ownership=True, listing=True, deletion=True)
 
     def __init__(
         self,
@@ -210,7 +153,6 @@ class MongoBackend(Backend):
         self._raw_url = url
         self.url = mask_url(url)
         self.database = database_of(url)
-        self._namespace = namespace_of(self.database)
         # ``timeout`` is ours: pymongo never sees it (it would warn of an unknown option and ignore it).
         self._client_url, in_url = split_timeout(url)
         _check_uri_options(self._client_url)
@@ -224,24 +166,31 @@ class MongoBackend(Backend):
             name: max(1, round(self._timeout * 1000)) for name in _CLIENT_TIMEOUTS if name.lower() not in given
         }
         self._client_options.update(client_options or {})
-        self._lock_lease_ms = max(_LOCK_LEASE_MS, round(2_000 * self._timeout))
-        self._release_reserve = min(1.0, _RELEASE_SHARE * self._timeout)
         if not redis_url:
             redis_url = resolve_redis_url(None, os.environ)
-        self._cache: IdCache | None = None
+        cache: IdCache | None = None
         if redis_url.strip().lower() not in DISABLED:
             check_credentials(redis_url)
             try:
-                self._cache = IdCache(
+                cache = IdCache(
                     redis_url,
                     socket_timeout=min(redis_socket_timeout, _REDIS_SHARE * self._timeout),
                     retry_interval=redis_retry_interval,
                 )
             except ValueError as exc:  # redis-py's verdict on a malformed URL
                 raise ConfigurationError(f"bad Redis URL {mask_url(redis_url)!r}: {mask_url(str(exc))}") from exc
-        self._layouts: dict[str, Layout] = {}
+        self._cache = cache
+        #: What the asyncio face (AsyncMongoBackend) shares with this backend: all but the driver objects.
+        self.settings = Settings(
+            url=url,
+            namespace=namespace_of(self.database),
+            timeout=self._timeout,
+            lock_lease_ms=max(_LOCK_LEASE_MS, round(2_000 * self._timeout)),
+            release_reserve=min(1.0, _RELEASE_SHARE * self._timeout),
+            cache=cache,
+        )
         self._lock = threading.Lock()
-        self._state: _Open | None = None
+        self._state: Handles | None = None
 
     @classmethod
     def from_url(cls, url: str, *, redis_url: str | None = None, **options: Any) -> MongoBackend:
@@ -296,7 +245,7 @@ class MongoBackend(Backend):
             try:
                 client.admin.command("ping")  # fail fast (CONTRACTS.md 3.6)
                 db = client[self.database]
-                collections = {name: db[self._layout(spec).collection] for name, spec in DOMAINS.items()}
+                collections = {name: db[self.settings.layout(spec).collection] for name, spec in DOMAINS.items()}
                 locks = db[LOCK_COLLECTION]
                 if not _ensured_lock.acquire(timeout=max(remaining(), 0.0)):
                     raise timed_out(self._raw_url, "opening", self._timeout, "another backend is creating indexes")
@@ -312,11 +261,12 @@ class MongoBackend(Backend):
                 if isinstance(exc, DRIVER_ERRORS):
                     raise self._translate(exc, "opening") from exc
                 raise
-            self._state = _Open(client, collections, locks, db[LEASE_COLLECTION])
+            redis = None if self._cache is None else self._cache.client
+            state = self._state = Handles(client, collections, locks, db[LEASE_COLLECTION], redis, time.sleep)
         finally:
             self._lock.release()
-        if self._cache is not None:
-            self._cache.ping()  # a dead Redis is logged and counted here, never fatal (bounded by its timeout)
+        if self._cache is not None:  # a dead Redis is logged and counted here, never fatal (bounded by its timeout)
+            run(self._cache.ping(state.redis))
 
     @masks_driver_errors
     @_bounded
@@ -339,9 +289,9 @@ class MongoBackend(Backend):
         locks: Collection[dict[str, Any]],
     ) -> None:
         for name, collection in collections.items():
-            layout = self._layout(DOMAINS[name])
+            layout = self.settings.layout(DOMAINS[name])
             collection.create_index(layout.index, unique=True, name=layout.index_name)
-        locks.create_index("lock", unique=True, name=_LOCK_INDEX)
+        locks.create_index("lock", unique=True, name=LOCK_INDEX)
         # The lease collection needs no index of its own (claims rely on the _id index every collection
         # has). It is created here rather than by the first claim, so that a claim costs no table creation
         # (FerretDB) and the one-winner race never depends on concurrent implicit creation.
@@ -370,7 +320,7 @@ class MongoBackend(Backend):
     def _translate(self, exc: Exception, action: str) -> PersistError:
         return translate(exc, self._raw_url, action, self._timeout)
 
-    def _started(self) -> _Open:
+    def _started(self) -> Handles:
         """The open state, opening the backend first if needed (a closed backend reopens on use)."""
         state = self._state
         if state is None:
@@ -381,54 +331,20 @@ class MongoBackend(Backend):
         return state
 
     def _lease_collection(self) -> Collection[dict[str, Any]]:
-        return self._started().leases
-
-    def _layout(self, domain: DomainSpec) -> Layout:
-        layout = self._layouts.get(domain.name)
-        if layout is None or layout.spec is not domain:
-            layout = self._layouts[domain.name] = Layout(domain)
-        return layout
-
-    def _collection(self, domain: DomainSpec) -> Collection[dict[str, Any]]:
-        state = self._started()
-        collection = state.collections.get(domain.name)
-        if collection is None:
-            raise ConfigurationError(f"{domain.name!r} is not a domain of this backend")
-        return collection
-
-    # ---------------------------------------------------------------------------------- reads
+        leases: Collection[dict[str, Any]] = self._started().leases
+        return leases
 
     @masks_driver_errors
-    @_bounded
+    def _run(self, operation: Callable[..., Steps[_T]], *args: Any) -> _T:
+        """Run one of :mod:`persist_mongo._operations` on this (sync) face, within the deadline."""
+        with deadline(self._timeout):
+            return run(operation(self.settings, self._started(), *args))
+
+    # ---------------------------------------------------------------------------------- operations
+    # docstrings inherited from Backend; the bodies are persist_mongo._operations, shared with AsyncMongoBackend
+
     def get(self, domain: DomainSpec, key: Key) -> Record | None:
-        # docstring inherited
-        collection = self._collection(domain)
-        layout = self._layout(domain)
-        cache = self._cache
-        ckey = ""
-        object_id = None
-        try:
-            if cache is not None:
-                ckey = cache_key(self._namespace, domain, key)
-                object_id = cache.get(ckey)
-                if object_id is not None:
-                    doc = collection.find_one({"_id": object_id})
-                    # The cached id must lead to this very key's document: a flushed-and-refilled or
-                    # shared Redis, or a dropped and recreated database, can leave ids of other documents.
-                    if doc is not None and layout.matches(doc, key):
-                        cache.hit()
-                        return layout.record(doc)
-                    cache.stale()
-            doc = collection.find_one(layout.key_filter(key))
-        except DRIVER_ERRORS as exc:
-            raise self._translate(exc, f"reading {domain.name}") from exc
-        if doc is None:
-            if object_id is not None and cache is not None:
-                cache.delete(ckey)  # a stale id of a key that has no document: do not follow it again
-            return None
-        if cache is not None:
-            cache.set(ckey, doc["_id"])
-        return layout.record(doc)
+        return self._run(operations.get, domain, key)
 
     def scan(
         self,
@@ -437,223 +353,34 @@ class MongoBackend(Backend):
         start: ItemKey | None = None,
         stop: ItemKey | None = None,
     ) -> list[tuple[ItemKey, Record]]:
-        # docstring inherited
-        layout = self._layout(domain)
-        return self._find(domain, layout, layout.scan_filter(context, start, stop), batch_size=_SCAN_BATCH)
+        return self._run(operations.scan, domain, context, start, stop)
 
     def read_window(
         self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
     ) -> list[tuple[ItemKey, Record]]:
-        # docstring inherited
-        layout = self._layout(domain)
-        # One range query; a first batch large enough for the whole window keeps it one round trip.
-        expected = max(1, -(-(stop - start) // step))
-        rows = self._find(domain, layout, layout.scan_filter(context, start, stop), batch_size=expected + 1)
-        return [(item, record) for item, record in rows if (item - start) % step == 0]
+        return self._run(operations.read_window, domain, context, start, stop, step)
 
-    @masks_driver_errors
-    @_bounded
-    def _find(
-        self, domain: DomainSpec, layout: Layout, query: dict[str, Any], *, batch_size: int
-    ) -> list[tuple[ItemKey, Record]]:
-        collection = self._collection(domain)
-        item_field = layout.item_field
-        if item_field is None:
-            raise TypeError(f"the {domain.name} domain has no item key to scan")
-        try:
-            cursor = collection.find(query, layout.scan_projection, batch_size=batch_size).sort(item_field, 1)
-            rows = [(layout.item_of(doc), layout.record(doc)) for doc in cursor]
-        except DRIVER_ERRORS as exc:
-            raise self._translate(exc, f"scanning {domain.name}") from exc
-        if domain.item is not None and domain.item.type is FieldType.STR:
-            # MongoDB (no collation) and FerretDB on SQLite or a C-collated PostgreSQL order strings by
-            # UTF-8 bytes, which is Python's code-point order. A server configured otherwise (a collection
-            # collation, FerretDB pushing the sort down to a locale-collated PostgreSQL) would not; this
-            # sort costs n comparisons on already sorted rows and makes the contract hold regardless.
-            rows.sort(key=_first)
-        return rows
-
-    # ---------------------------------------------------------------------------------- writes
-
-    @masks_driver_errors
-    @_bounded
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
-        # docstring inherited
-        _check_size(domain, record)
-        if domain.soft_delete:
-            # Serialised with mark_removed of the key, whose update is a read-modify-write on FerretDB.
-            with self._key_lock(domain, key, f"writing {domain.name}"):
-                self._upsert(domain, key, record)
-        else:
-            # A full $set of every stored field is safe without a lock even on FerretDB: the document it
-            # leaves does not depend on what the server read first (docs/mongo.md, "Atomicity on FerretDB").
-            self._upsert(domain, key, record)
+        self._run(operations.put, domain, key, record)
 
-    def _upsert(self, domain: DomainSpec, key: Key, record: Record) -> None:
-        collection = self._collection(domain)
-        layout = self._layout(domain)
-        query = layout.key_filter(key)
-        update = layout.upsert(record, _utcnow())
-        for attempt in range(_UPSERT_ATTEMPTS):
-            try:
-                doc = collection.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.AFTER)
-                break
-            except DuplicateKeyError as exc:  # a concurrent upsert inserted the key first: update it now
-                if attempt + 1 == _UPSERT_ATTEMPTS:
-                    raise self._translate(exc, f"writing {domain.name}") from exc
-            except DRIVER_ERRORS as exc:
-                raise self._translate(exc, f"writing {domain.name}") from exc
-        if self._cache is not None and doc is not None:
-            self._cache.set(cache_key(self._namespace, domain, key), doc["_id"])
-
-    @_bounded
     def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
-        # docstring inherited
-        # One find_one_and_update per item, as upstream does. A batched bulk_write of upserts is not used:
-        # on FerretDB v1 a duplicate-key race inside such a batch stops the batch and returns a reply that
-        # pymongo cannot parse (KeyError 'nModified'), which would lose the rest of the batch.
-        for _, record in items:
-            _check_size(domain, record)  # the whole batch first: nothing is written if one item is too large
-        for key, record in items:
-            self.put(domain, key, record)
+        self._run(operations.put_many, domain, items)
 
-    @masks_driver_errors
-    @_bounded
     def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
-        # docstring inherited
-        if not items:
-            return 0
-        for _, record in items:
-            _check_size(domain, record)
-        if len(items) == 1:
-            return self._insert_one(domain, *items[0])
-        collection = self._collection(domain)
-        layout = self._layout(domain)
-        now = _utcnow()
-        docs = [layout.document(key, record, now, ObjectId()) for key, record in items]
-        lost: set[int] = set()
-        try:
-            # ordered=False: every new key is inserted even when others exist; the unique index makes each
-            # insert first-write-wins, between processes too, and reports the existing keys as code 11000.
-            collection.insert_many(docs, ordered=False)
-            inserted = len(docs)
-        except BulkWriteError as exc:
-            details = exc.details
-            errors = details.get("writeErrors", [])
-            if details.get("writeConcernErrors") or any(e.get("code") != _DUPLICATE_KEY for e in errors):
-                raise self._translate(exc, f"inserting {domain.name}") from exc
-            lost = {e["index"] for e in errors}
-            inserted = int(details.get("nInserted", len(docs) - len(lost)))
-        except DRIVER_ERRORS as exc:
-            raise self._translate(exc, f"inserting {domain.name}") from exc
-        if self._cache is not None and inserted == len(docs) - len(lost):
-            self._cache.set_many(
-                (cache_key(self._namespace, domain, key), doc["_id"])
-                for index, ((key, _), doc) in enumerate(zip(items, docs, strict=True))
-                if index not in lost
-            )
-        return inserted
+        return self._run(operations.insert_many, domain, items)
 
-    @masks_driver_errors
-    def _insert_one(self, domain: DomainSpec, key: Key, record: Record) -> int:
-        collection = self._collection(domain)
-        layout = self._layout(domain)
-        object_id = ObjectId()
-        try:
-            doc = collection.find_one_and_update(
-                layout.key_filter(key),
-                layout.insert_only(record, _utcnow(), object_id),
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:
-            return 0  # a concurrent writer inserted the key between our lookup and our insert: it won
-        except DRIVER_ERRORS as exc:
-            raise self._translate(exc, f"inserting {domain.name}") from exc
-        if doc is None:  # pragma: no cover - an upsert returning AFTER always returns the document
-            return 0
-        if self._cache is not None:
-            self._cache.set(cache_key(self._namespace, domain, key), doc["_id"])
-        # Our _id came back only if this call inserted the document; otherwise it is the first writer's.
-        return 1 if doc["_id"] == object_id else 0
-
-    @masks_driver_errors
-    @_bounded
     def mark_removed(self, domain: DomainSpec, key: Key) -> None:
-        # docstring inherited
-        if not domain.soft_delete:
-            raise TypeError(f"the {domain.name} domain has no soft delete")
-        collection = self._collection(domain)
-        layout = self._layout(domain)
-        # Under the key's lock: on FerretDB this update rewrites the whole document as the server read it,
-        # payload included, and would undo a put that landed in between (docs/mongo.md).
-        with self._key_lock(domain, key, f"removing from {domain.name}"):
-            try:
-                doc = collection.find_one_and_update(
-                    layout.key_filter(key),
-                    {"$set": {REMOVED: True, UPDATED: _utcnow()}},
-                    return_document=ReturnDocument.AFTER,
-                )
-            except DRIVER_ERRORS as exc:
-                raise self._translate(exc, f"removing from {domain.name}") from exc
-        if doc is not None and self._cache is not None:
-            self._cache.set(cache_key(self._namespace, domain, key), doc["_id"])
+        self._run(operations.mark_removed, domain, key)
 
-    # ---------------------------------------------------------------------------------- key locks
+    def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        return self._run(operations.list_contexts, domain, after, limit)
 
-    @contextlib.contextmanager
-    def _key_lock(self, domain: DomainSpec, key: Key, what: str) -> Iterator[None]:
-        """Hold the lock of one record's key for the ``with`` block (soft-delete domains only).
+    def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        return self._run(operations.list_records, domain, after, limit)
 
-        Taking it inserts ``{lock: <key>, expires}`` into the unique index of :data:`LOCK_COLLECTION`; a
-        duplicate key means another holder, and the caller waits (0.5 ms, doubling to 20 ms) until the
-        operation's deadline, then raises :class:`BackendTimeoutError`. A lock past its lease belongs to a
-        holder that died and is deleted by its ``_id``, so that only that very lock goes. The block runs
-        with a part of the deadline kept back for the release, which deletes the lock by its ``_id``; if
-        that fails, the lease frees the key.
-        """
-        locks = self._started().locks
-        name = cache_key(self._namespace, domain, key)
-        lock_id = ObjectId()
-        delay = 0.0005
-        lease_ms = self._lock_lease_ms
-        held_by = ""  # set once another writer was seen holding the lock
-        try:
-            while True:
-                now_ms = time.time_ns() // 1_000_000
-                try:
-                    locks.insert_one({"_id": lock_id, "lock": name, "expires": Int64(now_ms + lease_ms)})
-                    break
-                except DuplicateKeyError:
-                    holder = locks.find_one({"lock": name})
-                    if holder is None:
-                        continue  # released meanwhile
-                    expires = holder.get("expires")
-                    if not isinstance(expires, int) or expires < now_ms:
-                        log.warning("breaking the expired lock of %s (a writer died holding it)", name)
-                        locks.delete_one({"_id": holder["_id"]})
-                        continue
-                    held_by = f"the key's lock is held by another writer (lock {name!r}, lease until {expires} ms)"
-                left = remaining()
-                if left <= delay:  # the holder will not release it in time (its lease ends later)
-                    time.sleep(max(left, 0.0))
-                    raise timed_out(self._raw_url, what, self._timeout, held_by)
-                time.sleep(delay)
-                delay = min(delay * 2, _LOCK_BACKOFF_MAX)
-        except DRIVER_ERRORS as exc:
-            if held_by and isinstance(exc, PyMongoError) and exc.timeout:  # the deadline ran out in a retry
-                raise timed_out(self._raw_url, what, self._timeout, f"{held_by}; {type(exc).__name__}") from exc
-            raise self._translate(exc, what) from exc
-        try:
-            # Keep part of the deadline for the release: a lock left behind blocks the key until its lease ends.
-            budget = remaining() - self._release_reserve
-            if budget <= 0:
-                raise timed_out(self._raw_url, what, self._timeout, "no time left after taking the key's lock")
-            with pymongo.timeout(budget):
-                yield
-        finally:
-            try:
-                locks.delete_one({"_id": lock_id})
-            except DRIVER_ERRORS as exc:  # the lease frees the key; the operation itself has its own verdict
-                reason = type(exc).__name__
-                log.warning("could not release the lock of %s (%s); it expires in %d s", name, reason, lease_ms // 1000)
+    def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        return self._run(operations.delete_records, domain, keys)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +25,7 @@ from redis.retry import Retry
 from persist_core.backend import Key
 from persist_core.domains import DomainSpec, FieldType
 from persist_core.urls import mask_url
+from persist_mongo._steps import Steps
 
 __all__ = ["DISABLED", "CacheStats", "IdCache", "cache_key"]
 
@@ -88,27 +89,43 @@ class CacheStats:
 
 
 class IdCache:
-    """key -> ``_id`` in Redis, failing open. Thread-safe (redis-py's connection pool is)."""
+    """key -> ``_id`` in Redis, failing open: the health of one Redis (up or backing off, counters) and its clients.
+
+    The commands (:meth:`get`, :meth:`set`, ...) are generators (:mod:`persist_mongo._steps`) run on a client
+    of either face: :attr:`client` (redis-py; thread-safe) or one of :meth:`async_client` (``redis.asyncio``,
+    one per event loop). Both faces of a backend share one ``IdCache``, so an outage seen by one is seen by
+    the other, and :meth:`stats` counts both.
+    """
 
     def __init__(self, url: str, *, socket_timeout: float = 0.25, retry_interval: float = 2.0) -> None:
         self.url = mask_url(url)
         #: Seconds a command (or a connect) may take before it counts as failed: Redis's share of a deadline.
         self.socket_timeout = socket_timeout
+        self._raw_url = url
         self._retry_interval = retry_interval
         # No retries inside redis-py: a failed command means "Redis is down", handled by the back-off here.
-        self._client: redis.Redis = redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self._options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_timeout,
+            "retry_on_timeout": False,
+            "health_check_interval": 0,
+        }
+        #: The sync face's client.
+        self.client: redis.Redis = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options)
         self._lock = threading.Lock()
         self._available = True
         self._warned_foreign = False
         self._retry_at = 0.0
         self._counts = dict.fromkeys(("hits", "misses", "stale", "stores", "errors", "outages", "bypassed"), 0)
+
+    def async_client(self) -> redis.asyncio.Redis:
+        """A ``redis.asyncio`` client of the same URL and settings, for the asyncio face (bound to one event loop)."""
+        import redis.asyncio
+        import redis.asyncio.retry
+
+        return redis.asyncio.Redis.from_url(
+            self._raw_url, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), **self._options
+        )
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -163,14 +180,28 @@ class IdCache:
         if not was_available:
             log.info("Redis id cache at %s is available again; the cache refills as records are read", self.url)
 
-    # -- commands --------------------------------------------------------------------------------------
+    # -- commands (generators: persist_mongo._steps) ---------------------------------------------------
 
-    def get(self, key: str) -> ObjectId | None:
+    def _command(self, call: Callable[[], Any], *, probe: bool = False) -> Steps[tuple[bool, Any]]:
+        """Send one command (``call`` makes it on the face's client): ``(True, reply)``, or ``(False, None)`` if
+        Redis failed (an outage starts; nothing raises). Nothing is sent while Redis is backing off, unless
+        ``probe``."""
+        if not probe and not self._usable():
+            return False, None
+        try:
+            reply = yield call()
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return False, None
+        self._succeeded()
+        return True, reply
+
+    def get(self, client: Any, key: str) -> Steps[ObjectId | None]:
         """The cached ``_id`` of ``key``, or ``None`` (not cached, unreadable, or Redis down)."""
         if not self._usable():
             return None
         try:
-            raw = self._client.get(key)
+            raw = yield client.get(key)
         except redis.ResponseError as exc:
             if not str(exc).startswith("WRONGTYPE"):
                 self._failed(exc)
@@ -193,41 +224,29 @@ class IdCache:
             self._count("stale")
             return None
 
-    def set(self, key: str, object_id: object) -> None:
+    def set(self, client: Any, key: str, object_id: object) -> Steps[None]:
         """Cache ``key`` -> ``object_id`` (only ObjectIds are cached; other ``_id`` types are read by key)."""
-        if not isinstance(object_id, ObjectId) or not self._usable():
-            return
-        try:
-            self._client.set(key, str(object_id))
-        except redis.RedisError as exc:
-            self._failed(exc)
-            return
-        self._succeeded()
-        self._count("stores")
+        if isinstance(object_id, ObjectId):
+            sent, _ = yield from self._command(lambda: client.set(key, str(object_id)))
+            if sent:
+                self._count("stores")
 
-    def set_many(self, pairs: Iterable[tuple[str, object]]) -> None:
+    def set_many(self, client: Any, pairs: Iterable[tuple[str, object]]) -> Steps[None]:
         """Cache several keys with one ``MSET`` (one round trip; ~10x cheaper to send than a pipeline of SETs)."""
         mapping = {key: str(object_id) for key, object_id in pairs if isinstance(object_id, ObjectId)}
-        if not mapping or not self._usable():
-            return
-        try:
-            self._client.mset(mapping)
-        except redis.RedisError as exc:
-            self._failed(exc)
-            return
-        self._succeeded()
-        self._count("stores", len(mapping))
+        if mapping:
+            sent, _ = yield from self._command(lambda: client.mset(mapping))
+            if sent:
+                self._count("stores", len(mapping))
 
-    def delete(self, key: str) -> None:
+    def delete(self, client: Any, key: str) -> Steps[None]:
         """Forget ``key`` (its cached ``_id`` led nowhere and the key has no document)."""
-        if not self._usable():
-            return
-        try:
-            self._client.delete(key)
-        except redis.RedisError as exc:
-            self._failed(exc)
-            return
-        self._succeeded()
+        yield from self._command(lambda: client.delete(key))
+
+    def ping(self, client: Any) -> Steps[bool]:
+        """Probe Redis now (at open); a failure starts an outage, it does not raise."""
+        sent, _ = yield from self._command(client.ping, probe=True)
+        return bool(sent)
 
     def hit(self) -> None:
         """Count a read served through the cache."""
@@ -237,21 +256,11 @@ class IdCache:
         """Count a cached ``_id`` that did not lead to the requested key's document."""
         self._count("stale")
 
-    def ping(self) -> bool:
-        """Probe Redis now (at open); a failure starts an outage, it does not raise."""
-        try:
-            self._client.ping()
-        except redis.RedisError as exc:
-            self._failed(exc)
-            return False
-        self._succeeded()
-        return True
-
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
         with self._lock:
             return CacheStats(enabled=True, available=self._available, **self._counts)
 
     def close(self) -> None:
-        """Disconnect the pool; the cache may be used again afterwards (it reconnects)."""
-        self._client.close()
+        """Disconnect the sync client's pool; the cache may be used again afterwards (it reconnects)."""
+        self.client.close()

@@ -76,6 +76,43 @@ class Layout:
             query[self.item_field] = bounds
         return query
 
+    def after_filter(self, after: Key | None) -> dict[str, Any]:
+        """The documents whose first ``len(after)`` key fields come after ``after`` in key order
+        (``persist_core.backend.comes_after``): ``f0 > a0``, or ``f0 = a0 and f1 > a1``, ..."""
+        if not after:
+            return {}
+        fields = self._fields[: len(after)]
+        branches = []
+        for depth, ((camel, ftype), value) in enumerate(zip(fields, after, strict=True)):
+            equal = {c: _stored(t, v) for (c, t), v in zip(fields[:depth], after[:depth], strict=True)}
+            branches.append({**equal, camel: {"$gt": _stored(ftype, value)}})
+        return branches[0] if len(branches) == 1 else {"$or": branches}
+
+    @property
+    def key_sort(self) -> list[tuple[str, int]]:
+        """Ascending by every key field: the listing order (strings by UTF-8 bytes, i.e. by code point)."""
+        return [(camel, 1) for camel, _ in self._fields]
+
+    @property
+    def list_projection(self) -> dict[str, int]:
+        """The fields a listing needs: the whole key and the record."""
+        return {**self.scan_projection, **{camel: 1 for camel, _ in self._fields}}
+
+    def key_of(self, doc: Mapping[str, Any]) -> Key:
+        """The whole key a listed document carries, as the Python types of its fields."""
+        out: list[Any] = []
+        for camel, ftype in self._fields:
+            value = doc.get(camel)
+            if ftype is FieldType.INT and isinstance(value, int) and not isinstance(value, bool):
+                out.append(int(value))
+            elif (ftype is FieldType.BOOL and isinstance(value, bool)) or (
+                ftype is FieldType.STR and isinstance(value, str)
+            ):
+                out.append(value)
+            else:
+                raise CorruptRecordError(f"document {doc.get('_id')!r} in {self.collection!r} has a bad key {value!r}")
+        return tuple(out)
+
     def matches(self, doc: Mapping[str, Any], key: Key) -> bool:
         """Whether ``doc`` carries exactly ``key`` (the check of a document fetched by a cached ``_id``)."""
         return all(_same(doc.get(camel), value) for (camel, _), value in zip(self._fields, key, strict=True))

@@ -37,7 +37,7 @@ from pymongo.collection import Collection
 from persist_core.bench.core_pairs import sample_value
 from persist_core.bench.harness import Pair
 from persist_core.persist import Persist
-from persist_core.stores import CandleStore, SlotStore
+from persist_core.stores import CandleStore, ObjectSlotStore
 
 __all__ = ["TARGETS", "bench_pairs"]
 
@@ -57,7 +57,8 @@ _STEP_MS = 60_000
 _CLOCK_MS = 1_900_000_000_000
 
 
-def _url(name: str) -> str:
+def url_of(name: str) -> str:
+    """The test server's URL in the environment variable ``name``, or its default."""
     return os.environ.get(name) or _DEFAULT_URLS[name]
 
 
@@ -65,15 +66,24 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-class _Rows:
-    """Our stores (with and without Redis) and raw clients of their own, on one database of the run."""
+def raw_update(value: Any) -> dict[str, Any]:
+    """The raw side's upsert of a signal document holding ``value`` (what the backend's write sends)."""
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "$set": {"payload": _dumps(value), "when": None, "updatedDate": now},
+        "$setOnInsert": {"createDate": now},
+    }
 
-    cached: SlotStore  # set by setup()
-    plain: SlotStore
-    window: CandleStore
-    bulk: CandleStore
-    coll: Collection[dict[str, Any]]
-    candles: Collection[dict[str, Any]]
+
+def object_id_of(raw: Any) -> ObjectId:
+    """The ObjectId of a raw Redis reply (bytes or str)."""
+    if raw is None:  # pragma: no cover - the raw write cached it
+        raise RuntimeError("the raw id is not in Redis")
+    return ObjectId(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+class RunDatabase:
+    """A database of the run's own on the test server, and the raw side's signal document and Redis key."""
 
     def __init__(self, mongo_url: str, redis_url: str) -> None:
         self.redis_url = redis_url
@@ -82,11 +92,25 @@ class _Rows:
         self.server_url = urlunsplit((parts.scheme, parts.netloc, "/", parts.query, ""))
         self.url = urlunsplit((parts.scheme, parts.netloc, f"/{self.database}", parts.query, ""))
         self.value = sample_value()
+        self.raw_filter = {"symbol": "bench-raw", "strategyName": "bench", "exchangeName": "bench"}
+        self.raw_key = f"{self.database}:raw:signal"
+
+
+class _Rows(RunDatabase):
+    """Our stores (with and without Redis) and raw clients of their own, on one database of the run."""
+
+    cached: ObjectSlotStore  # set by setup()
+    plain: ObjectSlotStore
+    window: CandleStore
+    bulk: CandleStore
+    coll: Collection[dict[str, Any]]
+    candles: Collection[dict[str, Any]]
+
+    def __init__(self, mongo_url: str, redis_url: str) -> None:
+        super().__init__(mongo_url, redis_url)
         self.persists: list[Persist] = []
         self.client: MongoClient[dict[str, Any]] | None = None
         self.redis: redis.Redis | None = None
-        self.raw_filter = {"symbol": "bench-raw", "strategyName": "bench", "exchangeName": "bench"}
-        self.raw_key = f"{self.database}:raw:signal"
         self.next_ours = 0
         self.next_raw = 0
 
@@ -166,10 +190,7 @@ class _Rows:
     def raw_cached_read(self, i: int) -> object:
         """(b): redis-py GET of the id, then pymongo find_one by _id."""
         assert self.redis is not None
-        object_id = self.redis.get(self.raw_key)
-        if object_id is None:  # pragma: no cover - raw_write cached it
-            raise RuntimeError("the raw id is not in Redis")
-        doc = self.coll.find_one({"_id": ObjectId(object_id.decode() if isinstance(object_id, bytes) else object_id)})
+        doc = self.coll.find_one({"_id": object_id_of(self.redis.get(self.raw_key))})
         if doc is None:  # pragma: no cover - raw_write wrote it
             raise RuntimeError("the raw document is missing")
         return json.loads(doc["payload"])
@@ -208,11 +229,7 @@ class _Rows:
         self.plain.write(self.value)
 
     def _raw_upsert(self) -> dict[str, Any]:
-        now = dt.datetime.now(dt.UTC)
-        update = {
-            "$set": {"payload": _dumps(self.value), "when": None, "updatedDate": now},
-            "$setOnInsert": {"createDate": now},
-        }
+        update = raw_update(self.value)
         doc = self.coll.find_one_and_update(self.raw_filter, update, upsert=True, return_document=ReturnDocument.AFTER)
         if doc is None:  # pragma: no cover - an upsert returns the document
             raise RuntimeError("find_one_and_update returned nothing")
@@ -240,7 +257,7 @@ class _Rows:
         self.candles.insert_many(docs, ordered=False)
 
 
-def _check_servers(rows: _Rows) -> None:
+def check_servers(rows: Any) -> None:
     """Fail now, with one reason, if a server is missing (the harness then skips this provider whole)."""
     client: MongoClient[dict[str, Any]] = MongoClient(rows.server_url, serverSelectionTimeoutMS=2000)
     try:
@@ -257,8 +274,8 @@ def _check_servers(rows: _Rows) -> None:
 def bench_pairs(quick: bool) -> list[Pair]:
     """The Mongo rows; ``quick`` runs fewer operations."""
     n, window_n, bulk_n = (300, 20, 10) if quick else (2000, 100, 40)
-    rows = _Rows(_url("PERSIST_TEST_MONGO_URL"), _url("PERSIST_TEST_REDIS_URL"))
-    _check_servers(rows)
+    rows = _Rows(url_of("PERSIST_TEST_MONGO_URL"), url_of("PERSIST_TEST_REDIS_URL"))
+    check_servers(rows)
     b = "(b) redis GET + find_one _id"
     a = "(a) find_one unique key"
     return [

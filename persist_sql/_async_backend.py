@@ -1,10 +1,11 @@
-"""The asyncio SQL backend for PostgreSQL: psycopg's ``AsyncConnection``, no thread hop per call (issue 10).
+"""The asyncio SQL backend: PostgreSQL on psycopg's ``AsyncConnection``, MariaDB/MySQL on asyncmy (issue 10).
 
 :class:`AsyncSqlBackend` runs the very statements of :class:`persist_sql.SqlBackend` (compiled once per
 dialect, :mod:`persist_sql._statements`), puts values in and takes records out with the same helpers
 (:mod:`persist_sql._rows`) and translates errors in the same function (:mod:`persist_sql._errors`). What it
 adds is the I/O: a small pool of async connections of its own (:class:`AsyncPool`) and a deadline on every
-operation.
+operation. What differs between drivers (connecting, cutting off, closing, knowing a connection lost) is a
+small adapter in :mod:`persist_sql._async_drivers`; everything else here serves both databases.
 
 It holds a sync :class:`~persist_sql.SqlBackend` on the same database for what is not on the hot path: the
 schema check at open (run in a thread, exactly as the sync backend opens: ``SchemaBehindError``,
@@ -12,33 +13,32 @@ schema check at open (run in a thread, exactly as the sync backend opens: ``Sche
 
 Deadline: every operation completes or raises within ``timeout`` seconds (default
 :data:`persist_core.deadlines.DEFAULT_TIMEOUT_SECONDS`, URL option ``?timeout=``). At the deadline a statement
-in flight has its socket shut down, so psycopg fails at once rather than first sending a cancel request to a
-server that may not answer; a wait for a free connection or a connection attempt is cancelled. The
-connection is discarded and :class:`~persist_core.errors.BackendTimeoutError` names the operation and the URL.
-The server's own ``lock_timeout`` and ``statement_timeout`` are set to 90 % of the deadline, so a held lock
-ends on the server with the connection intact before the client cuts anything.
+in flight is cut off (psycopg: its socket is shut down, so psycopg fails at once rather than first sending a
+cancel request to a server that may not answer; asyncmy: the awaiting task is cancelled, which asyncmy
+answers at once by closing the connection); a wait for a free connection or a connection attempt is
+cancelled. The connection is discarded and :class:`~persist_core.errors.BackendTimeoutError` names the
+operation and the URL. The server's own limits (PostgreSQL ``lock_timeout`` and ``statement_timeout``,
+MariaDB ``innodb_lock_wait_timeout`` and ``max_statement_time``) are set to 90 % of the deadline, so a held
+lock ends on the server with the connection intact before the client cuts anything.
 
-Cancellation: a cancelled ``await`` lets psycopg cancel the statement on the server and waits for its answer
-(one round trip), so the statement is committed whole or not at all; the connection is then discarded,
-never reused.
+Cancellation: each operation is one statement in autocommit, so the server commits it whole or not at all;
+a cancelled ``await`` discards its connection, never reused (psycopg first cancels the statement on the
+server and waits for the answer, one round trip; asyncmy closes the connection at once).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from persist_core.async_backend import AsyncBackend
-from persist_core.backend import ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, ItemKey, Key, Record
 from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, TIMEOUT_OPTION, parse_timeout
 from persist_core.domains import DomainSpec
 from persist_core.errors import (
@@ -49,42 +49,41 @@ from persist_core.errors import (
 )
 from persist_core.ownership import LeaseLog
 from persist_core.urls import mask_url, scrub_chain
-from persist_sql import _dialects, _errors, _rows
-from persist_sql._backend import SqlBackend
+from persist_sql import _dialects, _errors, _listing, _rows
+from persist_sql._async_drivers import AsyncDriver, driver_for
+from persist_sql._backend import SqlBackend, _check_packet
+from persist_sql._dialects import Kind
 from persist_sql._statements import DomainStatements, statements_for
 
 __all__ = ["AsyncPool", "AsyncSqlBackend"]
 
 _T = TypeVar("_T")
 
-#: The share of the deadline given to the server's own lock and statement timeouts.
-SERVER_SHARE = 0.9
-#: SQLSTATEs of the server's own limits: lock_not_available (lock_timeout), query_canceled (statement_timeout).
-_PG_TIMED_OUT = frozenset({"55P03", "57014"})
-
 
 class _Connection:
-    """A pooled connection: psycopg's ``AsyncConnection``, its one cursor, when it was last used, its pool epoch."""
+    """A pooled connection: the driver's connection, its one cursor, when it was last used, its pool epoch."""
 
-    __slots__ = ("connection", "cursor", "epoch", "used")
+    __slots__ = ("connection", "cursor", "driver", "epoch", "used")
 
-    def __init__(self, connection: Any, epoch: int) -> None:
+    def __init__(self, connection: Any, driver: AsyncDriver, epoch: int) -> None:
         self.connection = connection
+        self.driver = driver
         self.cursor = connection.cursor()
         self.epoch = epoch
         self.used = time.monotonic()
 
-    def cut(self) -> None:
-        """Shut the socket down (both ways) so that a statement waiting on it fails at once."""
-        with contextlib.suppress(Exception):  # already closed or broken: nothing waits on it any more
-            fd = self.connection.pgconn.socket
-            with socket.socket(fileno=os.dup(fd)) as dup:
-                dup.shutdown(socket.SHUT_RDWR)
+    @property
+    def lost(self) -> bool:
+        """Closed or broken: never to be reused."""
+        return self.driver.lost(self.connection)
+
+    def cut(self) -> bool:
+        """Make a statement in flight fail at once; ``False`` if the awaiting task must be cancelled instead."""
+        return self.driver.cut(self.connection)
 
     def close(self) -> None:
-        """Close without a round trip (``AsyncConnection.close`` does only this, synchronously)."""
-        with contextlib.suppress(Exception):  # closing a broken connection may fail; it is gone either way
-            self.connection.pgconn.finish()
+        """Close without a round trip."""
+        self.driver.close(self.connection)
 
 
 class AsyncPool:
@@ -96,7 +95,13 @@ class AsyncPool:
     back. A connection that failed, was cancelled or timed out is discarded, never put back.
     """
 
-    def __init__(self, connect: Callable[[], Awaitable[Any]], *, max_size: int, idle_seconds: float) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[tuple[Any, AsyncDriver]]],
+        *,
+        max_size: int,
+        idle_seconds: float,
+    ) -> None:
         if max_size < 1:
             raise ConfigurationError(f"pool_size must be at least 1, not {max_size}")
         self._connect = connect
@@ -137,20 +142,20 @@ class AsyncPool:
         now = time.monotonic()
         while self._idle:
             entry = self._idle.pop()
-            if now - entry.used < self._idle_seconds and not entry.connection.closed:
+            if now - entry.used < self._idle_seconds and not entry.lost:
                 return entry
             entry.close()
         epoch = self._epoch
         try:
-            connection = await self._connect()
+            connection, driver = await self._connect()
         except BaseException:
             self._give_back(epoch)
             raise
-        return _Connection(connection, epoch)
+        return _Connection(connection, driver, epoch)
 
     def release(self, entry: _Connection) -> None:
-        """Give a healthy connection back."""
-        if entry.epoch != self._epoch or self._closed or entry.connection.closed:
+        """Give a connection back that the caller found healthy (:meth:`acquire` checks it again before reuse)."""
+        if entry.epoch != self._epoch or self._closed:
             entry.close()
         else:
             entry.used = time.monotonic()
@@ -197,28 +202,89 @@ class AsyncPool:
 class _Deadline:
     """The deadline of one operation: at expiry, cut the statement in flight or cancel the wait."""
 
-    __slots__ = ("cancelled", "entry", "expired", "task")
+    __slots__ = ("cancelled", "done", "entry", "expired", "expires", "task")
 
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+    def __init__(self, task: asyncio.Task[Any] | None, expires: float) -> None:
         self.task = task
+        self.expires = expires  #: in the event loop's time
         self.entry: _Connection | None = None
         self.expired = False
         self.cancelled = False
+        self.done = False
 
     def fire(self) -> None:
         self.expired = True
-        if self.entry is not None:
-            self.entry.cut()  # psycopg fails at once; no cancel request to a server that may not answer
-        elif self.task is not None:
+        if self.entry is not None and self.entry.cut():
+            return  # the statement fails at once (psycopg: no cancel request to a server that may not answer)
+        if self.task is not None:
             self.cancelled = True
             self.task.cancel()
 
 
+class _Deadlines:
+    """The deadlines of one backend's operations in flight, with one event-loop timer for them all.
+
+    Every operation of a backend has the same timeout, so the deadlines expire in the order they were set:
+    a queue, and a timer at the expiry of its first entry, save a timer per operation (a ``call_later`` and
+    its ``cancel``: a few microseconds, as much as the rest of the plumbing). A finished operation is only
+    marked done; the timer, when it fires, drops those, fires the expired ones and is set again for the
+    first one still running. Bound to one event loop at a time: used from another, it starts afresh (the
+    old loop's operations are gone with it, as the pool's connections are).
+    """
+
+    __slots__ = ("_loop", "_queue", "_timer")
+
+    def __init__(self) -> None:
+        self._queue: deque[_Deadline] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def arm(self, timeout: float) -> _Deadline:
+        """The deadline of an operation of the current task, ``timeout`` seconds from now."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._timer = loop, None
+            self._queue.clear()
+        deadline = _Deadline(asyncio.current_task(loop), loop.time() + timeout)
+        self._queue.append(deadline)
+        if self._timer is None:
+            self._timer = loop.call_at(deadline.expires, self._fire)
+        return deadline
+
+    def disarm(self, deadline: _Deadline) -> None:
+        """The operation ended: its deadline no longer fires."""
+        deadline.done = True
+        deadline.task = deadline.entry = None  # hold no task or connection until the timer drops it
+        queue = self._queue
+        while queue and queue[0].done:
+            queue.popleft()
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop, queue = self._loop, self._queue
+        if loop is None:  # pragma: no cover - armed before any timer is set
+            return
+        now = loop.time()
+        while queue:
+            first = queue[0]
+            if not first.done and first.expires > now:
+                self._timer = loop.call_at(first.expires, self._fire)
+                return
+            queue.popleft()
+            if not first.done:
+                first.fire()
+
+
 @dataclass(frozen=True)
 class _Ready:
-    """What an opened backend holds: the statements of every domain."""
+    """What an opened backend holds: the statements of every domain, the database's kind, the driver adapter
+    and its error class, and MariaDB/MySQL's ``max_allowed_packet`` (``None`` elsewhere)."""
 
     statements: dict[str, DomainStatements]
+    kind: Kind
+    driver: AsyncDriver
+    driver_error: type[Exception]
+    max_packet: int | None
 
 
 #: How one operation uses its cursor.
@@ -226,12 +292,13 @@ Work = Callable[[Any], Awaitable[_T]]
 
 
 class AsyncSqlBackend(AsyncBackend):
-    """Records in PostgreSQL on psycopg's ``AsyncConnection``: the asyncio twin of :class:`SqlBackend`.
+    """Records in PostgreSQL (psycopg's ``AsyncConnection``) or MariaDB/MySQL (asyncmy): the asyncio twin of
+    :class:`SqlBackend`.
 
-    Build it from a PostgreSQL URL, as :class:`SqlBackend` (``postgresql://``, ``postgres://``,
-    ``postgresql+psycopg://``); other databases run on the asyncio face through the thread pool. It opens
-    lazily, in the event loop of its first call (or :meth:`open`), so it may be built in one thread and
-    used in another's loop.
+    Build it from the URL of the sync backend (``postgresql://``, ``postgresql+psycopg://``, ``mysql://``,
+    ``mysql+pymysql://``, ``mariadb+pymysql://``, ...); SQLite runs on the asyncio face through the thread
+    pool. It opens lazily, in the event loop of its first call (or :meth:`open`), so it may be built in one
+    thread and used in another's loop.
 
     Args:
         url: the database URL; its password never appears in messages.
@@ -261,8 +328,6 @@ class AsyncSqlBackend(AsyncBackend):
         self.url = mask_url(url)
         url_rest, timeout_text = _split_timeout(url)
         parsed = _dialects.parse_url(url_rest)
-        if parsed.sa_url.get_backend_name() != "postgresql" or parsed.sa_url.get_driver_name() != "psycopg":
-            raise ConfigurationError(f"the asyncio SQL backend serves PostgreSQL on psycopg only, not {self.url!r}")
         where = f"in {self.url!r}"
         if timeout is not None:
             self._timeout = parse_timeout(timeout, where)
@@ -278,9 +343,10 @@ class AsyncSqlBackend(AsyncBackend):
         else:  # its options (auto_migrate, ...) were the caller's to give it
             self._owns_sync = False
         self._sync = sync
-        self._connect_args = _connect_args(parsed.sa_url, self._timeout)
+        self._driver = driver_for(parsed.sa_url, self._timeout, self.url)
         self._pool = AsyncPool(self._new_connection, max_size=pool_size, idle_seconds=idle_seconds)
         self._ready: _Ready | None = None
+        self._deadlines = _Deadlines()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AsyncSqlBackend:
@@ -323,14 +389,15 @@ class AsyncSqlBackend(AsyncBackend):
 
     def _prepare_sync(self) -> _Ready:
         self._sync.open()
-        return _Ready(statements_for(self._sync._started().engine.dialect))
+        state = self._sync._started()
+        driver = self._driver
+        return _Ready(statements_for(state.engine.dialect), state.kind, driver, driver.error, state.max_packet)
 
-    async def _new_connection(self) -> Any:
-        import psycopg
-
-        connection = await psycopg.AsyncConnection.connect(**self._connect_args)
-        connection.prepared_max = _dialects.PSYCOPG_PREPARED_MAX
-        return connection
+    async def _new_connection(self) -> tuple[Any, AsyncDriver]:
+        ready = self._ready
+        if ready is None:  # pragma: no cover - _attempt prepares before it connects
+            raise PersistError(f"{self.url} is not open")
+        return await ready.driver.connect(ready.kind), ready.driver
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -341,11 +408,9 @@ class AsyncSqlBackend(AsyncBackend):
         idempotent, and an insert cut off by a lost connection or chosen as a deadlock victim was rolled
         back whole. A statement cut off by the deadline is never retried.
         """
-        loop = asyncio.get_running_loop()
-        deadline = _Deadline(asyncio.current_task())
-        timer = loop.call_later(self._timeout, deadline.fire)
+        deadline = self._deadlines.arm(self._timeout)
         try:
-            return await self._attempt(deadline, work)
+            return await self._attempt(deadline, work, f"{verb} {what}")
         except asyncio.CancelledError:
             task = deadline.task
             if deadline.cancelled and task is not None and task.uncancel() == 0:
@@ -357,13 +422,11 @@ class AsyncSqlBackend(AsyncBackend):
             scrub_chain(error)
             raise
         finally:
-            timer.cancel()
+            self._deadlines.disarm(deadline)
 
-    async def _attempt(self, deadline: _Deadline, work: Work[_T]) -> _T:
-        import psycopg
-
-        if self._ready is None:
-            await self._prepare()
+    async def _attempt(self, deadline: _Deadline, work: Work[_T], operation: str) -> _T:
+        ready = self._ready or await self._prepare()
+        driver_error = ready.driver_error
         pool = self._pool
         retried = False
         while True:
@@ -376,10 +439,9 @@ class AsyncSqlBackend(AsyncBackend):
             deadline.entry = entry
             try:
                 result = await work(entry.cursor)
-            except psycopg.Error as exc:
+            except driver_error as exc:
                 deadline.entry = None
-                connection = entry.connection
-                lost = bool(connection.broken or connection.closed)
+                lost = entry.lost
                 if lost:
                     pool.discard(entry)
                     pool.drop_idle()  # they date from before the outage too
@@ -390,15 +452,16 @@ class AsyncSqlBackend(AsyncBackend):
                 if not retried and (lost or _errors.is_transient(exc)):
                     retried = True
                     continue
-                if getattr(exc, "sqlstate", None) in _PG_TIMED_OUT:
-                    raise BackendTimeoutError(
-                        f"{self.url}: the server's own limit ({SERVER_SHARE:.0%} of the {self._timeout:g} s "
-                        f"deadline) stopped the statement: {_errors.translate(exc, self.url)}"
-                    ) from exc
+                if _errors.is_timeout(exc):  # the server's own limit (90 % of the deadline) ended it
+                    raise _errors.translate(exc, self.url, operation=operation, timeout=self._timeout) from exc
                 raise _errors.translate(exc, self.url, disconnect=lost) from exc
+            except PersistError:  # refused before any I/O (a value too large for the server)
+                deadline.entry = None
+                pool.release(entry)
+                raise
             except BaseException:
                 deadline.entry = None
-                pool.discard(entry)  # cancelled mid-statement: psycopg settled it, but its state is not ours
+                pool.discard(entry)  # cancelled mid-statement: the server settles it, but its state is not ours
                 raise
             deadline.entry = None
             pool.release(entry)
@@ -409,6 +472,13 @@ class AsyncSqlBackend(AsyncBackend):
             f"{verb} {what} on {self.url} did not complete within the deadline of {self._timeout:g} s "
             f"(the {TIMEOUT_OPTION} option); whether a write took effect is unknown (docs/asyncio.md)"
         )
+
+    def _check_packet(self, domain: DomainSpec, records: Iterable[Record]) -> None:
+        """Refuse, before any I/O, a record too large for one MariaDB/MySQL packet (as the sync backend does)."""
+        ready = self._ready
+        if ready is not None and ready.max_packet is not None:
+            for record in records:
+                _check_packet(record, ready.max_packet, domain)
 
     def _statements(self, domain: DomainSpec) -> DomainStatements:
         ready = self._ready
@@ -453,6 +523,7 @@ class AsyncSqlBackend(AsyncBackend):
 
     async def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
         async def work(cursor: Any) -> None:
+            self._check_packet(domain, (record,))
             st = self._statements(domain)
             await cursor.execute(st.put.text, st.put.bind(_rows.values_of(st, key, record)))
 
@@ -469,12 +540,15 @@ class AsyncSqlBackend(AsyncBackend):
             return 0
 
         async def work(cursor: Any) -> int:
+            self._check_packet(domain, (record for _, record in items))
             st = self._statements(domain)
-            sql = st.insert_new_arrays if insert_only else st.put_arrays
-            if sql is None:  # pragma: no cover - PostgreSQL batches by arrays
-                raise PersistError("PostgreSQL statements without the array batch form")
             rows = _rows.batch_values(st, items, insert_only=insert_only)
-            await cursor.execute(sql.text, sql.bind(_rows.array_columns(rows)))
+            arrays = st.insert_new_arrays if insert_only else st.put_arrays
+            if arrays is not None:  # PostgreSQL: one statement of one array per column
+                await cursor.execute(arrays.text, arrays.bind(_rows.array_columns(rows)))
+            else:  # MariaDB/MySQL: the driver rewrites it into multi-row INSERTs (one per ~1 MB of rows)
+                sql = st.insert_new if insert_only else st.put
+                await cursor.executemany(sql.text, [sql.bind(row) for row in rows])
             return int(cursor.rowcount)
 
         verb = "inserting" if insert_only else "writing"
@@ -491,6 +565,46 @@ class AsyncSqlBackend(AsyncBackend):
             await cursor.execute(sql.text, sql.bind(key))
 
         await self._run("removing", domain.name, work)
+
+    async def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        if after == ():  # every key starts with the empty prefix: none comes after it
+            return []
+
+        async def work(cursor: Any) -> list[tuple[Key, int]]:
+            state = self._sync._started()
+            sql = _listing.contexts_sql(state.kind, state.engine.dialect, domain, after)
+            await cursor.execute(_listing.with_limit(sql, limit), sql.bind(after or ()))
+            return _listing.counted_contexts(domain, await cursor.fetchall())
+
+        return await self._run("listing", domain.name, work)
+
+    async def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        if after == ():  # every key starts with the empty prefix: none comes after it
+            return []
+
+        async def work(cursor: Any) -> list[tuple[Key, Record]]:
+            state = self._sync._started()
+            sql = _listing.records_sql(state.kind, state.engine.dialect, domain, after)
+            await cursor.execute(_listing.with_limit(sql, limit), sql.bind(after or ()))
+            return _listing.keyed_records(domain, await cursor.fetchall())
+
+        return await self._run("listing", domain.name, work)
+
+    async def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        if not keys:
+            return 0
+
+        async def work(cursor: Any) -> int:
+            state = self._sync._started()
+            sql = _listing.delete_sql(state.kind, state.engine.dialect, domain)
+            await cursor.executemany(sql.text, [sql.bind(key) for key in sorted(set(keys))])
+            return int(cursor.rowcount)
+
+        return await self._run("deleting", f"{len(keys)} {domain.name} records", work)
 
     def lease_log(self) -> LeaseLog:
         return self._sync.lease_log()
@@ -511,16 +625,3 @@ def _split_timeout(url: str) -> tuple[str, str | None]:
     if not isinstance(value, str):
         raise ConfigurationError(f"option {TIMEOUT_OPTION} is given more than once in {mask_url(url)!r}")
     return parsed.difference_update_query([TIMEOUT_OPTION]).render_as_string(hide_password=False), value
-
-
-def _connect_args(sa_url: sa.URL, timeout: float) -> dict[str, Any]:
-    """psycopg's connection arguments: SQLAlchemy's reading of the URL, autocommit, the server's own limits."""
-    _, kwargs = sa_url.get_dialect()().create_connect_args(sa_url)
-    args: dict[str, Any] = dict(kwargs)
-    args["autocommit"] = True
-    if "connect_timeout" not in args:  # libpq takes whole seconds, at least 2; the deadline cuts in anyway
-        args["connect_timeout"] = max(2, int(timeout) + 1)
-    limit_ms = max(1, int(timeout * SERVER_SHARE * 1000))
-    limits = f"-c lock_timeout={limit_ms} -c statement_timeout={limit_ms}"
-    args["options"] = f"{args['options']} {limits}" if args.get("options") else limits
-    return args

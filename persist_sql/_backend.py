@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record
 from persist_core.domains import DomainSpec
 from persist_core.errors import (
     BackendUnavailableError,
@@ -28,8 +28,9 @@ from persist_core.errors import (
 )
 from persist_core.ownership import Lease as OwnershipLease
 from persist_core.ownership import LeaseLog
+from persist_core.registry import missing_driver
 from persist_core.urls import masks_driver_errors, parse_boolean
-from persist_sql import _dialects, _errors, _migrate, _rows
+from persist_sql import _dialects, _errors, _listing, _migrate, _rows
 from persist_sql._deadline import Interrupt, Watch, interrupter, watchdog
 from persist_sql._dialects import Kind
 from persist_sql._pool import Lease, Pool
@@ -125,12 +126,8 @@ def _engine(sa_url: sa.URL, display: str, timeout: float) -> sa.Engine:
         if engine is None:
             try:
                 engine = sa.create_engine(sa_url, **_dialects.engine_options(sa_url, autocommit=True, timeout=timeout))
-            except ImportError as exc:
-                extra = "postgres" if sa_url.get_backend_name() == "postgresql" else "mysql"
-                raise ConfigurationError(
-                    f"the driver for {display} is not installed ({exc.name or exc}): "
-                    f'pip install "backtest-persist[{extra}]"'
-                ) from exc
+            except ImportError as exc:  # parse_url checked the module; this is a dependency of it
+                raise missing_driver(display, exc.name or str(exc)) from exc
             _dialects.configure_engine(engine, timeout)
             _engines[key] = engine
     return engine
@@ -176,7 +173,7 @@ class SqlBackend(Backend):
             then raises :class:`~persist_core.errors.BackendTimeoutError` (docs/sql.md, "Deadlines").
     """
 
-    capabilities = Capabilities(ownership=True)
+    capabilities = Capabilities(ownership=True, listing=True, deletion=True)
 
     def __init__(
         self,
@@ -469,6 +466,40 @@ class SqlBackend(Backend):
         if st.mark_removed is None:
             raise PersistError(f"the {domain.name} domain has no soft delete")
         self._run(_row_count, st.mark_removed.text, st.mark_removed.bind(key), "removing", domain.name)
+
+    # ------------------------------------------------------------------ operating the state
+
+    def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        # docstring inherited
+        if after == ():  # every key starts with the empty prefix: none comes after it
+            return []
+        state = self._started()
+        sql = _listing.contexts_sql(state.kind, state.engine.dialect, domain, after)
+        rows = self._run(_fetch_all, _listing.with_limit(sql, limit), sql.bind(after or ()), "listing", domain.name)
+        return _listing.counted_contexts(domain, rows)
+
+    def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        # docstring inherited
+        if after == ():  # every key starts with the empty prefix: none comes after it
+            return []
+        state = self._started()
+        sql = _listing.records_sql(state.kind, state.engine.dialect, domain, after)
+        rows = self._run(_fetch_all, _listing.with_limit(sql, limit), sql.bind(after or ()), "listing", domain.name)
+        return _listing.keyed_records(domain, rows)
+
+    def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        # docstring inherited
+        if not keys:
+            return 0
+        state = self._started()
+        sql = _listing.delete_sql(state.kind, state.engine.dialect, domain)
+        rows = [tuple(sql.bind(key)) for key in sorted(set(keys))]  # one lock order for every deleter
+        what = f"{len(rows)} {domain.name} records"
+        return int(self._run(state.batch_work, sql.text, rows, "deleting", what))
 
     def lease_log(self) -> SqlLeaseLog:
         # docstring inherited

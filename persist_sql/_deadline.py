@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TICK", "Watch", "Watchdog", "interrupter", "watchdog"]
+__all__ = ["TICK", "Watch", "Watchdog", "interrupter", "shut_down_psycopg", "watchdog"]
 
 log = logging.getLogger("persist.sql")
 
@@ -150,7 +150,8 @@ def _shutdown_fd(fd: int) -> None:
         sock.close()
 
 
-def _psycopg(connection: Any) -> None:
+def shut_down_psycopg(connection: Any) -> None:
+    """Shut the socket of a psycopg connection (sync or async) down, so that a statement waiting on it fails."""
     _shutdown_fd(connection.pgconn.socket)
 
 
@@ -171,4 +172,4 @@ def interrupter(driver: str) -> Interrupt | None:
     SQLite has none: it is a local file, and its one wait, for another connection's lock, is bounded by
     the busy timeout.
     """
-    return {"psycopg": _psycopg, "pymysql": _pymysql, "mysqldb": _mysqldb}.get(driver)
+    return {"psycopg": shut_down_psycopg, "pymysql": _pymysql, "mysqldb": _mysqldb}.get(driver)

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Dialect
 
 from persist_core import deadlines
 from persist_core.errors import BackendUnavailableError, ConfigurationError
+from persist_core.registry import check_driver, missing_driver
 from persist_core.urls import check_credentials, describe_options, mask_url, parse_boolean
 
 __all__ = [
@@ -135,6 +136,10 @@ class ParsedUrl:
         return None if value is None else parse_timeout(self.display, value)
 
 
+#: The module of each driver that persist_core.registry.SQL_DRIVERS lets through.
+_DRIVER_MODULES = {"psycopg": "psycopg", "pymysql": "pymysql", "mysqldb": "MySQLdb", "pysqlite": "sqlite3"}
+
+
 def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -148,6 +153,7 @@ def parse_url(url: str) -> ParsedUrl:
     """
     display = mask_url(url)
     check_credentials(url)
+    check_driver(url)
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as exc:
@@ -169,6 +175,9 @@ def parse_url(url: str) -> ParsedUrl:
             )
     else:
         raise ConfigurationError(f"the sql backend does not serve {backend!r} URLs: {display!r}")
+    module = _DRIVER_MODULES[drivername.partition("+")[2].lower()]
+    if not _have(module):  # here rather than at the first connection, with the command that installs it
+        raise missing_driver(url, module)
     _check_query(url, display, parsed.query, drivername)
     options: dict[str, str] = {}
     for name, value in parsed.query.items():

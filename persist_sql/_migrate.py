@@ -234,16 +234,55 @@ def ensure_schema(parsed: ParsedUrl, *, auto_migrate: bool) -> None:
         raise _errors.translate(exc, parsed.display) from exc
 
 
+def is_downgrade(current: tuple[str, ...], revision: str) -> bool:
+    """Whether going from ``current`` to ``revision`` goes back: ``revision`` is an ancestor of ``current``.
+
+    ``revision`` is ``head``, ``base``, a revision id (or a unique prefix of one) or Alembic's relative
+    ``-N``/``+N``.
+
+    Raises:
+        CommandError: ``revision`` names no known revision.
+    """
+    if not current or revision in ("head", "heads") or revision.startswith("+"):
+        return False
+    if revision == "base" or revision.startswith("-"):
+        return True
+    target = scripts().get_revision(revision)
+    if target is None or target.revision in current:
+        return False
+    older = {r.revision for r in scripts().iterate_revisions(current, "base")}
+    return target.revision in older
+
+
 @masks_driver_errors
-def upgrade(parsed: ParsedUrl, revision: str = "head") -> tuple[SchemaStatus, SchemaStatus]:
-    """Upgrade to ``revision`` under the migration lock; return the status before and after."""
+def upgrade(parsed: ParsedUrl, revision: str = "head", *, downgrade: bool = False) -> tuple[SchemaStatus, SchemaStatus]:
+    """Bring the schema to ``revision`` under the migration lock; return the status before and after.
+
+    A ``revision`` older than the database's (``base``, ``0001``, ``-1``) is a downgrade: it drops what the
+    later revisions created, records included, so it runs only with ``downgrade=True`` and is refused
+    otherwise.
+
+    Raises:
+        ConfigurationError: a downgrade without ``downgrade=True``.
+        SchemaError: an unknown revision. SchemaAheadError: the database is newer than this code.
+    """
     try:
         with _migrating(parsed) as connection:
             before = schema_status(connection)
             if before.state == "ahead":
                 raise ahead_error(parsed.display, before)
             try:
-                _upgrade(connection, revision)
+                backwards = is_downgrade(before.current, revision)
+                if backwards and not downgrade:
+                    raise ConfigurationError(
+                        f"revision {revision!r} is older than the schema of {parsed.display} ({before.describe()}): "
+                        "a downgrade drops the tables the later revisions created, with their records; "
+                        "confirm with --downgrade (downgrade=True)"
+                    )
+                if backwards:
+                    command.downgrade(alembic_config(connection=connection), revision)
+                else:
+                    _upgrade(connection, revision)
             except CommandError as exc:
                 raise SchemaError(f"cannot migrate {parsed.display} to {revision!r}: {exc}") from exc
             after = schema_status(connection)

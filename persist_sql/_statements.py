@@ -22,7 +22,14 @@ from persist_core.domains import DOMAINS, DomainSpec
 from persist_sql import _dialects, _schema
 from persist_sql._dialects import Kind
 
-__all__ = ["DomainStatements", "LeaseStatements", "Sql", "lease_statements_for", "statements_for"]
+__all__ = [
+    "DomainStatements",
+    "LeaseStatements",
+    "Sql",
+    "compile_positional",
+    "lease_statements_for",
+    "statements_for",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,11 @@ class LeaseStatements:
     renew: Sql  #: replace the lease of one generation
     lease_of: Sql  #: the lease of one generation
     prune: Sql  #: delete the generations below one
+
+
+def compile_positional(stmt: sa.ClauseElement, dialect: Dialect, source: Sequence[str]) -> Sql:
+    """Compile ``stmt`` for ``dialect``; its parameters are bound from values named by ``source``, in order."""
+    return _compile(stmt, dialect, source)
 
 
 def _compile(

@@ -19,12 +19,14 @@ from persist_sql import _dialects, _errors, _migrate, _schema
 __all__ = ["check", "migrate"]
 
 
-def migrate(url: str, revision: str = "head", *, sql: bool = False) -> str:
-    """Upgrade the database at ``url`` to ``revision`` and say what was done.
+def migrate(url: str, revision: str = "head", *, sql: bool = False, downgrade: bool = False) -> str:
+    """Upgrade (or, with ``downgrade=True``, downgrade) the database at ``url`` to ``revision``; say what was done.
 
-    Runs under the migration lock, so it is safe while backends open the same database. With ``sql=True``
-    nothing connects: the SQL script that upgrades an empty database to ``revision`` is returned instead
-    (Alembic's offline mode; ``revision`` may be ``FROM:TO``), for a DBA to review and run.
+    Runs under the migration lock, so it is safe while backends open the same database. A ``revision``
+    older than the database's is a downgrade, which drops the tables of the later revisions with their
+    records: it is refused unless ``downgrade=True``. With ``sql=True`` nothing connects: the SQL script that
+    upgrades an empty database to ``revision`` is returned instead (Alembic's offline mode; ``revision`` may be
+    ``FROM:TO``), for a DBA to review and run.
 
     Raises:
         SchemaAheadError: the database was migrated by a newer version of this library.
@@ -33,11 +35,13 @@ def migrate(url: str, revision: str = "head", *, sql: bool = False) -> str:
     parsed = _dialects.parse_url(url)
     if sql:
         return _migrate.offline_sql(parsed, revision)
-    before, after = _migrate.upgrade(parsed, revision)
+    before, after = _migrate.upgrade(parsed, revision, downgrade=downgrade)
     if before.current == after.current:
         return f"{parsed.display}: nothing to do, the schema is {after.describe()}"
     was = ", ".join(before.current) or "empty"
-    return f"{parsed.display}: migrated from {was} to {', '.join(after.current)} ({after.describe()})"
+    now = ", ".join(after.current) or "base (no persist_sql tables)"
+    how = "downgraded" if _migrate.is_downgrade(before.current, revision) else "migrated"
+    return f"{parsed.display}: {how} from {was} to {now} ({after.describe()})"
 
 
 def check(url: str) -> list[tuple[str, bool, str]]:

@@ -1,13 +1,14 @@
-"""Benchmark pairs of the asyncio face on PostgreSQL: ``asetup`` against raw psycopg ``AsyncConnection`` (issue 10).
+"""Benchmark pairs of the asyncio face on PostgreSQL and MariaDB: ``asetup`` against the raw async driver
+(psycopg ``AsyncConnection``, asyncmy) in the same run (issue 10).
 
-Rows:
+Rows, per database:
 
 - point read and upsert: ``await store.read()`` / ``await store.write(value)`` through ``asetup(url)`` (the
-  native :class:`~persist_sql.AsyncSqlBackend`) against one raw ``AsyncConnection`` (autocommit) running the
-  same statement with ``prepare=True``;
+  native :class:`~persist_sql.AsyncSqlBackend`) against one raw connection (autocommit) running the same
+  statement (psycopg with ``prepare=True``);
 - 100 concurrent reads: 100 coroutines each reading once through one facade, against the same through a
-  raw pool of the same size (a hand-rolled ``asyncio.Queue`` of connections: psycopg_pool is not a
-  dependency);
+  raw pool of the same size (a hand-rolled ``asyncio.Queue`` of connections, so that both databases are
+  measured alike: psycopg_pool is not a dependency);
 - the same point read through the thread-pool face (:class:`~persist_core.async_backend.ThreadedAsyncBackend`
   on the sync backend), for comparison.
 
@@ -24,11 +25,13 @@ from typing import Any
 
 from persist_core.async_backend import ThreadedAsyncBackend
 from persist_core.async_persist import AsyncPersist, asetup
-from persist_core.async_stores import AsyncSlotStore, make_async_store
+from persist_core.async_stores import AsyncObjectSlotStore, AsyncSlotStore, make_async_store
 from persist_core.bench.core_pairs import sample_value
 from persist_core.bench.harness import Pair
 from persist_core.domains import DOMAINS
-from persist_sql.bench import _PG_READ, _PG_UPSERT, _url
+from persist_sql import _dialects
+from persist_sql._async_drivers import Asyncmy
+from persist_sql.bench import _MY_READ, _MY_UPSERT, _PG_READ, _PG_UPSERT, _url
 
 __all__ = ["TARGETS", "bench_pairs"]
 
@@ -37,19 +40,81 @@ TARGETS: dict[tuple[str, str], float] = {
     ("postgresql async", "point read"): 0.9,
     ("postgresql async", "upsert"): 0.9,
     ("postgresql async", "100 concurrent reads"): 0.8,
+    ("mariadb async", "point read"): 0.9,
+    ("mariadb async", "upsert"): 0.9,
+    ("mariadb async", "100 concurrent reads"): 0.8,
 }
 _CONCURRENCY = 100
 _POOL_SIZE = 10  # AsyncSqlBackend's default pool_size: the raw pool gets as many connections
 
 
-class _AsyncRows:
-    """The facade and the raw connections, on one event loop of their own, on contexts of their own."""
+class _RawPsycopg:
+    """The raw side on PostgreSQL: psycopg ``AsyncConnection``, autocommit, statements prepared."""
 
-    slot: AsyncSlotStore
-    threaded: AsyncSlotStore
+    label = "psycopg AsyncConnection prepared"
+
+    def __init__(self, url: str) -> None:
+        self.conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+    async def connect(self) -> Any:
+        import psycopg
+
+        return await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+
+    async def write(self, connection: Any, params: tuple[Any, ...]) -> None:
+        await connection.execute(_PG_UPSERT, params, prepare=True)
+
+    async def read(self, connection: Any, key: tuple[str, ...]) -> Any:
+        cursor = await connection.execute(_PG_READ, key, prepare=True)
+        return await cursor.fetchone()
+
+    async def delete(self, connection: Any, pattern: str) -> None:
+        await connection.execute("DELETE FROM signal_items WHERE symbol LIKE %s", (pattern,))
+
+    async def close(self, connection: Any) -> None:
+        await connection.close()
+
+
+class _RawAsyncmy:
+    """The raw side on MariaDB: an asyncmy connection (autocommit) and its one cursor, the backend's arguments."""
+
+    label = "asyncmy"
 
     def __init__(self, url: str) -> None:
         self.url = url
+
+    async def connect(self) -> Any:
+        import asyncmy
+
+        args = Asyncmy(_dialects.parse_url(self.url).sa_url, _dialects.DEFAULT_TIMEOUT_S).args
+        connection = await asyncmy.connect(**args)
+        return connection, connection.cursor()
+
+    async def write(self, connection: Any, params: tuple[Any, ...]) -> None:
+        await connection[1].execute(_MY_UPSERT, params)
+
+    async def read(self, connection: Any, key: tuple[str, ...]) -> Any:
+        cursor = connection[1]
+        await cursor.execute(_MY_READ, key)
+        return await cursor.fetchone()
+
+    async def delete(self, connection: Any, pattern: str) -> None:
+        await connection[1].execute("DELETE FROM signal_items WHERE symbol LIKE %s", (pattern,))
+
+    async def close(self, connection: Any) -> None:
+        await connection[1].close()
+        connection[0].close()
+
+
+class _AsyncRows:
+    """The facade and the raw connections, on one event loop of their own, on contexts of their own."""
+
+    slot: AsyncObjectSlotStore
+    threaded: AsyncObjectSlotStore
+
+    def __init__(self, url: str, driver: _RawPsycopg | _RawAsyncmy) -> None:
+        self.url = url
+        self.driver = driver
         self.value = sample_value()
         self.tag = f"bench-async-{uuid.uuid4().hex[:8]}"
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -72,9 +137,6 @@ class _AsyncRows:
         self._run(self._setup())
 
     async def _setup(self) -> None:
-        import psycopg
-
-        conninfo = self.url.replace("postgresql+psycopg://", "postgresql://", 1)
         self.persist = await asetup(self.url, env={})
         symbol, strategy, exchange = self.ours_key
         self.slot = self.persist.live.signal(symbol=symbol, strategy_name=strategy, exchange_name=exchange)
@@ -88,10 +150,10 @@ class _AsyncRows:
         if not isinstance(threaded, AsyncSlotStore):  # pragma: no cover - signal is a slot domain
             raise TypeError(f"expected a slot store, got {threaded!r}")
         self.threaded = threaded
-        self.raw = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+        self.raw = await self.driver.connect()
         self.raw_pool = asyncio.Queue()
         for _ in range(_POOL_SIZE):
-            connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+            connection = await self.driver.connect()
             self.raw_all.append(connection)
             self.raw_pool.put_nowait(connection)
         await self.slot.write(self.value)
@@ -109,24 +171,21 @@ class _AsyncRows:
     async def _teardown(self) -> None:
         try:
             if self.raw is not None:
-                await self.raw.execute("DELETE FROM signal_items WHERE symbol LIKE %s", (f"{self.tag}-%",))
+                await self.driver.delete(self.raw, f"{self.tag}-%")
         finally:
             for connection in [self.raw, *self.raw_all]:
                 if connection is not None:
-                    await connection.close()
+                    await self.driver.close(connection)
             if self.persist is not None:
                 await self.persist.close()
 
     # -- the raw side -------------------------------------------------------------------------------
 
     async def _raw_write(self) -> None:
-        await self.raw.execute(
-            _PG_UPSERT, (*self.raw_key, json.dumps(self.value, separators=(",", ":")), None), prepare=True
-        )
+        await self.driver.write(self.raw, (*self.raw_key, json.dumps(self.value, separators=(",", ":")), None))
 
     async def _raw_read(self, connection: Any) -> object:
-        cursor = await connection.execute(_PG_READ, self.raw_key, prepare=True)
-        row = await cursor.fetchone()
+        row = await self.driver.read(connection, self.raw_key)
         return json.loads(row[0])
 
     async def _raw_pooled_read(self) -> object:
@@ -168,20 +227,26 @@ class _AsyncRows:
 
 
 def bench_pairs(quick: bool) -> list[Pair]:
-    """The asyncio rows of PostgreSQL; ``quick`` runs fewer operations."""
+    """The asyncio rows of PostgreSQL and MariaDB; ``quick`` runs fewer operations."""
     n, concurrent_n = (300, 10) if quick else (3000, 100)
-    rows = _AsyncRows(_url("PERSIST_TEST_POSTGRES_URL"))
-    raw = "psycopg AsyncConnection prepared"
-    backend = "postgresql async"
-    return [
-        Pair(backend, "point read", rows.ours_read, rows.raw_read, raw, n=n, setup=rows.setup),
-        Pair(backend, "upsert", rows.ours_write, rows.raw_write, raw, n=n),
-        Pair(
-            backend, "100 concurrent reads", rows.ours_concurrent, rows.raw_concurrent,
-            f"raw pool of {_POOL_SIZE} psycopg AsyncConnections", n=concurrent_n,
-        ),
-        Pair(
-            backend, "point read, thread-pool face", rows.threaded_read, rows.raw_read, raw, n=n,
-            teardown=rows.teardown,
-        ),
-    ]  # fmt: skip
+    pairs: list[Pair] = []
+    for backend, variable, driver in (
+        ("postgresql async", "PERSIST_TEST_POSTGRES_URL", _RawPsycopg),
+        ("mariadb async", "PERSIST_TEST_MYSQL_URL", _RawAsyncmy),
+    ):
+        url = _url(variable)
+        rows = _AsyncRows(url, driver(url))
+        raw = rows.driver.label
+        pairs += [
+            Pair(backend, "point read", rows.ours_read, rows.raw_read, raw, n=n, setup=rows.setup),
+            Pair(backend, "upsert", rows.ours_write, rows.raw_write, raw, n=n),
+            Pair(
+                backend, "100 concurrent reads", rows.ours_concurrent, rows.raw_concurrent,
+                f"raw pool of {_POOL_SIZE} {raw} connections", n=concurrent_n,
+            ),
+            Pair(
+                backend, "point read, thread-pool face", rows.threaded_read, rows.raw_read, raw, n=n,
+                teardown=rows.teardown,
+            ),
+        ]  # fmt: skip
+    return pairs

@@ -28,7 +28,7 @@ from persist_core.bench.core_pairs import sample_value
 from persist_core.bench.harness import Pair
 from persist_core.config import resolve_routes
 from persist_core.persist import Persist
-from persist_core.stores import CandleStore, SlotStore
+from persist_core.stores import CandleStore, ObjectSlotStore
 from persist_sql import SqlBackend
 
 __all__ = ["TARGETS", "bench_pairs"]
@@ -93,7 +93,7 @@ def _raw_connection(backend: SqlBackend) -> Any:
 class _Rows:
     """One database's pairs: our stores and a raw connection of its own, on contexts of their own."""
 
-    slot: SlotStore  # set by setup()
+    slot: ObjectSlotStore  # set by setup()
     window: CandleStore
     bulk: CandleStore
 

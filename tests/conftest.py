@@ -1,6 +1,3 @@
-import os
-from typing import Any
-
 from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["pytester"]
@@ -13,21 +10,3 @@ settings.register_profile(
     max_examples=20,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-
-
-def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    """Leave the asyncio face of MariaDB and Mongo to ``PERSIST_TEST_ALL_FACES=1`` (docs/decisions.md).
-
-    Through the thread pool, the asyncio face runs the same async stores and the same ``ThreadedAsyncBackend``
-    over every sync backend; CI checks it over memory, file and SQLite, and PostgreSQL's native async backend,
-    while MariaDB's and Mongo's sync faces are checked in full. The two slowest kits twice would add ~10 min.
-    """
-    if os.environ.get("PERSIST_TEST_ALL_FACES", "") in ("1", "true", "yes"):
-        return
-    kept, dropped = [], []
-    for item in items:
-        cls = getattr(item, "cls", None)
-        (dropped if getattr(cls, "every_face_only", False) else kept).append(item)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = kept

@@ -29,14 +29,14 @@ def run(*argv: str) -> tuple[int, str, str]:
 def test_help_names_every_command_and_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
-    for command in ("demo", "bench", "migrate", "check"):
+    for command in ("demo", "bench", "migrate", "check", "ls", "show"):
         assert f"    {command}" in text
     assert "exit codes:" in text
     for code, meaning in EXIT_CODES.items():
         assert f"{code:<4} {meaning}" in text
 
 
-@pytest.mark.parametrize("command", ["demo", "bench", "migrate", "check"])
+@pytest.mark.parametrize("command", ["demo", "bench", "migrate", "check", "ls", "show"])
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([command, "--help"]) == 0
     assert f"usage: backtest-persist {command}" in capsys.readouterr().out

@@ -87,11 +87,30 @@ def test_default_folder_is_removed_unless_kept() -> None:
     removed = assert_agrees(run_demo("--seed", "2"))
     root = Path(next(line for line in removed if line.startswith("state:")).split()[1])
     assert not root.exists()
+    assert not any(line.startswith("look:") for line in removed)  # it would name the folder just removed
+    assert any("removed at exit; run with --keep" in line for line in removed)
     kept = assert_agrees(run_demo("--seed", "2", "--keep"))
     root = Path(next(line for line in kept if line.startswith("state:")).split()[1])
     try:
         assert (root / "strategy").is_dir()
         assert not any("removed at exit" in line for line in kept)
+        look = next(line for line in kept if line.startswith("look:"))
+        assert (root / look.split("jq . ")[1]).is_file()
+    finally:
+        shutil.rmtree(root)
+
+
+@slow
+def test_quiet_keep_names_the_kept_folder() -> None:
+    result = run_demo("--seed", "1", "--quiet", "--keep")
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(lines) == 2
+    assert lines[-1].startswith("OK: ")
+    root = Path(lines[0].split()[1])
+    try:
+        assert lines[0].startswith("state:")
+        assert (root / "strategy").is_dir()
     finally:
         shutil.rmtree(root)
 

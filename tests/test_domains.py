@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import typing
 
 import pytest
 
 from persist_core import errors
-from persist_core.domains import DOMAINS, Kind, domain
+from persist_core.domains import CANDLE_STEPS_MS, DOMAINS, CandleInterval, Kind, Missing, ValueKind, domain
 from persist_core.persist import ModeStores
 
 # CONTRACTS.md section 2, copied by hand: the specs must agree with the document, not with themselves.
@@ -68,6 +69,49 @@ def test_typed_accessor_takes_exactly_the_context_fields(name: str) -> None:
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params)
     assert tuple(p.name for p in params) == tuple(f.name for f in DOMAINS[name].context)
     assert accessor.__doc__
+
+
+# The static store type of each accessor (a type variable of persist._Stores) and the spec shape it stands for;
+# tests/typing/user_bot_clean.py pins what each type reads.
+SHAPES = {
+    "_ObjectSlot": (Kind.SLOT, ValueKind.OBJECT, Missing.NONE),
+    "_MappingSlot": (Kind.SLOT, ValueKind.OBJECT, Missing.MAPPING),
+    "_ValueSlot": (Kind.SLOT, ValueKind.ANY, Missing.NONE),
+    "_Keyed": (Kind.KEYED, ValueKind.OBJECT, Missing.MAPPING),
+    "_Candle": (Kind.CANDLE, ValueKind.OBJECT, Missing.NONE),
+    "_Collection": (Kind.COLLECTION, ValueKind.OBJECT, Missing.LIST),
+    "_Bucket": (Kind.BUCKET, ValueKind.ANY, Missing.NONE),
+}
+
+
+def _store_type(function: object) -> str:
+    returned = typing.get_type_hints(function)["return"]
+    assert isinstance(returned, typing.TypeVar)
+    return returned.__name__
+
+
+@pytest.mark.parametrize("name", TABLE)
+def test_accessor_static_type_matches_the_spec(name: str) -> None:
+    spec = DOMAINS[name]
+    assert SHAPES[_store_type(getattr(ModeStores, name))] == (spec.kind, spec.value_kind, spec.missing)
+
+
+def test_store_overloads_agree_with_the_accessors() -> None:
+    named: list[str] = []
+    for overload in typing.get_overloads(ModeStores.store):
+        literal = typing.get_type_hints(overload)["domain_name"]
+        if literal is str:  # the fallback for a name known only at run time
+            continue
+        for name in typing.get_args(literal):
+            named.append(name)
+            assert _store_type(overload) == _store_type(getattr(ModeStores, name)), name
+    assert sorted(named) == sorted(DOMAINS)
+
+
+def test_candle_interval_literal_names_the_step_table() -> None:
+    assert set(typing.get_args(CandleInterval)) == set(CANDLE_STEPS_MS)
+    interval = next(f for f in DOMAINS["candle"].context if f.name == "interval")
+    assert interval.choices == set(CANDLE_STEPS_MS)
 
 
 def test_unknown_domain_is_a_configuration_error() -> None:

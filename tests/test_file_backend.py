@@ -74,41 +74,93 @@ def _write_signal(root: Path, value: Any) -> Path:
     return root / "signal" / "s" / "t" / "x" / "slot.json"
 
 
-def test_unreadable_record_is_quarantined_on_open_never_deleted(
+def test_open_reads_no_record_and_the_first_read_quarantines_an_unreadable_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Start-up cost does not grow with the records (3.6): a damaged record is found by the read that meets it,
+    moved to the quarantine (never deleted) and reported, and its key keeps failing until it is written again."""
+    path = _write_signal(tmp_path, {"ok": True})
+    damaged = b'{"when":null,"removed":false}\n{"truncated": '
+    path.write_bytes(damaged)
+    backend = FileBackend(tmp_path)
+    backend.open()
+    assert path.read_bytes() == damaged  # open did not look at it
+    assert not (tmp_path / ".quarantine").exists()
+    spec, key = DOMAINS["signal"], ("s", "t", "x")
+    with caplog.at_level(logging.ERROR, logger="persist.file"), pytest.raises(CorruptRecordError, match="moved to"):
+        backend.get(spec, key)
+    assert not path.exists()
+    quarantined = list((tmp_path / ".quarantine").rglob("slot.json.*"))
+    assert [q.read_bytes() for q in quarantined] == [damaged]
+    assert "quarantined" in caplog.text
+    # A live bot restarting must not read "no position": the key fails until someone acts, in any process.
+    for reader in (backend, _open(tmp_path)):
+        with pytest.raises(CorruptRecordError, match="in the quarantine"):
+            make_store(reader, spec, SIGNAL_CONTEXT).read()
+    make_store(backend, spec, SIGNAL_CONTEXT).write({"ok": 2})  # writing the key anew resolves it
+    assert make_store(_open(tmp_path), spec, SIGNAL_CONTEXT).read() == {"ok": 2}
+    quarantined[0].unlink()  # as does taking the copy out of the quarantine
+    make_store(backend, spec, SIGNAL_CONTEXT).write(None)
+    assert make_store(backend, spec, SIGNAL_CONTEXT).read() is None
+
+
+def test_an_unreadable_candle_reads_as_a_cache_miss_and_can_be_written_again(tmp_path: Path) -> None:
+    backend = _open(tmp_path)
+    store = make_store(backend, DOMAINS["candle"], {"symbol": "s", "interval": "1m", "exchange_name": "x"})
+    bar = {"open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}
+    assert store.write([{"timestamp": t * 60_000, **bar} for t in range(3)]) == 3
+    path = tmp_path / "candle" / "s" / "1m" / "x" / "60000.json"
+    path.write_bytes(b"torn")
+    assert store.read(3, 0) is None  # a window with a damaged candle is a miss, as a missing one
+    assert len(list((tmp_path / ".quarantine").rglob("60000.json.*"))) == 1
+    assert store.write([{"timestamp": 60_000, **bar}]) == 1  # refetched and stored again
+    assert store.read(3, 0) is not None
+
+
+def test_a_scan_that_meets_an_unreadable_record_raises_once_then_lists_without_it(tmp_path: Path) -> None:
+    backend = _open(tmp_path)
+    log = make_store(backend, DOMAINS["log"], {})
+    log.write([{"id": "a"}, {"id": "b"}, {"id": "c"}])
+    (tmp_path / "log" / "b.json").write_bytes(b'{"when":null,"removed":false}\n[1,2]\n')  # not an object
+    with pytest.raises(CorruptRecordError, match="moved to"):
+        log.read()
+    assert [e["id"] for e in log.read()] == ["a", "c"]
+    assert len(list((tmp_path / ".quarantine" / "log").glob("b.json.*"))) == 1
+
+
+def test_verify_option_walks_everything_at_open(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = _write_signal(tmp_path, {"ok": True})
     path.write_bytes(b'{"when":null,"removed":false}\n{"truncated": ')
     with caplog.at_level(logging.ERROR, logger="persist.file"):
-        FileBackend(tmp_path).open()
+        FileBackend.from_url(f"file:{tmp_path}?verify=1").open()
     assert not path.exists()
-    quarantined = list((tmp_path / ".quarantine").rglob("slot.json.*"))
-    assert len(quarantined) == 1
-    assert quarantined[0].read_bytes().endswith(b'{"truncated": ')
+    assert len(list((tmp_path / ".quarantine").rglob("slot.json.*"))) == 1
     assert "quarantined" in caplog.text
 
 
-def test_corrupt_record_read_raises_instead_of_reading_as_missing(tmp_path: Path) -> None:
-    path = _write_signal(tmp_path, {"ok": True})
-    backend = FileBackend(tmp_path)
-    backend.open()
-    path.write_bytes(b"garbage")
-    with pytest.raises(CorruptRecordError, match=r"slot\.json"):
-        backend.get(DOMAINS["signal"], ("s", "t", "x"))
-
-
-def test_stale_temp_files_are_swept_young_ones_kept(tmp_path: Path) -> None:
+def test_stale_temp_files_are_swept_at_the_first_write_young_ones_kept(tmp_path: Path) -> None:
     path = _write_signal(tmp_path, {"ok": True})
     old = path.parent / ".tmp-old"
     young = path.parent / ".tmp-young"
-    old.write_bytes(b"partial")
-    young.write_bytes(b"partial")
+    elsewhere = tmp_path / "log" / ".tmp-elsewhere"
+    elsewhere.parent.mkdir()
+    for debris in (old, young, elsewhere):
+        debris.write_bytes(b"partial")
     past = time.time() - file_module.TEMP_GRACE_SECONDS - 10
     os.utime(old, (past, past))
+    os.utime(elsewhere, (past, past))
     backend = FileBackend(tmp_path)
     backend.open()
+    assert old.exists()  # open walks nothing
+    backend.get(DOMAINS["signal"], ("s", "t", "x"))
+    assert old.exists()  # nor does a read
+    backend.put(DOMAINS["signal"], ("s", "t", "x"), Record("{}"))
     assert not old.exists()
     assert young.exists()
+    assert elsewhere.exists()  # a folder this process has not written to keeps its debris (listing skips it)
+    os.utime(young, (past, past))
+    backend.put(DOMAINS["signal"], ("s", "t", "x"), Record("{}"))
+    assert young.exists()  # one sweep per folder and process
     spec = DOMAINS["measure"]
     backend.put(spec, ("b", "k"), Record("1"))
     (tmp_path / "measure" / "b" / ".tmp-listing").write_bytes(b"x")
@@ -205,15 +257,11 @@ def test_stored_values_that_no_write_could_produce_are_corrupt(
     backend = _open(tmp_path)
     backend.put(spec, key, Record(payload))
     path = Path(os.path.join(*backend._path(spec, key)))
-    with caplog.at_level(logging.ERROR, logger="persist.file"):
-        FileBackend(tmp_path).open()  # the start-up sweep
+    with caplog.at_level(logging.ERROR, logger="persist.file"), pytest.raises(CorruptRecordError):
+        make_store(FileBackend(tmp_path), spec, context).read()  # the read fails instead of handing out the value
     assert not path.exists()
     assert len(list((tmp_path / ".quarantine").rglob("slot.json.*"))) == 1
     assert "quarantined" in caplog.text
-    # After start-up the same record makes a read fail instead of handing out the value.
-    backend.put(spec, key, Record(payload))
-    with pytest.raises(CorruptRecordError):
-        make_store(backend, spec, context).read()
 
 
 def test_a_cleared_slot_is_not_corrupt(tmp_path: Path) -> None:
@@ -248,12 +296,13 @@ def test_a_fifo_is_never_opened(tmp_path: Path) -> None:
     path = Path(os.path.join(*backend._path(spec, ("s", "t", "x"))))
     path.parent.mkdir(parents=True)
     os.mkfifo(path)
-    assert _in_thread(lambda: FileBackend(tmp_path).open()) is None  # the sweep moves it away
+    assert _in_thread(lambda: FileBackend.from_url(f"file:{tmp_path}?verify=1").open()) is None  # moved away
     assert not path.exists()
     assert len(list((tmp_path / ".quarantine").rglob("slot.json.*"))) == 1
-    # After start-up: a FIFO in a record's place is a corrupt record on get, and not listed.
+    # A FIFO in a record's place is a corrupt record on get (quarantined), and not listed.
     os.mkfifo(path)
     assert isinstance(_in_thread(lambda: backend.get(spec, ("s", "t", "x"))), CorruptRecordError)
+    assert len(list((tmp_path / ".quarantine").rglob("slot.json.*"))) == 2
     (tmp_path / "log").mkdir()
     os.mkfifo(tmp_path / "log" / "e.json")
     assert _in_thread(lambda: backend.scan(DOMAINS["log"], ())) == []
@@ -301,15 +350,18 @@ def test_a_read_only_dump_opens_for_reading(caplog: pytest.LogCaptureFixture) ->
 _UNREADABLE_CHILD = """
 import sys
 from persist_core.backends.file import FileBackend
+from persist_core.domains import DOMAINS
 from persist_core.errors import BackendUnavailableError
+backend = FileBackend(sys.argv[1])
+backend.open()
 try:
-    FileBackend(sys.argv[1]).open()
+    backend.get(DOMAINS["signal"], ("s", "t", "x"))
 except BackendUnavailableError as exc:
     print("typed:", exc)
 """
 
 
-def test_an_unreadable_record_fails_the_open_with_a_typed_error(tmp_path: Path) -> None:
+def test_a_record_the_process_may_not_read_fails_the_read_with_a_typed_error(tmp_path: Path) -> None:
     # Root reads every file whatever its mode, so the open runs in a child as "nobody". The system
     # Python serves: the package is pure Python and its path is readable by anyone.
     python = "/usr/bin/python3"

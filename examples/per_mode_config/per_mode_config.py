@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from persist_core import Persist, setup
+from persist_core import JsonObject, Persist, setup
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def write_one_record_everywhere(persist: Persist) -> None:
         stores.risk(risk_name="main", exchange_name="binance").write({"BTC/USDT": where})
         stores.partial(**trade).write("signal-1", {"profitLevels": [10], **where})
         stores.breakeven(**trade).write("signal-1", {"reached": True, **where})
-        candle = {"timestamp": CANDLE_OPEN_MS + (60_000 if backtest else 0), "close": 64000.0, **where}
+        candle: JsonObject = {"timestamp": CANDLE_OPEN_MS + (60_000 if backtest else 0), "close": 64000.0, **where}
         stores.candle(symbol="BTC/USDT", interval="1m", exchange_name="binance").write([candle])
         stores.storage(backtest=backtest).write([{"id": "signal-1", "status": "opened", **where}])
         stores.notification(backtest=backtest).write([{"id": "note-1", "text": "opened", **where}])

@@ -51,8 +51,14 @@ class SqliteAdapter(Backend):
             self._local.conn = conn
         return conn
 
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn().execute(sql, args)
+        except sqlite3.Error as exc:  # the one place where driver errors become persist errors
+            raise BackendUnavailableError(f"{self.url}: {exc}") from exc
+
     def open(self) -> None:
-        self._conn().execute(_SCHEMA)
+        self._execute(_SCHEMA)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -68,14 +74,10 @@ class SqliteAdapter(Backend):
 
     def get(self, domain: DomainSpec, key: tuple[Any, ...]) -> Record | None:
         context, item = self._split(domain, key)
-        row = (
-            self._conn()
-            .execute(
-                "SELECT payload, when_ms, removed FROM records WHERE domain=? AND context=? AND item=?",
-                (domain.name, context, item),
-            )
-            .fetchone()
-        )
+        row = self._execute(
+            "SELECT payload, when_ms, removed FROM records WHERE domain=? AND context=? AND item=?",
+            (domain.name, context, item),
+        ).fetchone()
         return None if row is None else Record(row[0], row[1], bool(row[2]))
 
     def scan(
@@ -89,37 +91,36 @@ class SqliteAdapter(Backend):
         if stop is not None:
             sql += " AND item < ?"
             args.append(stop)
-        rows = self._conn().execute(sql + " ORDER BY item", args).fetchall()
+        rows = self._execute(sql + " ORDER BY item", args).fetchall()
         return [(row[0], Record(row[1], row[2], bool(row[3]))) for row in rows]
 
     def put(self, domain: DomainSpec, key: tuple[Any, ...], record: Record) -> None:
         context, item = self._split(domain, key)
-        self._conn().execute(
+        self._execute(
             "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
             "payload=excluded.payload, when_ms=excluded.when_ms, removed=excluded.removed",
             (domain.name, context, item, record.payload, record.when, int(record.removed)),
         )
 
     def insert_many(self, domain: DomainSpec, items: Sequence[tuple[tuple[Any, ...], Record]]) -> int:
-        conn = self._conn()
         stored = 0
-        conn.execute("BEGIN IMMEDIATE")
+        self._execute("BEGIN IMMEDIATE")
         try:
             for key, record in items:
                 context, item = self._split(domain, key)
-                cursor = conn.execute(
+                cursor = self._execute(
                     "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (domain.name, context, item, record.payload, record.when, int(record.removed)),
                 )
                 stored += cursor.rowcount
-            conn.execute("COMMIT")
+            self._execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._execute("ROLLBACK")
             raise
         return stored
 
     def mark_removed(self, domain: DomainSpec, key: tuple[Any, ...]) -> None:
         context, item = self._split(domain, key)
-        self._conn().execute(
+        self._execute(
             "UPDATE records SET removed=1 WHERE domain=? AND context=? AND item=?", (domain.name, context, item)
         )

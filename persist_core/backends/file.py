@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record, comes_after
 from persist_core.backends._durable import durability_of, fsync_dir, makedirs_durably
 from persist_core.backends._file_leases import FileLeaseLog
 from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, parse_timeout
-from persist_core.domains import DOMAINS, DomainSpec, FieldType, KeyField
+from persist_core.domains import DOMAINS, DomainSpec, FieldType, KeyField, Kind
 from persist_core.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -62,6 +62,8 @@ QUARANTINE = ".quarantine"
 #: Temp files younger than this may belong to a live writer in another process; older ones are debris.
 TEMP_GRACE_SECONDS = 120.0
 _EMPTY_SEGMENT = "~"
+#: What the quarantine step returns when the file it moved was a new record, not the damaged one.
+_REPLACED = "<replaced>"
 _BOOL_SEGMENTS = {True: "true", False: "false"}
 
 
@@ -98,7 +100,7 @@ def decode_segment(field: KeyField, segment: str) -> Any:
 #: The query options of a ``file:`` URL, and what each accepts.
 _URL_OPTIONS = {
     "durability": "full|process",
-    "verify": "read every record on open; 1/0, true/false, yes/no, on/off",
+    "verify": "also read every record and sweep every folder at open (slow on a large dump); 1/0, on/off",
     "timeout": "seconds a write waits for another writer's folder lock (default 5)",
 }
 #: The keyword options of :meth:`FileBackend.from_url` (setup's ``options={"file": {...}}``).
@@ -109,14 +111,14 @@ class FileBackend(Backend):
     """Records as files under a root folder; shared between processes; survives kills (and power cuts
     unless ``durability="process"``)."""
 
-    capabilities = Capabilities(ownership=True)
+    capabilities = Capabilities(ownership=True, listing=True, deletion=True)
 
     def __init__(
         self,
         root: str | os.PathLike[str] = "./dump",
         *,
         durability: str = "full",
-        verify_on_open: bool = True,
+        verify_on_open: bool = False,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         url: str | None = None,
     ) -> None:
@@ -132,6 +134,8 @@ class FileBackend(Backend):
         self._dirs: dict[tuple[str, Key], str] = {}
         self._read_only = False
         self._foreign_names: set[str] = set()  # file names already logged as foreign (log once per name)
+        self._swept: set[str] = set()  # folders whose stale temp files this process has swept
+        self._root_prefix = os.path.join(os.fspath(self.root), "")
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FileBackend:
@@ -146,7 +150,7 @@ class FileBackend(Backend):
         check_keywords(url, options, _KEYWORD_OPTIONS)
         merged: dict[str, Any] = {
             "durability": durability,
-            "verify_on_open": parse_boolean(url, "verify", query.get("verify", "1")),
+            "verify_on_open": parse_boolean(url, "verify", query.get("verify", "0")),
             "timeout": query.get("timeout", DEFAULT_TIMEOUT_SECONDS),
             **options,
         }
@@ -174,11 +178,45 @@ class FileBackend(Backend):
                 # to inspect. Writes then fail one by one with BackendUnavailableError.
                 self._read_only = True
                 log.info("file backend root %s is read-only (%s): reads only, no start-up sweep writes", self.root, exc)
-            self._sweep()
+            # Start-up cost must not grow with the records stored (CONTRACTS.md 3.6): records are checked when
+            # read, and temp files are swept per folder at this process's first write there (_sweep_folder).
+            # verify=1 asks for the full walk of old, e.g. after a disk incident.
+            if self._verify:
+                self._sweep()
+            else:
+                self._sweep_folder(os.fspath(self.root))
             self._opened = True
 
+    def _sweep_folder(self, folder: str) -> None:
+        """Remove the stale temp files of one folder, once per process (the first write there calls it).
+
+        A temp file younger than :data:`TEMP_GRACE_SECONDS` may belong to a writer in another process and
+        stays. One ``scandir`` of the folder, without a ``stat`` per record: only temp names are looked at.
+        """
+        if folder in self._swept:
+            return
+        if len(self._swept) > 65_536:
+            self._swept.clear()
+        self._swept.add(folder)
+        if self._read_only:
+            return
+        now = time.time()
+        try:
+            names = [e.name for e in os.scandir(folder) if e.name.startswith(TEMP_PREFIX)]
+        except OSError:
+            return  # a missing folder has no debris; any other problem surfaces at the write itself
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                if now - os.lstat(path).st_mtime > TEMP_GRACE_SECONDS:
+                    os.unlink(path)
+                    log.info("removed stale temp file %s", path)
+            except FileNotFoundError:
+                pass
+
     def _sweep(self) -> None:
-        """Remove stale temp files; quarantine records that cannot be decoded (never delete them)."""
+        """The full start-up walk of ``verify=1``: remove stale temp files everywhere and quarantine every
+        record that cannot be decoded (never delete one)."""
         now = time.time()
         quarantine = self.root / QUARANTINE
         # os.walk does not descend into links to folders (followlinks=False); links are refused by _dir.
@@ -198,7 +236,7 @@ class FileBackend(Backend):
                         pass
                 elif self._verify and name.endswith(SUFFIX) and not name.startswith("."):
                     try:
-                        decode_stored(spec, _parse(_read_bytes(path)).payload)
+                        decode_stored(spec, _parse(_read_bytes(path)[0]).payload)
                     except FileNotFoundError:
                         pass
                     except PermissionError as exc:
@@ -276,6 +314,8 @@ class FileBackend(Backend):
     def _temp(self, folder: str, name: str, data: bytes) -> str:
         """Write ``data`` to a new temp file in ``folder`` (created on demand), fsynced; return its path."""
         # The name stays short: an encoded key may already use 245 of the 255 bytes a file name may have.
+        if folder not in self._swept:
+            self._sweep_folder(folder)
         tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.urandom(8).hex()}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -372,21 +412,97 @@ class FileBackend(Backend):
 
     def get(self, domain: DomainSpec, key: Key) -> Record | None:
         folder, name = self._path(domain, key)
+        record = self._read_record(domain, folder, name)
+        if record is None and domain.kind is not Kind.CANDLE:
+            self._refuse_quarantined(folder, name)
+        return record
+
+    def _read_record(self, domain: DomainSpec, folder: str, name: str) -> Record | None:
+        """The record in ``folder/name``, checked as the stores will decode it (verify on read).
+
+        An unreadable record is moved to the quarantine folder and logged, never deleted (CONTRACTS.md 6.1).
+        A candle then reads as missing: the candle cache is refilled from the exchange and written anew. Any
+        other record raises :class:`CorruptRecordError`, now and at every later read of its key until the key
+        is written again or the operator takes the copy out of the quarantine: a live bot must not restart
+        into "no position" because its signal file was damaged (docs/decisions.md, "Start-up").
+        """
         path = os.path.join(folder, name)
         try:
-            data = _read_bytes(path)
-        except FileNotFoundError:
-            return None
-        except NotADirectoryError:
+            data, inode = _read_bytes(path)
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except _NotARecordError as exc:
-            raise CorruptRecordError(f"record {path} is not a regular file: {exc}") from exc
+            return self._unreadable(domain, folder, name, None, f"not a regular file: {exc}")
         except OSError as exc:
             raise _translate(exc, path) from exc
         try:
-            return _parse(data)
+            record = _parse(data)
+            decode_stored(domain, record.payload)
         except ValueError as exc:
-            raise CorruptRecordError(f"unreadable record file {path}: {exc}") from exc
+            return self._unreadable(domain, folder, name, inode, f"unreadable record file: {exc}")
+        return record
+
+    def _unreadable(self, domain: DomainSpec, folder: str, name: str, inode: int | None, reason: str) -> Record | None:
+        path = os.path.join(folder, name)
+        moved = self._quarantine_found(path, inode, reason)
+        if moved is _REPLACED:
+            return self._read_record(domain, folder, name)  # a writer put a new record in its place: read that
+        if domain.kind is Kind.CANDLE:
+            return None
+        if moved is None:
+            raise CorruptRecordError(f"record {path} is {reason} (left in place: the root is read-only)")
+        raise CorruptRecordError(
+            f"record {path} was {reason}; moved to {moved}. Reads of its key fail until it is written again "
+            "or the copy is taken out of the quarantine (restore a repaired copy to its place, or delete it)"
+        )
+
+    def _quarantine_found(self, path: str, inode: int | None, reason: str) -> str | None:
+        """Move the unreadable record a read found to the quarantine; return where it went (``None``: left).
+
+        A writer may have renamed a new record over the damaged one since it was read: the file moved is then
+        checked by inode, and a record that is not the damaged one goes back to its place (a link, which
+        fails if a newer one is there already; then the moved one, older, stays in the quarantine).
+        """
+        if self._read_only:
+            log.error("unreadable record %s left in place on a read-only root (%s)", path, reason)
+            return None
+        target = os.path.join(self.root, QUARANTINE, os.path.relpath(path, self.root)) + f".{time.time_ns()}"
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.rename(path, target)
+        except FileNotFoundError:
+            return target  # gone meanwhile (another reader quarantined it, or it was deleted)
+        except OSError as exc:
+            raise _translate(exc, path) from exc
+        if inode is not None and os.lstat(target).st_ino != inode:
+            try:
+                os.link(target, path)
+            except FileExistsError:
+                log.warning("kept %s in the quarantine: moved there in a race, older than the record in place", target)
+            else:
+                os.unlink(target)
+            return _REPLACED
+        log.error("quarantined unreadable record %s -> %s (%s)", path, target, reason)
+        return target
+
+    def _refuse_quarantined(self, folder: str, name: str) -> None:
+        """Raise :class:`CorruptRecordError` if a missing record's key has a copy in the quarantine.
+
+        One ``stat`` that fails at the first missing folder in the usual case (nothing quarantined there).
+        """
+        if not folder.startswith(self._root_prefix):
+            return
+        quarantined = os.path.join(self.root, QUARANTINE, folder[len(self._root_prefix) :])
+        try:
+            entries = [e.name for e in os.scandir(quarantined) if e.name.startswith(name + ".")]
+        except OSError:
+            return
+        if entries:
+            copy = os.path.join(quarantined, max(entries))
+            raise CorruptRecordError(
+                f"record {os.path.join(folder, name)} was unreadable and is in the quarantine ({copy}); reads "
+                "of its key fail until it is written again or the copy is taken out of the quarantine"
+            )
 
     def scan(
         self,
@@ -428,13 +544,16 @@ class FileBackend(Backend):
         return out
 
     def _item_of(self, field: KeyField, name: str, folder: str) -> Any:
-        """The item key a record file name encodes, or ``None`` (logged once) for a foreign name.
+        """The item key a record file name encodes, or ``None`` (logged once) for a foreign name."""
+        return self._field_of(field, name[: -len(SUFFIX)], name, folder)
+
+    def _field_of(self, field: KeyField, segment: str, name: str, folder: str) -> Any:
+        """The key field value that the segment of file or folder ``name`` encodes, or ``None`` (logged once).
 
         A name is ours only if it decodes to a valid key that encodes back to exactly that name: ``%FF``
         (not UTF-8), ``abc`` for a timestamp or ``%41`` (a second spelling of ``A``) are files someone else
         put there, and must not break a listing or show up as a second copy of a key.
         """
-        segment = name[: -len(SUFFIX)]
         try:
             item = check_field(field, decode_segment(field, segment))
             if encode_segment(field, item) == segment:
@@ -448,6 +567,121 @@ class FileBackend(Backend):
             log.warning("skipped foreign file %r in %s: %s", name, folder, reason)
         return None
 
+    # ------------------------------------------------------------------ operating the state
+
+    def _contexts(self, domain: DomainSpec, after: Key | None) -> Iterator[tuple[Key, str]]:
+        """``(context, folder)`` of every context folder of ``domain`` in key order that may hold a record
+        listed after ``after``: a subtree whose keys all come before the cursor is never read."""
+        fields = domain.context
+
+        def walk(folder: str, prefix: Key) -> Iterator[tuple[Key, str]]:
+            depth = len(prefix)
+            if depth == len(fields):
+                yield prefix, folder
+                return
+            field = fields[depth]
+            try:
+                entries = [
+                    e.name for e in os.scandir(folder) if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+                ]
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except OSError as exc:
+                raise _translate(exc, folder) from exc
+            children = []
+            for name in entries:
+                value = self._field_of(field, name, name, folder)
+                if value is not None:
+                    children.append((value, name))
+            children.sort()
+            for value, name in children:
+                key = (*prefix, value)
+                if after is not None and not _may_follow(key, after):
+                    continue
+                yield from walk(os.path.join(folder, name), key)
+
+        yield from walk(os.path.join(self.root, domain.name), ())
+
+    def _items(self, domain: DomainSpec, folder: str) -> list[tuple[Any, str]]:
+        """``(item key, file name)`` of the records in a context folder, ascending (slot: ``((), slot.json)``)."""
+        try:
+            names = [
+                e.name
+                for e in os.scandir(folder)
+                if e.name.endswith(SUFFIX) and not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+            ]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise _translate(exc, folder) from exc
+        if domain.item is None:
+            return [((), SLOT_FILE)] if SLOT_FILE in names else []
+        items = []
+        for name in names:
+            item = self._item_of(domain.item, name, folder)
+            if item is not None:
+                items.append(((item,), name))
+        items.sort()
+        return items
+
+    def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        out: list[tuple[Key, int]] = []
+        for context, folder in self._contexts(domain, after):
+            if len(out) == limit:
+                break
+            if comes_after(context, after):
+                count = len(self._items(domain, folder))
+                if count:
+                    out.append((context, count))
+        return out
+
+    def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        out: list[tuple[Key, Record]] = []
+        for context, folder in self._contexts(domain, after):
+            for item, name in self._items(domain, folder):
+                key = (*context, *item)
+                if not comes_after(key, after):
+                    continue
+                if len(out) == limit:
+                    return out
+                record = self._read_record(domain, folder, name)
+                if record is not None:  # deleted since the folder was listed (or a quarantined candle)
+                    out.append((key, record))
+        return out
+
+    def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        deleted = 0
+        by_folder: dict[str, list[str]] = {}
+        for key in keys:
+            folder, name = self._path(domain, key)
+            by_folder.setdefault(folder, []).append(name)
+        try:
+            for folder, names in by_folder.items():
+                # Soft-delete domains: under the folder's lock, as their put and mark_removed are.
+                lock = (
+                    _locked_folder(folder, create=False, fsync=self._fsync, timeout=self.timeout, url=self.url)
+                    if domain.soft_delete
+                    else contextlib.nullcontext(True)
+                )
+                with lock:
+                    gone = 0
+                    for name in names:
+                        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                            os.unlink(os.path.join(folder, name))
+                            gone += 1
+                    if gone:
+                        self._sync_dir(folder)
+                    deleted += gone
+        except PersistError:
+            raise
+        except OSError as exc:
+            raise _translate(exc, self.root) from exc
+        return deleted
+
     def read_window(
         self, domain: DomainSpec, context: Key, start: int, stop: int, step: int
     ) -> list[tuple[ItemKey, Record]]:
@@ -459,6 +693,14 @@ class FileBackend(Backend):
                 break
             out.append((ts, record))
         return out
+
+
+def _may_follow(prefix: Key, after: Key) -> bool:
+    """Whether some key starting with ``prefix`` may come after the cursor ``after`` (see ``comes_after``)."""
+    width = min(len(prefix), len(after))
+    if prefix[:width] != after[:width]:
+        return prefix[:width] > after[:width]
+    return len(prefix) < len(after)  # equal so far: a deeper field decides, unless the cursor is covered
 
 
 @contextlib.contextmanager
@@ -476,7 +718,7 @@ def _locked_folder(folder: str, *, create: bool, fsync: bool, timeout: float, ur
     """
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:  # not NotADirectoryError: a file where a folder belongs is broken storage, not "missing"
         if not create:
             fd = -1
         else:
@@ -541,8 +783,8 @@ def _parse(data: bytes) -> Record:
     return Record(body[:-1].decode("utf-8"), when, removed)
 
 
-def _read_bytes(path: str) -> bytes:
-    """The whole file at ``path`` in four system calls (open, fstat, read, close).
+def _read_bytes(path: str) -> tuple[bytes, int]:
+    """The whole file at ``path`` and its inode number, in four system calls (open, fstat, read, close).
 
     ``open(path, "rb").read()`` makes nine (it also asks whether the file is a terminal, seeks and stats
     twice), which was a third of a small read. Record files are replaced by rename, never rewritten in
@@ -564,11 +806,11 @@ def _read_bytes(path: str) -> bytes:
         size = info.st_size
         data = os.read(fd, size + 1)
         if len(data) <= size:
-            return data
+            return data, info.st_ino
         parts = [data]
         while chunk := os.read(fd, 1 << 16):
             parts.append(chunk)
-        return b"".join(parts)
+        return b"".join(parts), info.st_ino
     finally:
         os.close(fd)
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record, comes_after
 from persist_core.backends._durable import durability_of, fsync_dir, makedirs_durably
 from persist_core.domains import DOMAINS, DomainSpec, KeyField
 from persist_core.errors import (
@@ -74,7 +74,7 @@ class JsonlBackend(Backend):
     """The log domain as one append-only JSON-lines file; shared between processes; survives kills (and power
     cuts unless ``durability="process"``)."""
 
-    capabilities = Capabilities(domains=frozenset({"log"}), keeps_removed_records=False)
+    capabilities = Capabilities(domains=frozenset({"log"}), keeps_removed_records=False, listing=True)
 
     def __init__(
         self, path: str | os.PathLike[str] = DEFAULT_PATH, *, durability: str = "full", url: str | None = None
@@ -470,6 +470,24 @@ class JsonlBackend(Backend):
             hi = len(ids) if stop is None else bisect.bisect_left(ids, stop)
             index = self._index
             return [(entry_id, index[entry_id]) for entry_id in ids[lo:hi]]
+
+    # The log has no context fields: its one context is ``()`` and a key is ``(id,)``. No deletion: the file
+    # is append-only, and removing entries means rewriting it (a compaction, not built yet).
+
+    def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        self._check_domain(domain)
+        self._refresh()
+        count = len(self._index)
+        return [((), count)] if count and limit > 0 and comes_after((), after) else []
+
+    def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        start = None if not after else after[0]
+        pairs = self.scan(domain, (), start)[: limit + 1]  # ascending: only the first may be ``after`` itself
+        return [((entry_id,), record) for entry_id, record in pairs if comes_after((entry_id,), after)][:limit]
 
     def _check_domain(self, domain: DomainSpec) -> None:
         if domain.name != "log":

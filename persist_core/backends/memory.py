@@ -9,14 +9,16 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from persist_core.backend import Backend, Capabilities, ItemKey, Key, Record
+from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record
 from persist_core.domains import DomainSpec
 from persist_core.errors import ConfigurationError
 from persist_core.urls import mask_url
 
 __all__ = ["MemoryBackend"]
+
+_V = TypeVar("_V")
 
 
 class _Table:
@@ -32,7 +34,9 @@ class _Table:
 class MemoryBackend(Backend):
     """Records in a process-local dict; nothing survives the process."""
 
-    capabilities = Capabilities(shared_between_processes=False, survives_process_kill=False)
+    capabilities = Capabilities(
+        shared_between_processes=False, survives_process_kill=False, listing=True, deletion=True, blocks=False
+    )
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
@@ -111,3 +115,42 @@ class MemoryBackend(Backend):
             record = table.records.get(key)
             if record is not None and not record.removed:
                 table.records[key] = Record(record.payload, record.when, removed=True)
+
+    def list_contexts(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, int]]:
+        table = self._table(domain)
+        with self._lock:
+            if domain.item is None:
+                counted = [(key, 1) for key in table.records]
+            else:
+                counted = [(context, len(items)) for context, items in table.items.items() if items]
+        counted.sort()
+        return _page(counted, after, limit)
+
+    def list_records(
+        self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
+    ) -> list[tuple[Key, Record]]:
+        table = self._table(domain)
+        with self._lock:
+            pairs = sorted(table.records.items())
+        return _page(pairs, after, limit)
+
+    def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        table = self._table(domain)
+        deleted = 0
+        with self._lock:
+            for key in keys:
+                if table.records.pop(key, None) is None:
+                    continue
+                deleted += 1
+                if domain.item is not None:
+                    items = table.items[key[:-1]]
+                    del items[bisect.bisect_left(items, key[-1])]
+        return deleted
+
+
+def _page(pairs: list[tuple[Key, _V]], after: Key | None, limit: int) -> list[tuple[Key, _V]]:
+    """At most ``limit`` of the sorted ``pairs`` whose key comes after ``after`` (see ``comes_after``)."""
+    start = 0 if after is None else bisect.bisect_right(pairs, after, key=lambda pair: pair[0][: len(after)])
+    return pairs[start : start + limit]

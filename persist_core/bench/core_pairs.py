@@ -24,7 +24,7 @@ from typing import Any
 from persist_core.bench.harness import Pair
 from persist_core.config import resolve_routes
 from persist_core.persist import Persist
-from persist_core.stores import SlotStore
+from persist_core.stores import ObjectSlotStore
 
 __all__ = ["TARGETS", "bench_pairs", "sample_value"]
 
@@ -96,7 +96,7 @@ def _persist(url: str) -> Persist:
 class _FileRows:
     """State shared by the two file pairs: one temp folder with our store and a raw folder beside it."""
 
-    store: SlotStore  # set by setup(); the timed calls must not pay for a check
+    store: ObjectSlotStore  # set by setup(); the timed calls must not pay for a check
 
     def __init__(self) -> None:
         self.value = sample_value()
@@ -156,7 +156,7 @@ class _FileRows:
 class _MemoryRows:
     """The memory pairs: our memory backend against ``copy.deepcopy`` of the same value."""
 
-    store: SlotStore  # set by setup()
+    store: ObjectSlotStore  # set by setup()
 
     def __init__(self) -> None:
         self.value = sample_value()

@@ -46,6 +46,7 @@ PROVIDERS: tuple[str, ...] = (
     "persist_sql.bench",
     "persist_sql.async_bench",
     "persist_mongo.bench",
+    "persist_mongo.async_bench",
 )
 
 #: The most operations per chunk before the runner switches sides.

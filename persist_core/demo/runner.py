@@ -216,15 +216,16 @@ def _trade_text(trade: dict[str, Any]) -> str:
     )
 
 
-def _where(url: str, names: Names, signal_id: str) -> list[str]:
+def _where(url: str, names: Names, signal_id: str, *, removed: bool) -> list[str]:
+    """Where the state is and, unless the folder is removed at exit, how to look at it."""
     if scheme_of(url) != "file":
         tag = names.tag
         return [f"state:       {mask_url(url)}; this run's keys are tagged {tag} (sig-{tag}-*, log-{tag}-*)"]
     root = Path(path_of(url, "./dump")).absolute()
-    return [
-        f"state:       {root} (a file per record: <domain>/<key fields>/<item>.json)",
-        f"look:        cd {root} && ls storage/false && jq . storage/false/{signal_id}.json",
-    ]
+    state = f"state:       {root} (a file per record: <domain>/<key fields>/<item>.json)"
+    if removed:  # a "look:" hint would name a folder that is gone by the time it is read
+        return [state, "             (a temp folder, removed at exit; run with --keep to look at it)"]
+    return [state, f"look:        cd {root} && ls storage/false && jq . storage/false/{signal_id}.json"]
 
 
 def run_demo(options: DemoOptions) -> tuple[int, list[str]]:
@@ -253,8 +254,6 @@ def run_demo(options: DemoOptions) -> tuple[int, list[str]]:
     finally:
         if temp_root is not None and not options.keep:
             shutil.rmtree(temp_root, ignore_errors=True)
-    if temp_root is not None and not options.keep:
-        lines.insert(-1, "             (the temp folder is removed at exit; --keep keeps it)")
     return code, lines
 
 
@@ -363,7 +362,7 @@ def _run(options: DemoOptions, url: str, started: float, out: list[str]) -> int:
         )
     summary = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(reasons.items()))
     out.append(f"trades:      {len(closed)} closed ({summary}), total PnL {pnl:+.2f} %")
-    out += _where(url, names, event.signal_id)
+    out += _where(url, names, event.signal_id, removed=options.url is None and not options.keep)
     elapsed = time.monotonic() - started
     if problems:
         out.append(f"FAILED: the resumed run lost or changed state ({elapsed:.1f} s)")

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from persist_core.demo.market import STEP_MS, Market, SimClock
+from persist_core.domains import CandleInterval
 from persist_core.persist import Persist
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 SYMBOL = "BTC/USDT:USDT"
-INTERVAL = "1m"
+INTERVAL: CandleInterval = "1m"
 FAST = 5
 SLOW = 20
 TAKE_PROFIT = 0.012
@@ -330,7 +331,7 @@ class LiveStrategy:
     ) -> tuple[str, str, list[dict[str, Any]]] | None:
         signal_id = signal["id"]
         entry = signal["priceOpen"]
-        levels = self.partial.read(signal_id)
+        levels: dict[str, Any] = self.partial.read(signal_id)
         profit_levels, loss_levels = list(levels.get("profitLevels", [])), list(levels.get("lossLevels", []))
         profit = (price - entry) / (signal["priceTakeProfit"] - entry) * 100
         loss = (price - entry) / (signal["priceStopLoss"] - entry) * 100
@@ -382,7 +383,7 @@ class LiveStrategy:
 
     def commit(self, index: int, kind: str, signal_id: str, queue: list[dict[str, Any]], now: int) -> None:
         """Record the step's writes as pending, apply them, mark the step committed."""
-        record = {
+        record: dict[str, Any] = {
             "cursor": index,
             "phase": "pending",
             "event": kind,
@@ -433,7 +434,7 @@ class LiveStrategy:
 
     def recover(self) -> Recovery:
         """Find where the last process stopped; re-apply a pending step; return where to go on."""
-        record = self.strategy.read()
+        record: dict[str, Any] | None = self.strategy.read()
         found = Recovery(start=self.first_step, open_before=self.signal.read())
         if record is not None:
             cursor = record["cursor"]
@@ -448,7 +449,7 @@ class LiveStrategy:
                     self.strategy.write({**record, "phase": "committed", "commitQueue": []}, when=record["timestamp"])
                     found.replayed = True
         found.open_after = self.signal.read()
-        trade = found.open_after or found.open_before
+        trade: dict[str, Any] | None = found.open_after or found.open_before
         if trade is not None:
             found.levels = self.partial.read(trade["id"])
         found.trades = len(run_items(self.storage.read(), self.names.signal_prefix))

@@ -14,6 +14,7 @@ Needs the ``testing`` extra (pytest and Hypothesis)::
 See ``docs/writing-an-adapter.md``.
 """
 
+from persist_core.testing.backend_clauses import StorageBreaker, broken_folder
 from persist_core.testing.contract import BackendContractTests
 from persist_core.testing.durability import KillReport, run_kill_test
 from persist_core.testing.races import race_processes, race_threads
@@ -23,6 +24,8 @@ __all__ = [
     "BackendContractTests",
     "KillReport",
     "PersistStateMachine",
+    "StorageBreaker",
+    "broken_folder",
     "race_processes",
     "race_threads",
     "run_kill_test",

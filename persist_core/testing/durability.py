@@ -18,7 +18,7 @@ from typing import Any
 from persist_core.backend import Backend
 from persist_core.domains import DOMAINS
 from persist_core.errors import PersistError
-from persist_core.stores import CandleStore, CollectionStore, SlotStore, make_store
+from persist_core.stores import CandleStore, CollectionStore, ObjectSlotStore, SlotStore, make_store
 
 __all__ = ["KillReport", "expected_slot_value", "run_kill_test"]
 
@@ -33,7 +33,9 @@ def expected_slot_value(seq: int) -> dict[str, Any]:
     return {"seq": seq, "pad": "p" * size, "tail": [seq, size, "end"]}
 
 
-def _stores(backend: Backend, namespace: str) -> tuple[SlotStore | None, CollectionStore | None, CandleStore | None]:
+def _stores(
+    backend: Backend, namespace: str
+) -> tuple[ObjectSlotStore | None, CollectionStore | None, CandleStore | None]:
     """The writer's slot, log and candle stores; ``None`` for a domain the backend does not store."""
     ctx = {"symbol": f"{namespace}KILL/USDT", "strategy_name": "kill", "exchange_name": "kill"}
     slot = make_store(backend, DOMAINS["signal"], ctx)
@@ -92,9 +94,9 @@ def _verify(backend: Backend, report: KillReport) -> None:
         _verify_candles(candle, report)
 
 
-def _verify_slot(slot: SlotStore, report: KillReport) -> None:
+def _verify_slot(slot: ObjectSlotStore, report: KillReport) -> None:
     last_slot = report.acked.get(_ACK_SLOT, -1)
-    value = slot.read()
+    value: dict[str, Any] | None = slot.read()
     if value is None:
         if last_slot >= 0:
             report.problems.append(f"slot lost: acknowledged seq {last_slot}, found nothing")
@@ -108,7 +110,8 @@ def _verify_slot(slot: SlotStore, report: KillReport) -> None:
 
 
 def _verify_log(log: CollectionStore, report: KillReport) -> None:
-    entries = {e["id"]: e for e in log.read() if e["id"].startswith(f"{report.namespace}kill-")}
+    items: list[dict[str, Any]] = log.read()
+    entries = {e["id"]: e for e in items if e["id"].startswith(f"{report.namespace}kill-")}
     for seq in range(report.acked.get(_ACK_LOG, -1) + 1):
         entry = entries.get(f"{report.namespace}kill-{seq:08d}")
         if entry is None:

@@ -29,9 +29,10 @@ from persist_core.validation import check_context
 __all__ = ["LitterClauses", "write_while_reopened"]
 
 _BACKEND_LEVEL = pytest.mark.persist_backend_level
-#: The domains the writing process uses, the first one the backend stores: an upsert under a folder lock, a slot
-#: replace, an append.
-_WRITER_DOMAINS = ("measure", "signal", "log")
+#: The domains the writing process uses, the first one the backend stores: an upsert under a folder lock, an
+#: append. Item domains, so that the reopened backends write beside the writer (a sweep may run per folder at
+#: a process's first write there, not at open).
+_WRITER_DOMAINS = ("measure", "partial", "log")
 
 
 def _key(spec: DomainSpec, namespace: str, variant: int) -> Key:
@@ -97,9 +98,9 @@ class LitterClauses:
     def test_open_never_sweeps_the_writes_of_another_process(
         self, backend_factory: Callable[[], Backend], backend: Backend, namespace: str
     ) -> None:
-        """A process writing in a loop while this one opens the backend again and again (each open does its
-        start-up work: a sweep of temp files) loses no write: a sweep spares temp files younger than its grace
-        period, which may belong to a write under way in another process."""
+        """A process writing in a loop while this one opens the backend again and again and writes beside it
+        (start-up work, a sweep of temp files at open or at the first write in a folder) loses no write: a sweep
+        spares temp files younger than its grace period, which may belong to a write under way elsewhere."""
         self.require(backend, shared_between_processes=True)  # type: ignore[attr-defined]
         names = [n for n in _WRITER_DOMAINS if backend.capabilities.supports(n)]
         if not names:
@@ -109,11 +110,7 @@ class LitterClauses:
         assert report.opens > 0, f"the race did not run: {report}"
         assert report.writes > 0, f"the race did not run: {report}"
         spec = DOMAINS[names[0]]
-        missing = [
-            key
-            for n, key in enumerate(_writer_keys(spec, namespace, report.writes))
-            if backend.get(spec, key) is None and (spec.item is not None or n == report.writes - 1)
-        ]
+        missing = [key for key in _writer_keys(spec, namespace, report.writes) if backend.get(spec, key) is None]
         assert missing == [], f"{len(missing)} of {report.writes} acknowledged writes vanished: {missing[:3]}"
 
 
@@ -127,12 +124,18 @@ class WriterReport:
         return f"WriterReport(writes={self.writes}, opens={self.opens}, error={self.error!r:.200})"
 
 
-def _writer_keys(spec: DomainSpec, namespace: str, count: int) -> list[Key]:
-    """The keys of the writer's writes, in order (a slot domain writes one key again and again)."""
-    base = _key(spec, namespace, 0)
-    if spec.item is None:
-        return [base] * count
-    return [(*base[:-1], f"{namespace}w{n:06d}") for n in range(count)]
+def _writer_keys(spec: DomainSpec, namespace: str, count: int, who: str = "w") -> list[Key]:
+    """The keys of the first ``count`` writes of the writer (or of the reopened backends: ``who="p"``)."""
+    context = _key(spec, namespace, 0)[:-1]
+    return [(*context, f"{namespace}{who}{n:06d}") for n in range(count)]
+
+
+def _write(backend: Backend, spec: DomainSpec, key: Key, n: int) -> None:
+    record = record_for(spec, key, {"n": n, "pad": "x" * 256}, when=n)
+    if spec.first_write_wins:
+        backend.insert_many(spec, [(key, record)])
+    else:
+        backend.put(spec, key, record)
 
 
 def _write_loop(
@@ -147,12 +150,7 @@ def _write_loop(
         deadline = time.monotonic() + seconds
         try:
             while time.monotonic() < deadline:
-                key = _writer_keys(spec, namespace, writes + 1)[-1]
-                record = record_for(spec, key, {"n": writes, "pad": "x" * 256}, when=writes)
-                if spec.first_write_wins:
-                    backend.insert_many(spec, [(key, record)])
-                else:
-                    backend.put(spec, key, record)
+                _write(backend, spec, _writer_keys(spec, namespace, writes + 1)[-1], writes)
                 writes += 1
         finally:
             backend.close()
@@ -164,8 +162,9 @@ def _write_loop(
 def write_while_reopened(
     factory: Callable[[], Backend], name: str, namespace: str, *, seconds: float = 1.0, timeout: float = 60.0
 ) -> WriterReport:
-    """Run a child process that writes records of domain ``name`` for ``seconds`` while this process opens and
-    closes new backends from ``factory`` in a loop; the child's error comes back at once, with its traceback."""
+    """Run a child process that writes records of domain ``name`` (an item domain) for ``seconds`` while this
+    process opens new backends from ``factory`` in a loop, writes one record beside the child's with each and
+    closes it; the child's error comes back at once, with its traceback."""
     ctx = multiprocessing.get_context("spawn")
     messages = ctx.Queue()
     child = ctx.Process(target=_write_loop, args=(factory, name, namespace, seconds, messages))
@@ -179,7 +178,10 @@ def write_while_reopened(
         while True:
             reopened = factory()
             reopened.open()
-            reopened.close()
+            try:
+                _write(reopened, DOMAINS[name], _writer_keys(DOMAINS[name], namespace, opens + 1, who="p")[-1], opens)
+            finally:
+                reopened.close()
             opens += 1
             try:
                 kind, value = messages.get_nowait()

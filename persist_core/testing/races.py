@@ -11,6 +11,7 @@ import multiprocessing
 import queue as queue_module
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,12 +90,45 @@ def run_racer(
 def _child(
     factory: Callable[[], Backend], kind: str, namespace: str, who: int, keys: int, barrier: Any, results: Any
 ) -> None:
-    backend = factory()
-    backend.open()
     try:
-        results.put((who, run_racer(backend, kind, namespace, who, keys, barrier.wait)))
-    finally:
-        backend.close()
+        backend = factory()
+        backend.open()
+        try:
+            results.put((who, run_racer(backend, kind, namespace, who, keys, barrier.wait), None))
+        finally:
+            backend.close()
+    except BaseException:
+        # The parent reports this at once (and kills the racers still waiting at the barrier); without it, it
+        # would wait out its timeout for a result that never comes, the traceback buried in the child's stderr.
+        results.put((who, [], traceback.format_exc()))
+        raise
+
+
+def _collect(procs: list[Any], results: Any, timeout: float) -> list[RaceResult]:
+    """Each racer's result; raise at once, with the child's traceback, when one fails or dies."""
+    deadline = time.monotonic() + timeout
+    out: list[RaceResult] = []
+    while len(out) < len(procs):
+        try:
+            who, won, error = results.get(timeout=0.1)
+        except queue_module.Empty:
+            dead = [(who, proc.exitcode) for who, proc in enumerate(procs) if proc.exitcode not in (None, 0)]
+            if dead:
+                try:  # a failure report may still be on its way through the pipe
+                    who, won, error = results.get(timeout=2.0)
+                except queue_module.Empty:
+                    raise AssertionError(
+                        f"racing process {dead[0][0]} died with exit code {dead[0][1]} before reporting "
+                        "(its stderr above may say why)"
+                    ) from None
+            elif time.monotonic() > deadline:
+                raise AssertionError(f"a racing process did not finish within {timeout}s") from None
+            else:
+                continue
+        if error is not None:
+            raise AssertionError(f"racing process {who} failed:\n{error}")
+        out.append((who, won))
+    return out
 
 
 def race_processes(
@@ -110,17 +144,16 @@ def race_processes(
     ]
     for proc in procs:
         proc.start()
-    out: list[RaceResult] = []
+    failed = True
     try:
-        for _ in procs:
-            out.append(results.get(timeout=timeout))
-    except queue_module.Empty:
-        raise AssertionError(f"a racing process did not finish within {timeout}s") from None
+        out = _collect(procs, results, timeout)
+        failed = False
     finally:
         for proc in procs:
-            proc.join(timeout=timeout)
+            proc.join(timeout=1.0 if failed else timeout)  # after a failure, do not wait for the others
             if proc.is_alive():
                 proc.kill()
+                proc.join(timeout=5.0)
     codes = [proc.exitcode for proc in procs]
     if any(code != 0 for code in codes):
         raise AssertionError(f"racing processes exited with {codes}")

@@ -33,7 +33,7 @@ async def _cancel_writes(url: str, rounds: int) -> tuple[list[Any], Any]:
             seen.append(await store.read())
         await asyncio.sleep(0.3)  # let every cancelled write's thread finish
         native = persist._natives.get(persist.sync.route("live", "signal")[0])
-        if native is not None:  # the native asyncio backend (PostgreSQL): its own pool
+        if native is not None:  # the native asyncio backend (PostgreSQL, MariaDB): its own pool
             assert native.pool.in_use == 0, "a cancelled call kept its connection"  # type: ignore[attr-defined]
         state = getattr(persist.sync.backend("live", "signal"), "_state", None)
         if state is not None:  # a SQL backend in the thread pool: every connection is back in its pool
@@ -66,4 +66,67 @@ def test_cancelled_writes_leave_whole_records_and_no_connection_on_postgresql() 
 
     with servers.scratch_database(servers.server_url(servers.POSTGRES)) as url:
         values, _ = asyncio.run(_cancel_writes(url, rounds=40))
+    _assert_whole(values)
+
+
+def test_cancelled_writes_leave_whole_records_and_no_connection_on_mariadb() -> None:
+    pytest.importorskip("asyncmy")
+    from tests.sql import servers
+
+    with servers.scratch_database(servers.server_url(servers.MYSQL)) as url:
+        values, _ = asyncio.run(_cancel_writes(url, rounds=40))
+    _assert_whole(values)
+
+
+def test_cancelled_writes_leave_whole_records_no_lock_and_no_connection_on_mongodb() -> None:
+    """The native Mongo backend (AsyncMongoClient, redis.asyncio): a MongoDB write is one command, whole or not
+    at all; a cancelled bucket write (a soft-delete domain, under a key lock) deletes its lock on the way out;
+    every pooled connection (pymongo's and redis.asyncio's) is back or closed."""
+    pytest.importorskip("pymongo")
+    from persist_mongo import AsyncMongoBackend
+    from tests.mongo import servers
+    from tests.mongo.test_deadlines import _Closed
+
+    database = servers.ScratchDatabase(servers.shared_mongo_url(), "cancel")
+    database.wipe(servers.shared_redis_url())
+    checkouts = _Closed()
+
+    async def main() -> list[Any]:
+        options = {"mongodb": {"client_options": {"event_listeners": [checkouts]}}}
+        env = {"PERSIST_REDIS_URL": servers.shared_redis_url()}
+        async with await asetup(database.url, env=env, options=options) as persist:  # type: ignore[arg-type]
+            seen: list[Any] = []
+            signal = persist.live.signal(**CONTEXT)
+            bucket = persist.live.memory(signal_id="sig", bucket_name="b")
+            await signal.write({"n": 0, "blob": BLOB})
+            await bucket.write("k", {"n": 0, "blob": BLOB})
+            rng = random.Random(7)
+            for n in range(1, 41):
+                for task in (
+                    asyncio.ensure_future(signal.write({"n": n, "blob": BLOB})),
+                    asyncio.ensure_future(bucket.write("k", {"n": n, "blob": BLOB})),
+                ):
+                    await asyncio.sleep(rng.random() * 0.003)
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                seen += [await signal.read(), await bucket.read("k")]
+            await asyncio.sleep(0.3)  # a cancelled locked write runs on to its end in its own task
+            native = persist._natives[persist.sync.route("live", "signal")[0]]
+            assert isinstance(native, AsyncMongoBackend)
+            state = native._state
+            assert state is not None
+            assert await state.locks.count_documents({}) == 0, "a cancelled write left its key lock behind"
+            started = asyncio.get_running_loop().time()
+            await bucket.write("k", {"n": 99, "blob": BLOB})  # the key is free: no wait for a lease
+            assert asyncio.get_running_loop().time() - started < 0.5
+            assert state.redis is not None and not state.redis.connection_pool._in_use_connections
+            await asyncio.sleep(0.1)  # the monitor's own checkouts settle
+            assert checkouts.checked_out == checkouts.checked_in, "a cancelled call kept its MongoDB connection"
+            return seen
+
+    try:
+        values = asyncio.run(main())
+    finally:
+        database.drop()
     _assert_whole(values)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
 from persist_core.backend import Backend
 from persist_core.backends.jsonl import JsonlBackend
-from persist_core.testing import BackendContractTests
+from persist_core.testing import BackendContractTests, StorageBreaker, broken_folder
 
 
 class TestJsonlBackend(BackendContractTests):
@@ -20,6 +21,13 @@ class TestJsonlBackend(BackendContractTests):
     @pytest.fixture
     def backend_factory(self, tmp_path: Path) -> Callable[[], Backend]:
         return functools.partial(JsonlBackend, tmp_path / "log" / "log.jsonl")
+
+    @pytest.fixture
+    def break_storage(self, tmp_path: Path) -> StorageBreaker:
+        def broken(backend: Backend) -> AbstractContextManager[object]:
+            return broken_folder(tmp_path / "log")  # the log file's folder replaced by a regular file
+
+        return broken
 
 
 class TestJsonlBackendProcessDurability(BackendContractTests):

@@ -387,7 +387,7 @@ def test_a_foreign_redis_key_of_another_type_is_a_miss_not_an_outage(
     keys = [("s", "b1"), ("s", "b2")]
     for key in keys:
         backend.put(spec, key, Record('{"v":1}'))
-        ckey = cache_key(backend._namespace, spec, key)
+        ckey = cache_key(backend.settings.namespace, spec, key)
         client.delete(ckey)
         client.rpush(ckey, "planted by another application")  # GET on it answers WRONGTYPE
     with caplog.at_level("WARNING", logger="persist.mongo"):
@@ -399,7 +399,7 @@ def test_a_foreign_redis_key_of_another_type_is_a_miss_not_an_outage(
     assert len(foreign) == 1  # once, not once per key
     assert not [r for r in caplog.records if "unavailable" in r.getMessage()]
     # The foreign key was replaced by the cached id: the next read is a hit.
-    assert client.type(cache_key(backend._namespace, spec, keys[0])) == b"string"
+    assert client.type(cache_key(backend.settings.namespace, spec, keys[0])) == b"string"
     assert backend.get(spec, keys[0]) == Record('{"v":1}')
     assert backend.cache_stats.hits == 1
     client.close()
@@ -482,7 +482,7 @@ def test_a_value_over_16_mib_is_an_invalid_value_and_nothing_is_written(backend:
 def test_the_drivers_document_too_large_is_translated(backend: MongoBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     # Without the backend's own size check the driver refuses the command itself, raising
     # DocumentTooLarge, a bson InvalidDocument rather than a PyMongoError: it must still come out typed.
-    monkeypatch.setattr("persist_mongo._backend._MAX_PAYLOAD_BYTES", 1 << 30)
+    monkeypatch.setattr("persist_mongo._operations._MAX_PAYLOAD_BYTES", 1 << 30)
     with pytest.raises(InvalidValueError, match="too large") as info:
         backend.put(DOMAINS["state"], ("s", "b"), Record(json.dumps({"blob": "x" * _BIG})))
     # The chain keeps the driver's exception type, through the stand-in that masks driver errors.

@@ -7,10 +7,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from persist_core.async_backend import AsyncBackend
 from persist_core.backend import Backend
 from persist_core.testing import BackendContractTests
-from persist_mongo import MongoBackend
+from persist_mongo import AsyncMongoBackend, MongoBackend
 from tests.mongo import servers
+from tests.native_face import NativeAsyncFace
 
 
 class TestMongoWithRedis(BackendContractTests):
@@ -45,8 +47,12 @@ class TestMongoWithRedisDown(BackendContractTests):
         )
 
 
-class TestMongoAsyncFace(TestMongoWithRedis):
-    """The store clauses again on the asyncio face (pymongo runs in the bounded thread pool)."""
+class TestMongoAsyncFace(NativeAsyncFace, TestMongoWithRedis):
+    """Every store clause again on the asyncio face, through the native AsyncMongoBackend (AsyncMongoClient and
+    redis.asyncio), sharing the sync backend's settings, id cache and indexes."""
 
-    face = "async"
-    every_face_only = True  # run with PERSIST_TEST_ALL_FACES=1 (tests/conftest.py)
+    @classmethod
+    def native_for(cls, backend: Backend) -> AsyncBackend:
+        if not isinstance(backend, MongoBackend):  # pragma: no cover - the fixture builds MongoBackends
+            raise TypeError(f"expected a MongoBackend, got {backend!r}")
+        return AsyncMongoBackend(backend.url, sync=backend)

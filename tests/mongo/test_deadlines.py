@@ -68,10 +68,13 @@ def _times_out(case: str, call: Callable[[], object], deadline: float = TIMEOUT)
 
 
 class _Closed(monitoring.ConnectionPoolListener):
-    """Counts pooled connections that pymongo closed because of an error (CMAP ``ConnectionClosed``, reason error)."""
+    """Counts pooled connections that pymongo closed because of an error (CMAP ``ConnectionClosed``, reason error),
+    and the connections checked out and checked in."""
 
     def __init__(self) -> None:
         self.errors = 0
+        self.checked_out = 0
+        self.checked_in = 0
 
     def connection_closed(self, event: monitoring.ConnectionClosedEvent) -> None:
         if event.reason == monitoring.ConnectionClosedReason.ERROR:
@@ -102,10 +105,10 @@ class _Closed(monitoring.ConnectionPoolListener):
         pass
 
     def connection_checked_out(self, event: monitoring.ConnectionCheckedOutEvent) -> None:
-        pass
+        self.checked_out += 1
 
     def connection_checked_in(self, event: monitoring.ConnectionCheckedInEvent) -> None:
-        pass
+        self.checked_in += 1
 
 
 @pytest.fixture(scope="module")

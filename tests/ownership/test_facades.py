@@ -55,3 +55,24 @@ def test_claim_ownership_fails_fast_at_start_up(tmp_path: Path) -> None:
             assert persist.live.signal(**CHILD_CONTEXT).read()["writer"] == child.proc.pid  # reads need no ownership
     finally:
         child.kill()
+
+
+def test_deleting_records_is_a_write_that_needs_ownership(tmp_path: Path) -> None:
+    """delete_records goes through the ownership guard like every live write; listing does not (3.7, 3.8)."""
+    from persist_core.domains import DOMAINS
+    from tests.ownership.test_processes import Child
+
+    url = f"file:{tmp_path}/dump"
+    child = Child(url, 2.0, {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}, tmp_path / "child.err")
+    try:
+        child.expect("ack", timeout=30)
+        with setup(url, env={}) as persist:
+            guarded = persist.store_backend("live", "signal")
+            spec = DOMAINS["signal"]
+            listed = guarded.list_records(spec)
+            assert [key for key, _ in listed] == [tuple(CHILD_CONTEXT.values())]
+            with pytest.raises(OwnershipError):
+                guarded.delete_records(spec, [key for key, _ in listed])
+            assert guarded.list_records(spec) == listed  # nothing deleted
+    finally:
+        child.kill()

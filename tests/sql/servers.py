@@ -13,6 +13,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -104,6 +105,17 @@ def scratch_database(url: str) -> Iterator[str]:
         _drop_database(admin_engine(url), sa.make_url(url).get_backend_name(), name)
 
 
+@contextlib.contextmanager
+def own_storage(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of an empty storage of one test: ``file``/``sqlite`` under ``folder``, or a scratch database on
+    the shared ``postgresql``/``mariadb`` server (dropped afterwards)."""
+    if kind in ("file", "sqlite"):
+        yield f"file:{folder}/dump" if kind == "file" else f"sqlite:///{folder / 'state.db'}"
+        return
+    with scratch_database(server_url(POSTGRES if kind == "postgresql" else MYSQL)) as url:
+        yield url
+
+
 def _create_database(url: str, name: str) -> None:
     with admin_engine(url).connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(sa.text(f"CREATE DATABASE {name}"))
@@ -140,3 +152,27 @@ def driver_url(kind: str) -> str:
             pytest.skip(message)
         url = sa.make_url(url).set(drivername="mysql+mysqldb").render_as_string(hide_password=False)
     return url
+
+
+@contextlib.contextmanager
+def renamed_tables(backend: SqlBackend) -> Iterator[None]:
+    """Rename the 16 domain tables of ``backend``'s database away for the ``with`` block, then back: the contract
+    kit's ``break_storage`` hook (every statement of the backend then meets a missing table)."""
+    url = backend._parsed.sa_url
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    quote = engine.dialect.identifier_preparer.quote
+    names = [spec.table_name for spec in DOMAINS.values()]
+
+    def rename(pairs: list[tuple[str, str]]) -> None:
+        with engine.begin() as connection:
+            for old, new in pairs:
+                connection.execute(sa.text(f"ALTER TABLE {quote(old)} RENAME TO {quote(new)}"))
+
+    try:
+        rename([(name, f"{name}_broken") for name in names])
+        try:
+            yield
+        finally:
+            rename([(f"{name}_broken", name) for name in names])
+    finally:
+        engine.dispose()

@@ -40,12 +40,16 @@ def test_async_rows_run_and_leave_no_rows_behind(monkeypatch: pytest.MonkeyPatch
     from persist_sql import async_bench
 
     postgres = servers.session_url(servers.POSTGRES)
+    mysql = servers.session_url(servers.MYSQL)
     monkeypatch.setenv(servers.POSTGRES, postgres)
+    monkeypatch.setenv(servers.MYSQL, mysql)
     servers.reset(postgres)
+    servers.reset(mysql)
     pairs = async_bench.bench_pairs(quick=True)
     assert set(async_bench.TARGETS) <= {(p.backend, p.operation) for p in pairs}
     for pair in pairs:
         result = run_pair(dataclasses.replace(pair, n=4), chunk=2, warmup=1)
         assert result.ours.n == result.raw.n == 4
-    with servers.admin_engine(postgres).connect() as connection:
-        assert connection.execute(sa.text("SELECT COUNT(*) FROM signal_items")).scalar() == 0
+    for url in (postgres, mysql):
+        with servers.admin_engine(url).connect() as connection:
+            assert connection.execute(sa.text("SELECT COUNT(*) FROM signal_items")).scalar() == 0

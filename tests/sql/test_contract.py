@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import ClassVar
 
@@ -12,12 +13,24 @@ import pytest
 
 from persist_core.async_backend import AsyncBackend
 from persist_core.backend import Backend
-from persist_core.testing import BackendContractTests, async_face
+from persist_core.testing import BackendContractTests, StorageBreaker, async_face
 from persist_sql import AsyncSqlBackend, SqlBackend
 from tests.sql import servers
 
 
-class TestPostgresContract(BackendContractTests):
+class _BreaksTables:
+    """The kit's error-injection hook for SQL: the domain tables renamed away while the backend writes."""
+
+    @pytest.fixture
+    def break_storage(self) -> StorageBreaker:
+        def broken(backend: Backend) -> AbstractContextManager[object]:
+            assert isinstance(backend, SqlBackend)
+            return servers.renamed_tables(backend)
+
+        return broken
+
+
+class TestPostgresContract(_BreaksTables, BackendContractTests):
     declared_capabilities = SqlBackend.capabilities
 
     @pytest.fixture
@@ -26,7 +39,7 @@ class TestPostgresContract(BackendContractTests):
         return functools.partial(SqlBackend.from_url, postgres_url)
 
 
-class TestMariaDBContract(BackendContractTests):
+class TestMariaDBContract(_BreaksTables, BackendContractTests):
     declared_capabilities = SqlBackend.capabilities
 
     @pytest.fixture
@@ -35,7 +48,7 @@ class TestMariaDBContract(BackendContractTests):
         return functools.partial(SqlBackend.from_url, mysql_url)
 
 
-class TestSqliteContract(BackendContractTests):
+class TestSqliteContract(_BreaksTables, BackendContractTests):
     declared_capabilities = SqlBackend.capabilities
 
     @pytest.fixture
@@ -51,15 +64,8 @@ class TestSqliteAsyncFace(TestSqliteContract):
     face = "async"
 
 
-class TestMariaDBAsyncFace(TestMariaDBContract):
-    """The store clauses again on the asyncio face (MariaDB runs in the bounded thread pool)."""
-
-    face = "async"
-    every_face_only = True  # run with PERSIST_TEST_ALL_FACES=1 (tests/conftest.py)
-
-
-class TestPostgresAsyncFace(TestPostgresContract):
-    """Every store clause again on the asyncio face, through the native AsyncSqlBackend (psycopg async).
+class _NativeAsyncFace:
+    """Every store clause again on the asyncio face, through the native AsyncSqlBackend.
 
     The kit asks for the async backend at each ``store()`` call; one is built per sync backend (on the same
     database, sharing its schema check and leases) and opens lazily in the kit's event loop at its first call.
@@ -86,3 +92,11 @@ class TestPostgresAsyncFace(TestPostgresContract):
         natives, type(self)._natives = type(self)._natives, {}
         for _, native in natives.values():
             async_face.run(native.close())
+
+
+class TestPostgresAsyncFace(_NativeAsyncFace, TestPostgresContract):
+    """The contract on the asyncio face of PostgreSQL (psycopg's AsyncConnection)."""
+
+
+class TestMariaDBAsyncFace(_NativeAsyncFace, TestMariaDBContract):
+    """The contract on the asyncio face of MariaDB (asyncmy)."""

@@ -1,0 +1,487 @@
+"""The Mongo backend's operations, written once for its sync and asyncio faces (issue 10).
+
+Each operation is a generator (:mod:`persist_mongo._steps`) over the driver objects of one face
+(:class:`Handles`): the queries and documents (:class:`~persist_mongo._codec.Layout`), the Redis id cache
+(:mod:`persist_mongo._cache`), the key locks of the soft-delete domains, first-write-wins inserts and the
+translation of driver errors (:func:`persist_mongo._errors.translate`) are the same on both faces.
+:class:`~persist_mongo.MongoBackend` runs them on pymongo's ``MongoClient`` and redis-py,
+:class:`~persist_mongo.AsyncMongoBackend` on ``AsyncMongoClient`` and ``redis.asyncio``. Design notes:
+docs/mongo.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+import pymongo
+from bson.int64 import Int64
+from bson.objectid import ObjectId
+from pymongo import ReturnDocument
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+
+from persist_core.backend import PAGE_SIZE, ItemKey, Key, Record
+from persist_core.domains import DomainSpec, FieldType
+from persist_core.errors import ConfigurationError, InvalidValueError, PersistError
+from persist_mongo._cache import IdCache, cache_key
+from persist_mongo._codec import REMOVED, UPDATED, Layout
+from persist_mongo._deadline import remaining
+from persist_mongo._errors import DRIVER_ERRORS, timed_out, translate
+from persist_mongo._steps import Steps
+
+__all__ = ["LOCK_COLLECTION", "LOCK_INDEX", "SCAN_BATCH", "Handles", "Settings"]
+
+log = logging.getLogger("persist.mongo")
+
+_DUPLICATE_KEY = 11000
+# Two upserts of one new key can both miss the document and both insert: the unique index lets one in
+# and the other gets DuplicateKeyError (MongoDB >= 4.2 retries that itself; FerretDB does not). The
+# loser's retry then matches the winner's document and updates it. One retry suffices; three tolerate
+# a burst of new writers.
+_UPSERT_ATTEMPTS = 3
+#: A scan returns everything it finds; a large first batch (the server still caps it at 16 MiB) spares the
+#: getMore round trips that the default first batch of 101 documents would cost.
+SCAN_BATCH = 10_000
+# MongoDB's document limit (maxBsonObjectSize, 16 MiB on every server version since 1.8) less room for the
+# key fields, times and field names around the payload (a few hundred bytes at most). A payload above it is
+# refused before anything of its batch is sent: the server would refuse the document (or pymongo the
+# command) with a batch already half-inserted, and FerretDB would even store it.
+_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024 - 16 * 1024
+
+# Key locks of the soft-delete domains (docs/mongo.md, "Atomicity on FerretDB"): FerretDB 1.24 runs every
+# update as a SELECT, then an UPDATE of the whole document by _id, so a remove ($set removed) racing a write
+# wrote the payload it had read back over the write (1,446 older payloads in a 20 s race). Its one atomic
+# test-and-set is an insert into a unique index: a lock is a document of this collection, taken by inserting
+# it and released by deleting it by its own _id.
+LOCK_COLLECTION = "persist-locks"
+LOCK_INDEX = "persist_locks_uq"
+_LOCK_BACKOFF_MAX = 0.02
+_first = itemgetter(0)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _check_size(domain: DomainSpec, record: Record) -> None:
+    """Raise :class:`InvalidValueError` if ``record``'s payload cannot fit in one MongoDB document."""
+    payload = record.payload
+    # len() counts code points, each at most 4 bytes of UTF-8: only a payload near the limit is encoded.
+    if len(payload) * 4 > _MAX_PAYLOAD_BYTES and len(payload.encode("utf-8")) > _MAX_PAYLOAD_BYTES:
+        raise InvalidValueError(
+            "$", f"a {domain.name} value over {_MAX_PAYLOAD_BYTES} bytes does not fit in one MongoDB document"
+        )
+
+
+@dataclass(slots=True)
+class Settings:
+    """What both faces of one backend share: fixed when the sync backend is built.
+
+    ``url`` is the raw URL (for :func:`translate`, which masks it); ``lock_lease_ms`` how long a key lock
+    stands before another writer may break it (twice the deadline, at least 10 s); ``release_reserve`` the
+    seconds of a locked write's deadline kept back for releasing its lock.
+    """
+
+    url: str
+    namespace: str
+    timeout: float
+    lock_lease_ms: int
+    release_reserve: float
+    cache: IdCache | None
+    layouts: dict[str, Layout] = field(default_factory=dict)
+
+    def layout(self, domain: DomainSpec) -> Layout:
+        """The document layout of ``domain`` (made once per domain spec)."""
+        layout = self.layouts.get(domain.name)
+        if layout is None or layout.spec is not domain:
+            layout = self.layouts[domain.name] = Layout(domain)
+        return layout
+
+    def translate(self, exc: Exception, action: str) -> PersistError:
+        """The persist error of a driver error raised while doing ``action``."""
+        return translate(exc, self.url, action, self.timeout)
+
+
+class Handles:
+    """The driver objects of one opened backend on one face: pymongo's sync or async client and collections,
+    the cache's Redis client (``None`` without Redis) and the face's ``sleep``."""
+
+    __slots__ = ("client", "collections", "leases", "locks", "redis", "sleep")
+
+    def __init__(
+        self,
+        client: Any,
+        collections: Mapping[str, Any],
+        locks: Any,
+        leases: Any,
+        redis: Any,
+        sleep: Callable[[float], Any],
+    ) -> None:
+        self.client = client
+        self.collections = collections
+        self.locks = locks
+        self.leases = leases
+        self.redis = redis
+        self.sleep = sleep
+
+    def collection(self, domain: DomainSpec) -> Any:
+        """The collection of ``domain``; :class:`ConfigurationError` for a domain the backend does not know."""
+        collection = self.collections.get(domain.name)
+        if collection is None:
+            raise ConfigurationError(f"{domain.name!r} is not a domain of this backend")
+        return collection
+
+
+# ---------------------------------------------------------------------------------------------- reads
+
+
+def get(s: Settings, h: Handles, domain: DomainSpec, key: Key) -> Steps[Record | None]:
+    """Read one record: by the ``_id`` cached in Redis when there is one, else by the unique key."""
+    collection = h.collection(domain)
+    layout = s.layout(domain)
+    cache = s.cache if h.redis is not None else None
+    ckey = ""
+    object_id = None
+    try:
+        if cache is not None:
+            ckey = cache_key(s.namespace, domain, key)
+            object_id = yield from cache.get(h.redis, ckey)
+            if object_id is not None:
+                doc = yield collection.find_one({"_id": object_id})
+                # The cached id must lead to this very key's document: a flushed-and-refilled or
+                # shared Redis, or a dropped and recreated database, can leave ids of other documents.
+                if doc is not None and layout.matches(doc, key):
+                    cache.hit()
+                    return layout.record(doc)
+                cache.stale()
+        doc = yield collection.find_one(layout.key_filter(key))
+    except DRIVER_ERRORS as exc:
+        raise s.translate(exc, f"reading {domain.name}") from exc
+    if doc is None:
+        if object_id is not None and cache is not None:
+            yield from cache.delete(h.redis, ckey)  # a stale id of a key that has no document: do not follow it
+        return None
+    if cache is not None:
+        yield from cache.set(h.redis, ckey, doc["_id"])
+    return layout.record(doc)
+
+
+def scan(
+    s: Settings, h: Handles, domain: DomainSpec, context: Key, start: ItemKey | None, stop: ItemKey | None
+) -> Steps[list[tuple[ItemKey, Record]]]:
+    """The records of one context with the item key in ``[start, stop)``, in item key order."""
+    layout = s.layout(domain)
+    return (yield from _find(s, h, domain, layout.scan_filter(context, start, stop), SCAN_BATCH))
+
+
+def read_window(
+    s: Settings, h: Handles, domain: DomainSpec, context: Key, start: int, stop: int, step: int
+) -> Steps[list[tuple[ItemKey, Record]]]:
+    """The records at ``start``, ``start + step``, ... below ``stop``: one range query."""
+    layout = s.layout(domain)
+    # A first batch large enough for the whole window keeps it one round trip.
+    expected = max(1, -(-(stop - start) // step))
+    rows = yield from _find(s, h, domain, layout.scan_filter(context, start, stop), expected + 1)
+    return [(item, record) for item, record in rows if (item - start) % step == 0]
+
+
+def _find(
+    s: Settings, h: Handles, domain: DomainSpec, query: dict[str, Any], batch_size: int
+) -> Steps[list[tuple[ItemKey, Record]]]:
+    collection = h.collection(domain)
+    layout = s.layout(domain)
+    item_field = layout.item_field
+    if item_field is None:
+        raise TypeError(f"the {domain.name} domain has no item key to scan")
+    try:
+        docs = yield collection.find(query, layout.scan_projection, batch_size=batch_size).sort(item_field, 1).to_list()
+        rows = [(layout.item_of(doc), layout.record(doc)) for doc in docs]
+    except DRIVER_ERRORS as exc:
+        raise s.translate(exc, f"scanning {domain.name}") from exc
+    if domain.item is not None and domain.item.type is FieldType.STR:
+        # MongoDB (no collation) and FerretDB on SQLite or a C-collated PostgreSQL order strings by
+        # UTF-8 bytes, which is Python's code-point order. A server configured otherwise (a collection
+        # collation, FerretDB pushing the sort down to a locale-collated PostgreSQL) would not; this
+        # sort costs n comparisons on already sorted rows and makes the contract hold regardless.
+        rows.sort(key=_first)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- writes
+
+
+def put(s: Settings, h: Handles, domain: DomainSpec, key: Key, record: Record) -> Steps[None]:
+    """Replace one record (insert it if absent)."""
+    _check_size(domain, record)
+    if domain.soft_delete:
+        # Serialised with mark_removed of the key, whose update is a read-modify-write on FerretDB.
+        yield from _locked(s, h, domain, key, f"writing {domain.name}", _upsert(s, h, domain, key, record))
+    else:
+        # A full $set of every stored field is safe without a lock even on FerretDB: the document it
+        # leaves does not depend on what the server read first (docs/mongo.md, "Atomicity on FerretDB").
+        yield from _upsert(s, h, domain, key, record)
+
+
+def _upsert(s: Settings, h: Handles, domain: DomainSpec, key: Key, record: Record) -> Steps[None]:
+    collection = h.collection(domain)
+    layout = s.layout(domain)
+    query = layout.key_filter(key)
+    update = layout.upsert(record, _utcnow())
+    doc = None
+    for attempt in range(_UPSERT_ATTEMPTS):
+        try:
+            doc = yield collection.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.AFTER)
+            break
+        except DuplicateKeyError as exc:  # a concurrent upsert inserted the key first: update it now
+            if attempt + 1 == _UPSERT_ATTEMPTS:
+                raise s.translate(exc, f"writing {domain.name}") from exc
+        except DRIVER_ERRORS as exc:
+            raise s.translate(exc, f"writing {domain.name}") from exc
+    if s.cache is not None and h.redis is not None and doc is not None:
+        yield from s.cache.set(h.redis, cache_key(s.namespace, domain, key), doc["_id"])
+
+
+def put_many(s: Settings, h: Handles, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> Steps[None]:
+    """Replace several records, one ``find_one_and_update`` each, as upstream does.
+
+    A batched bulk_write of upserts is not used: on FerretDB v1 a duplicate-key race inside such a batch stops
+    the batch and returns a reply that pymongo cannot parse (KeyError 'nModified'), which would lose the rest
+    of the batch.
+    """
+    for _, record in items:
+        _check_size(domain, record)  # the whole batch first: nothing is written if one item is too large
+    for key, record in items:
+        yield from put(s, h, domain, key, record)
+
+
+def insert_many(s: Settings, h: Handles, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> Steps[int]:
+    """Insert the records whose keys are absent (first write wins); the number inserted."""
+    if not items:
+        return 0
+    for _, record in items:
+        _check_size(domain, record)
+    if len(items) == 1:
+        return (yield from _insert_one(s, h, domain, *items[0]))
+    collection = h.collection(domain)
+    layout = s.layout(domain)
+    now = _utcnow()
+    docs = [layout.document(key, record, now, ObjectId()) for key, record in items]
+    lost: set[int] = set()
+    try:
+        # ordered=False: every new key is inserted even when others exist; the unique index makes each
+        # insert first-write-wins, between processes too, and reports the existing keys as code 11000.
+        yield collection.insert_many(docs, ordered=False)
+        inserted = len(docs)
+    except BulkWriteError as exc:
+        details = exc.details
+        errors = details.get("writeErrors", [])
+        if details.get("writeConcernErrors") or any(e.get("code") != _DUPLICATE_KEY for e in errors):
+            raise s.translate(exc, f"inserting {domain.name}") from exc
+        lost = {e["index"] for e in errors}
+        inserted = int(details.get("nInserted", len(docs) - len(lost)))
+    except DRIVER_ERRORS as exc:
+        raise s.translate(exc, f"inserting {domain.name}") from exc
+    if s.cache is not None and h.redis is not None and inserted == len(docs) - len(lost):
+        yield from s.cache.set_many(
+            h.redis,
+            (
+                (cache_key(s.namespace, domain, key), doc["_id"])
+                for index, ((key, _), doc) in enumerate(zip(items, docs, strict=True))
+                if index not in lost
+            ),
+        )
+    return inserted
+
+
+def _insert_one(s: Settings, h: Handles, domain: DomainSpec, key: Key, record: Record) -> Steps[int]:
+    collection = h.collection(domain)
+    layout = s.layout(domain)
+    object_id = ObjectId()
+    try:
+        doc = yield collection.find_one_and_update(
+            layout.key_filter(key),
+            layout.insert_only(record, _utcnow(), object_id),
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+    except DuplicateKeyError:
+        return 0  # a concurrent writer inserted the key between our lookup and our insert: it won
+    except DRIVER_ERRORS as exc:
+        raise s.translate(exc, f"inserting {domain.name}") from exc
+    if doc is None:  # pragma: no cover - an upsert returning AFTER always returns the document
+        return 0
+    if s.cache is not None and h.redis is not None:
+        yield from s.cache.set(h.redis, cache_key(s.namespace, domain, key), doc["_id"])
+    # Our _id came back only if this call inserted the document; otherwise it is the first writer's.
+    return 1 if doc["_id"] == object_id else 0
+
+
+def mark_removed(s: Settings, h: Handles, domain: DomainSpec, key: Key) -> Steps[None]:
+    """Mark one record removed (soft-delete domains), under the key's lock."""
+    if not domain.soft_delete:
+        raise TypeError(f"the {domain.name} domain has no soft delete")
+    # Under the key's lock: on FerretDB this update rewrites the whole document as the server read it,
+    # payload included, and would undo a put that landed in between (docs/mongo.md).
+    doc = yield from _locked(s, h, domain, key, f"removing from {domain.name}", _set_removed(s, h, domain, key))
+    if doc is not None and s.cache is not None and h.redis is not None:
+        yield from s.cache.set(h.redis, cache_key(s.namespace, domain, key), doc["_id"])
+
+
+def _set_removed(s: Settings, h: Handles, domain: DomainSpec, key: Key) -> Steps[Any]:
+    try:
+        return (
+            yield h.collection(domain).find_one_and_update(
+                s.layout(domain).key_filter(key),
+                {"$set": {REMOVED: True, UPDATED: _utcnow()}},
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+    except DRIVER_ERRORS as exc:
+        raise s.translate(exc, f"removing from {domain.name}") from exc
+
+
+# ------------------------------------------------------------------------------------ operating the state
+
+
+def list_records(
+    s: Settings, h: Handles, domain: DomainSpec, after: Key | None, limit: int
+) -> Steps[list[tuple[Key, Record]]]:
+    """A page of ``domain``'s records after the cursor, in key order: one query on the unique index."""
+    if after == ():  # every key starts with the empty prefix: none comes after it
+        return []
+    layout = s.layout(domain)
+    try:
+        cursor = h.collection(domain).find(layout.after_filter(after), layout.list_projection, batch_size=limit)
+        docs = yield cursor.sort(layout.key_sort).limit(limit).to_list()
+        return [(layout.key_of(doc), layout.record(doc)) for doc in docs]
+    except DRIVER_ERRORS as exc:
+        raise s.translate(exc, f"listing {domain.name}") from exc
+
+
+def list_contexts(
+    s: Settings, h: Handles, domain: DomainSpec, after: Key | None, limit: int
+) -> Steps[list[tuple[Key, int]]]:
+    """A page of contexts with their counts: pages of keys grouped (FerretDB 1.x groups in memory anyway)."""
+    width = len(domain.context)
+    out: list[tuple[Key, int]] = []
+    cursor = after
+    while True:
+        page = yield from list_records(s, h, domain, cursor, PAGE_SIZE)
+        for key, _ in page:
+            context = key[:width]
+            if out and out[-1][0] == context:
+                out[-1] = (context, out[-1][1] + 1)
+            elif len(out) == limit:
+                return out
+            else:
+                out.append((context, 1))
+        if len(page) < PAGE_SIZE:
+            return out
+        cursor = page[-1][0]
+
+
+def delete_records(s: Settings, h: Handles, domain: DomainSpec, keys: Sequence[Key]) -> Steps[int]:
+    """Delete records by key: one ``delete_many``, or each under its key's lock in a soft-delete domain
+    (a revive racing the delete is a read-modify-write on FerretDB); their cached ids go too."""
+    keys = sorted(set(keys))
+    if not keys:
+        return 0
+    layout = s.layout(domain)
+    collection = h.collection(domain)
+    deleted = 0
+    try:
+        if domain.soft_delete:
+            for key in keys:
+                result = yield from _locked(
+                    s, h, domain, key, f"deleting from {domain.name}", _delete_one(collection, layout.key_filter(key))
+                )
+                deleted += result
+        else:
+            result = yield collection.delete_many({"$or": [layout.key_filter(key) for key in keys]})
+            deleted = int(result.deleted_count)
+    except DRIVER_ERRORS as exc:
+        raise s.translate(exc, f"deleting from {domain.name}") from exc
+    if s.cache is not None and h.redis is not None:
+        for key in keys:
+            yield from s.cache.delete(h.redis, cache_key(s.namespace, domain, key))
+    return deleted
+
+
+def _delete_one(collection: Any, query: dict[str, Any]) -> Steps[int]:
+    result = yield collection.delete_one(query)
+    return int(result.deleted_count)
+
+
+# ---------------------------------------------------------------------------------------------- key locks
+
+
+def _locked(s: Settings, h: Handles, domain: DomainSpec, key: Key, what: str, body: Steps[Any]) -> Steps[Any]:
+    """Run ``body`` holding the lock of one record's key (soft-delete domains only); its result.
+
+    Taking it inserts ``{lock: <key>, expires}`` into the unique index of :data:`LOCK_COLLECTION`; a
+    duplicate key means another holder, and the caller waits (0.5 ms, doubling to 20 ms) until the
+    operation's deadline, then raises :class:`BackendTimeoutError`. A lock past its lease belongs to a
+    holder that died and is deleted by its ``_id``, so that only that very lock goes. The body runs with a
+    part of the deadline kept back for the release, which deletes the lock by its ``_id`` (also when the
+    body failed or, on the asyncio face, was cancelled); if that fails, the lease frees the key.
+    """
+    locks = h.locks
+    name = cache_key(s.namespace, domain, key)
+    lock_id = ObjectId()
+    delay = 0.0005
+    lease_ms = s.lock_lease_ms
+    held_by = ""  # set once another writer was seen holding the lock
+    try:
+        while True:
+            now_ms = time.time_ns() // 1_000_000
+            try:
+                yield locks.insert_one({"_id": lock_id, "lock": name, "expires": Int64(now_ms + lease_ms)})
+                break
+            except DuplicateKeyError:
+                holder = yield locks.find_one({"lock": name})
+                if holder is None:
+                    continue  # released meanwhile
+                expires = holder.get("expires")
+                if not isinstance(expires, int) or expires < now_ms:
+                    log.warning("breaking the expired lock of %s (a writer died holding it)", name)
+                    yield locks.delete_one({"_id": holder["_id"]})
+                    continue
+                held_by = f"the key's lock is held by another writer (lock {name!r}, lease until {expires} ms)"
+            left = remaining()
+            if left <= delay:  # the holder will not release it in time (its lease ends later)
+                yield h.sleep(max(left, 0.0))
+                raise timed_out(s.url, what, s.timeout, held_by)
+            yield h.sleep(delay)
+            delay = min(delay * 2, _LOCK_BACKOFF_MAX)
+    except DRIVER_ERRORS as exc:
+        if held_by and isinstance(exc, PyMongoError) and exc.timeout:  # the deadline ran out in a retry
+            raise timed_out(s.url, what, s.timeout, f"{held_by}; {type(exc).__name__}") from exc
+        raise s.translate(exc, what) from exc
+    except PersistError:
+        raise
+    except BaseException:  # cancelled (asyncio face) while taking the lock, whose insert may have landed
+        yield from _release(locks, lock_id, name, lease_ms)
+        raise
+    try:
+        # Keep part of the deadline for the release: a lock left behind blocks the key until its lease ends.
+        budget = remaining() - s.release_reserve
+        if budget <= 0:
+            raise timed_out(s.url, what, s.timeout, "no time left after taking the key's lock")
+        with pymongo.timeout(budget):
+            return (yield from body)
+    finally:
+        yield from _release(locks, lock_id, name, lease_ms)
+
+
+def _release(locks: Any, lock_id: ObjectId, name: str, lease_ms: int) -> Steps[None]:
+    """Delete our lock by its ``_id`` (nothing if it was never inserted)."""
+    try:
+        yield locks.delete_one({"_id": lock_id})
+    except DRIVER_ERRORS as exc:  # the lease frees the key; the operation itself has its own verdict
+        reason = type(exc).__name__
+        log.warning("could not release the lock of %s (%s); it expires in %d s", name, reason, lease_ms // 1000)
