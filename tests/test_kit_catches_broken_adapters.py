@@ -45,6 +45,14 @@ class Mangling(MemoryBackend):
         return super().scan(domain, self.mangle(domain, (*context, None))[:-1], start, stop)
 
 
+# A mangle() that joins the context fields into one text with separator.
+def joined(separator):
+    def mangle(self, domain, key):
+        width = len(domain.context)
+        return (separator.join(map(str, key[:width])), *key[width:])
+    return mangle
+
+
 # A mangle() that applies function to every text field (context and item key).
 def each_text(function):
     def mangle(self, domain, key):
@@ -173,9 +181,7 @@ VARIANTS = {
     "joins_context_with_pipe": (
         """
         class Broken(Mangling):
-            def mangle(self, domain, key):
-                context = key[: len(domain.context)]
-                return ("|".join(map(str, context)), *key[len(domain.context):])
+            mangle = joined("|")
         FACTORY = Broken
         """,
         "test_property_distinct_keys_never_share_a_record",
@@ -183,9 +189,7 @@ VARIANTS = {
     "joins_context_with_tilde": (
         """
         class Broken(Mangling):
-            def mangle(self, domain, key):
-                context = key[: len(domain.context)]
-                return ("~".join(map(str, context)), *key[len(domain.context):])
+            mangle = joined("~")
         FACTORY = Broken
         """,
         "test_property_distinct_keys_never_share_a_record",

@@ -29,10 +29,11 @@ from persist_core.validation import check_context
 __all__ = ["LitterClauses", "write_while_reopened"]
 
 _BACKEND_LEVEL = pytest.mark.persist_backend_level
-#: The domains the writing process uses, the first one the backend stores: an upsert under a folder lock, an
-#: append. Item domains, so that the reopened backends write beside the writer (a sweep may run per folder at
-#: a process's first write there, not at open).
-_WRITER_DOMAINS = ("measure", "partial", "log")
+#: The domains the writing process uses, the first one the backend stores: a plain upsert (a domain whose writes
+#: exclude each other, like the file backend's soft-delete folder lock, would hide the race), an append. Item
+#: domains, so that the reopened backends write beside the writer: a sweep may run per folder at a process's
+#: first write there, not at open.
+_WRITER_DOMAINS = ("partial", "log", "measure")
 
 
 def _key(spec: DomainSpec, namespace: str, variant: int) -> Key:
