@@ -235,6 +235,16 @@ class Backend(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} keeps no ownership leases")
 
+    def leave_interrupted_write(self, domain: DomainSpec, key: Key, record: Record) -> bool:
+        """Leave in storage what a write of ``record`` under ``key`` leaves behind when its process dies before the
+        write completes (a temp file, a torn line), without completing it. Return ``False`` (the default) if the
+        backend has no such intermediate state.
+
+        A hook of the contract kit's storage litter clauses, not for use in production: they plant the litter and
+        check that no read or scan shows it, before and after a reopen, and that it blocks no later write.
+        """
+        return False
+
     def __enter__(self) -> Backend:
         self.open()
         return self

@@ -262,6 +262,12 @@ class FileBackend(Backend):
         # docstring inherited
         return FileLeaseLog(self.root, fsync=self._fsync)
 
+    def leave_interrupted_write(self, domain: DomainSpec, key: Key, record: Record) -> bool:
+        # docstring inherited: a write that died between its temp file and the rename
+        folder, name = self._path(domain, key)
+        self._temp(folder, name, _format(record))
+        return True
+
     # ------------------------------------------------------------------------------------- paths
 
     def _dir(self, domain: DomainSpec, context: Key) -> str:

@@ -32,7 +32,9 @@ from persist_core.stores import Store, make_store
 from persist_core.testing.async_face import sync_view
 from persist_core.testing.backend_clauses import BackendClauses
 from persist_core.testing.durability import run_kill_test
+from persist_core.testing.keys import KeyClauses
 from persist_core.testing.listing import ListingClauses
+from persist_core.testing.litter import LitterClauses
 from persist_core.testing.ownership import OwnershipClauses
 from persist_core.testing.races import CANDLE_BASE_MS, race_processes, race_remove_write, race_threads, slot_value
 from persist_core.testing.samples import (
@@ -118,7 +120,7 @@ def _reads(spec: DomainSpec, item: Any = _DEFAULT) -> Callable[[Store], Any]:
     return collection
 
 
-class BackendContractTests(BackendClauses, OwnershipClauses, ListingClauses):
+class BackendContractTests(BackendClauses, OwnershipClauses, ListingClauses, KeyClauses, LitterClauses):
     """The contract clauses, run against the backend that ``backend_factory`` builds.
 
     Override ``backend_factory`` to return a zero-argument, picklable callable that builds a new,

@@ -8,7 +8,9 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+from persist_core.backend import Key, Record
 from persist_core.domains import DomainSpec, FieldType
+from persist_core.validation import encode_value
 
 __all__ = [
     "HOSTILE_KEYS",
@@ -17,6 +19,7 @@ __all__ = [
     "TRICKY_VALUES",
     "context_for",
     "item_for",
+    "record_for",
     "value_for",
 ]
 
@@ -150,6 +153,14 @@ def item_for(spec: DomainSpec, variant: int = 0) -> Any:
 def value_for(spec: DomainSpec, tag: object = 0) -> dict[str, Any]:
     """A valid value for ``spec`` carrying ``tag`` (an object, accepted by every domain)."""
     return {"tag": tag, "n": next(_ordinals), "nested": {"list": [1, 2.5, "x", None, True]}}
+
+
+def record_for(spec: DomainSpec, key: Key, value: dict[str, Any], when: int | None = None) -> Record:
+    """A record of ``value`` under ``key`` as the stores hand it to a backend, for clauses that drive the backend
+    itself: a collection item carries its key in its id field (first), and only timed domains keep ``when``."""
+    if spec.item_id_field is not None:
+        value = {spec.item_id_field: key[-1], **value}
+    return Record(encode_value(value), when if spec.timed else None)
 
 
 def unique_namespace() -> Iterator[str]:
