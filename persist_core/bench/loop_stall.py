@@ -16,20 +16,23 @@ posted (docs/decisions.md, "Measuring the loop stall"): it measures the selector
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from persist_core.async_persist import asetup
 from persist_core.bench.core_pairs import sample_value
 from persist_core.bench.harness import percentile
 
-__all__ = ["StallResult", "format_stalls", "measure_stall", "stall_targets"]
+__all__ = ["StallResult", "format_stalls", "measure_raw_stall", "measure_stall", "stall_targets"]
 
 _TICK = 0.001
 _MIN_SECONDS = 0.3
@@ -73,22 +76,80 @@ async def _heartbeat(late_ns: list[int]) -> AsyncIterator[None]:
         await asyncio.sleep(0)  # run the last posted callback
 
 
-async def _measure(name: str, url: str, writes: int, env: dict[str, str]) -> StallResult:
-    idle: list[int] = []
-    async with _heartbeat(idle):
-        await asyncio.sleep(0.3)
+#: One awaited write of the bench's value, numbered.
+Writer = Callable[[int], Awaitable[None]]
+
+
+@asynccontextmanager
+async def _ours(url: str, env: dict[str, str]) -> AsyncIterator[Writer]:
+    """Writes of the live signal through ``asetup(url)``."""
     async with await asetup(url, env=env) as persist:
         store = persist.live.signal(**_CONTEXT)
         value = sample_value()
-        await store.write(value)  # opening work and the ownership claim are not part of the stall
+
+        async def write(n: int) -> None:
+            value["minuteEstimatedTime"] = n
+            await store.write(value)
+
+        yield write
+
+
+@asynccontextmanager
+async def _raw_psycopg(url: str) -> AsyncIterator[Writer]:
+    """The same writes as raw psycopg ``AsyncConnection`` upserts into a table of their own."""
+    import psycopg
+
+    conninfo = "postgresql://" + url.split("://", 1)[1].split("?", 1)[0]
+    table = f"persist_stall_{uuid.uuid4().hex[:8]}"
+    connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    value = sample_value()
+    upsert = f"INSERT INTO {table} VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET p = excluded.p"  # noqa: S608 - our name
+    try:
+        await connection.execute(f"CREATE TABLE {table} (k text PRIMARY KEY, p jsonb)")
+
+        async def write(n: int) -> None:
+            value["minuteEstimatedTime"] = n
+            await connection.execute(upsert, ("bench", json.dumps(value)))
+
+        yield write
+    finally:
+        await connection.execute(f"DROP TABLE IF EXISTS {table}")
+        await connection.close()
+
+
+@asynccontextmanager
+async def _raw_mongo(url: str) -> AsyncIterator[Writer]:
+    """The same writes as raw ``AsyncMongoClient.find_one_and_update`` upserts into a collection of their own."""
+    from pymongo import AsyncMongoClient
+
+    client: Any = AsyncMongoClient(url)
+    collection = client.get_default_database()[f"persist-stall-{uuid.uuid4().hex[:8]}"]
+    value = sample_value()
+    try:
+
+        async def write(n: int) -> None:
+            value["minuteEstimatedTime"] = n
+            await collection.find_one_and_update({"k": "bench"}, {"$set": {"p": json.dumps(value)}}, upsert=True)
+
+        yield write
+    finally:
+        await collection.drop()
+        await client.close()
+
+
+async def _measure(name: str, writer: AbstractAsyncContextManager[Writer], writes: int) -> StallResult:
+    idle: list[int] = []
+    async with _heartbeat(idle):
+        await asyncio.sleep(0.3)
+    async with writer as write:
+        await write(0)  # opening work and the ownership claim are not part of the stall
         busy: list[int] = []
         async with _heartbeat(busy):
             started = time.perf_counter()
             done = 0
             # At least _MIN_SECONDS, so that a fast backend (memory) gives the heartbeat a few hundred ticks.
             while done < writes or time.perf_counter() - started < _MIN_SECONDS:
-                value["minuteEstimatedTime"] = done
-                await store.write(value)
+                await write(done)
                 done += 1
             elapsed = time.perf_counter() - started
     busy.sort()
@@ -106,7 +167,17 @@ async def _measure(name: str, url: str, writes: int, env: dict[str, str]) -> Sta
 
 def measure_stall(name: str, url: str, writes: int = 1000, env: dict[str, str] | None = None) -> StallResult:
     """Run the heartbeat beside ``writes`` async writes to ``url`` (labelled ``name``) in a new event loop."""
-    return asyncio.run(_measure(name, url, writes, env if env is not None else {}))
+    return asyncio.run(_measure(name, _ours(url, env if env is not None else {}), writes))
+
+
+def measure_raw_stall(name: str, url: str, writes: int = 1000) -> StallResult | None:
+    """The same heartbeat beside the raw async driver doing the same writes (PostgreSQL, MongoDB), or ``None``
+    for a backend without such a driver: what the machine and the driver alone cost the loop."""
+    if name == "postgresql":
+        return asyncio.run(_measure(f"{name} raw psycopg", _raw_psycopg(url), writes))
+    if name == "mongodb":
+        return asyncio.run(_measure(f"{name} raw pymongo", _raw_mongo(url), writes))
+    return None
 
 
 @contextmanager
@@ -150,6 +221,9 @@ def run_stalls(names: set[str] | None, writes: int) -> tuple[list[StallResult], 
         with _scratch() as folder:
             try:
                 results.append(measure_stall(name, url_for(folder), writes, env))
+                raw = measure_raw_stall(name, url_for(folder), writes)
+                if raw is not None:
+                    results.append(raw)
             except Exception as exc:  # a benchmark reports a missing server, it does not crash
                 skipped.append(f"loop stall {name}: {type(exc).__name__}: {exc}")
     return results, skipped
@@ -159,11 +233,11 @@ def format_stalls(results: list[StallResult]) -> str:
     """A table: backend, writes, writes/s, heartbeat lateness max/p99 (busy) beside max/p99 (idle)."""
     lines = [
         "event-loop stall (a callback posted every 1 ms beside awaited writes; microseconds it waited for the loop)",
-        f"{'backend':<11} {'writes':>6} {'writes/s':>9} {'max':>8} {'p99':>8} {'idle max':>9} {'idle p99':>9}",
+        f"{'backend':<22} {'writes':>6} {'writes/s':>9} {'max':>8} {'p99':>8} {'idle max':>9} {'idle p99':>9}",
     ]
     for r in results:
         lines.append(
-            f"{r.backend:<11} {r.writes:>6} {r.writes_per_s:>9.0f} {r.max_us:>8.0f} {r.p99_us:>8.0f} "
+            f"{r.backend:<22} {r.writes:>6} {r.writes_per_s:>9.0f} {r.max_us:>8.0f} {r.p99_us:>8.0f} "
             f"{r.idle_max_us:>9.0f} {r.idle_p99_us:>9.0f}"
         )
     return "\n".join(lines)

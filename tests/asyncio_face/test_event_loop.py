@@ -106,3 +106,20 @@ def test_the_stall_rows_run_on_the_memory_backend() -> None:
     result = loop_stall.measure_stall("memory", "memory://", writes=200)
     assert result.writes >= 200 and result.writes_per_s > 0
     assert 0 <= result.p99_us <= result.max_us
+
+
+@pytest.mark.parametrize("name", ["postgresql", "mongodb"])
+def test_the_raw_driver_rows_run_beside_ours_and_clean_up(name: str) -> None:
+    """The stall of the raw async driver doing the same writes, for the native backends' rows."""
+    if name == "postgresql":
+        from tests.sql import servers as sql_servers
+
+        url = sql_servers.driver_url("postgresql")
+    else:
+        from tests.mongo import servers as mongo_servers
+
+        url = mongo_servers.shared_mongo_url()
+    result = loop_stall.measure_raw_stall(name, url, writes=50)
+    assert result is not None and result.backend.startswith(f"{name} raw")
+    assert result.writes >= 50 and 0 <= result.p99_us <= result.max_us
+    assert loop_stall.measure_raw_stall("file", "file:/nowhere") is None
