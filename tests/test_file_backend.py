@@ -391,3 +391,24 @@ def test_a_record_the_process_may_not_read_fails_the_read_with_a_typed_error(tmp
         assert record.exists()  # not quarantined: its bytes may be fine
     finally:
         shutil.rmtree(root)
+
+
+def test_paging_through_one_context_sees_writes_and_deletes_made_between_pages(tmp_path: Path) -> None:
+    """The folder list kept between pages of one context (issue 11: a large context was read once per page)
+    is dropped when the folder changes: a record written past the cursor is listed, a deleted one is not."""
+    from persist_core.domains import DOMAINS
+
+    spec = DOMAINS["candle"]
+    context = ("BTC/USDT", "1m", "binance")
+    backend = FileBackend(tmp_path / "dump")
+    backend.open()
+    backend.insert_many(spec, [((*context, ts), Record('{"c":1}')) for ts in range(0, 10 * 60_000, 60_000)])
+    first = backend.list_records(spec, limit=3)
+    assert [key[-1] for key, _ in first] == [0, 60_000, 120_000]
+    backend.insert_many(spec, [((*context, 150_000), Record('{"c":2}'))])  # after the cursor
+    backend.delete_records(spec, [(*context, 240_000)])
+    second = backend.list_records(spec, after=first[-1][0], limit=3)
+    assert [key[-1] for key, _ in second] == [150_000, 180_000, 300_000]
+    rest = backend.list_records(spec, after=second[-1][0], limit=100)
+    assert [key[-1] for key, _ in rest] == [360_000, 420_000, 480_000, 540_000]
+    backend.close()

@@ -13,6 +13,7 @@ temp file, which fails atomically if the target exists, also between processes.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import fcntl
@@ -134,6 +135,7 @@ class FileBackend(Backend):
         self._dirs: dict[tuple[str, Key], str] = {}
         self._read_only = False
         self._foreign_names: set[str] = set()  # file names already logged as foreign (log once per name)
+        self._listed: tuple[str, int, list[tuple[Any, str]]] | None = None  # the folder _items read last
         self._swept: set[str] = set()  # folders whose stale temp files this process has swept
         self._root_prefix = os.path.join(os.fspath(self.root), "")
 
@@ -603,7 +605,27 @@ class FileBackend(Backend):
         yield from walk(os.path.join(self.root, domain.name), ())
 
     def _items(self, domain: DomainSpec, folder: str) -> list[tuple[Any, str]]:
-        """``(item key, file name)`` of the records in a context folder, ascending (slot: ``((), slot.json)``)."""
+        """``(item key, file name)`` of the records in a context folder, ascending (slot: ``((), slot.json)``).
+
+        The last folder's list is kept while the folder's mtime stays the same: paging through one large
+        context (a year of candles) then reads the folder once, not once per page. Any write or delete in the
+        folder changes its mtime; a record written or deleted in the same clock tick may be missed or listed
+        as gone, which a listing that pages while others write allows (``Backend.list_records``).
+        """
+        try:
+            mtime = os.stat(folder).st_mtime_ns
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise _translate(exc, folder) from exc
+        cached = self._listed
+        if cached is not None and cached[0] == folder and cached[1] == mtime:
+            return cached[2]
+        items = self._scan_items(domain, folder)
+        self._listed = (folder, mtime, items)
+        return items
+
+    def _scan_items(self, domain: DomainSpec, folder: str) -> list[tuple[Any, str]]:
         try:
             names = [
                 e.name
@@ -641,8 +663,13 @@ class FileBackend(Backend):
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
     ) -> list[tuple[Key, Record]]:
         out: list[tuple[Key, Record]] = []
+        width = len(domain.context)
         for context, folder in self._contexts(domain, after):
-            for item, name in self._items(domain, folder):
+            items = self._items(domain, folder)
+            start = 0
+            if after is not None and len(after) > width and after[:width] == context:
+                start = bisect.bisect_right(items, (after[width:],), key=lambda pair: pair[:1])  # past the cursor
+            for item, name in items[start:]:
                 key = (*context, *item)
                 if not comes_after(key, after):
                     continue
