@@ -26,6 +26,7 @@ __all__ = [
     "parse_boolean",
     "parse_options",
     "path_of",
+    "refuse_options",
     "scheme_of",
     "scrub_chain",
     "secrets_of",
@@ -256,6 +257,12 @@ BOOLEAN_WORDS = {
     "off": False,
 }
 _BOOLEAN_HELP = "a boolean: 1/0, true/false, yes/no, on/off"
+
+
+def refuse_options(url: str, backend: str) -> None:
+    """Raise :class:`ConfigurationError` if ``url`` has a query: the ``backend`` takes no options."""
+    if "?" in url:
+        raise ConfigurationError(f"the {backend} backend has no options: {mask_url(url)!r}; known: none")
 
 
 def parse_boolean(url: str, name: str, value: str) -> bool:

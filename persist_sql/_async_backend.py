@@ -569,28 +569,24 @@ class AsyncSqlBackend(AsyncBackend):
     async def list_contexts(
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
     ) -> list[tuple[Key, int]]:
-        if after == ():  # every key starts with the empty prefix: none comes after it
-            return []
-
-        async def work(cursor: Any) -> list[tuple[Key, int]]:
-            state = self._sync._started()
-            sql = _listing.contexts_sql(state.kind, state.engine.dialect, domain, after)
-            await cursor.execute(_listing.with_limit(sql, limit), sql.bind(after or ()))
-            return _listing.counted_contexts(domain, await cursor.fetchall())
-
-        return await self._run("listing", domain.name, work)
+        contexts: list[tuple[Key, int]] = await self._list(domain, "contexts", after, limit)
+        return contexts
 
     async def list_records(
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
     ) -> list[tuple[Key, Record]]:
+        records: list[tuple[Key, Record]] = await self._list(domain, "records", after, limit)
+        return records
+
+    async def _list(self, domain: DomainSpec, what: str, after: Key | None, limit: int) -> Any:
         if after == ():  # every key starts with the empty prefix: none comes after it
             return []
 
-        async def work(cursor: Any) -> list[tuple[Key, Record]]:
+        async def work(cursor: Any) -> Any:
             state = self._sync._started()
-            sql = _listing.records_sql(state.kind, state.engine.dialect, domain, after)
-            await cursor.execute(_listing.with_limit(sql, limit), sql.bind(after or ()))
-            return _listing.keyed_records(domain, await cursor.fetchall())
+            text, params = _listing.page(state.kind, state.engine.dialect, domain, what, after, limit)
+            await cursor.execute(text, params)
+            return _listing.rows_of(domain, what, await cursor.fetchall())
 
         return await self._run("listing", domain.name, work)
 

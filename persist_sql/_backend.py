@@ -473,23 +473,22 @@ class SqlBackend(Backend):
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
     ) -> list[tuple[Key, int]]:
         # docstring inherited
-        if after == ():  # every key starts with the empty prefix: none comes after it
-            return []
-        state = self._started()
-        sql = _listing.contexts_sql(state.kind, state.engine.dialect, domain, after)
-        rows = self._run(_fetch_all, _listing.with_limit(sql, limit), sql.bind(after or ()), "listing", domain.name)
-        return _listing.counted_contexts(domain, rows)
+        contexts: list[tuple[Key, int]] = self._list(domain, "contexts", after, limit)
+        return contexts
 
     def list_records(
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
     ) -> list[tuple[Key, Record]]:
         # docstring inherited
+        records: list[tuple[Key, Record]] = self._list(domain, "records", after, limit)
+        return records
+
+    def _list(self, domain: DomainSpec, what: str, after: Key | None, limit: int) -> Any:
         if after == ():  # every key starts with the empty prefix: none comes after it
             return []
         state = self._started()
-        sql = _listing.records_sql(state.kind, state.engine.dialect, domain, after)
-        rows = self._run(_fetch_all, _listing.with_limit(sql, limit), sql.bind(after or ()), "listing", domain.name)
-        return _listing.keyed_records(domain, rows)
+        text, params = _listing.page(state.kind, state.engine.dialect, domain, what, after, limit)
+        return _listing.rows_of(domain, what, self._run(_fetch_all, text, params, "listing", domain.name))
 
     def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
         # docstring inherited

@@ -21,7 +21,7 @@ from persist_sql import _dialects, _rows, _schema
 from persist_sql._dialects import Kind
 from persist_sql._statements import Sql, compile_positional
 
-__all__ = ["contexts_sql", "delete_sql", "keyed_records", "records_sql", "with_limit"]
+__all__ = ["contexts_sql", "delete_sql", "keyed_records", "page", "records_sql", "rows_of", "with_limit"]
 
 _cache: dict[tuple[str, str, str, int], Sql] = {}
 _lock = threading.Lock()
@@ -64,6 +64,17 @@ def records_sql(kind: Kind, dialect: Dialect, spec: DomainSpec, after: Key | Non
 def contexts_sql(kind: Kind, dialect: Dialect, spec: DomainSpec, after: Key | None) -> Sql:
     """A page of ``(context..., count)`` rows after the cursor ``after``; add :func:`with_limit`."""
     return _cached(kind, dialect, spec, "contexts", 0 if after is None else len(after))
+
+
+def page(kind: Kind, dialect: Dialect, spec: DomainSpec, what: str, after: Key | None, limit: int) -> tuple[str, Any]:
+    """The SQL text and parameters of one page of ``what`` (``"records"`` or ``"contexts"``) after ``after``."""
+    sql = _cached(kind, dialect, spec, what, 0 if after is None else len(after))
+    return with_limit(sql, limit), sql.bind(after or ())
+
+
+def rows_of(spec: DomainSpec, what: str, rows: Sequence[Sequence[Any]]) -> Any:
+    """A page's rows as :meth:`Backend.list_records` or :meth:`Backend.list_contexts` returns them."""
+    return keyed_records(spec, rows) if what == "records" else counted_contexts(spec, rows)
 
 
 def delete_sql(kind: Kind, dialect: Dialect, spec: DomainSpec) -> Sql:

@@ -13,8 +13,7 @@ from typing import Any, TypeVar
 
 from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record
 from persist_core.domains import DomainSpec
-from persist_core.errors import ConfigurationError
-from persist_core.urls import mask_url
+from persist_core.urls import refuse_options
 
 __all__ = ["MemoryBackend"]
 
@@ -50,8 +49,7 @@ class MemoryBackend(Backend):
         Raises:
             ConfigurationError: the URL has a query; the memory backend has no options.
         """
-        if "?" in url:
-            raise ConfigurationError(f"the memory backend has no options: {mask_url(url)!r}; known: none")
+        refuse_options(url, "memory")
         return cls(url)
 
     def _table(self, domain: DomainSpec) -> _Table:

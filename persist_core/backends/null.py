@@ -10,8 +10,7 @@ from collections.abc import Sequence
 
 from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record
 from persist_core.domains import DomainSpec
-from persist_core.errors import ConfigurationError
-from persist_core.urls import mask_url
+from persist_core.urls import refuse_options
 
 __all__ = ["NullBackend"]
 
@@ -38,8 +37,7 @@ class NullBackend(Backend):
         Raises:
             ConfigurationError: the URL has a query; the null backend has no options.
         """
-        if "?" in url:
-            raise ConfigurationError(f"the null backend has no options: {mask_url(url)!r}; known: none")
+        refuse_options(url, "null")
         return cls(url)
 
     # docstrings inherited from Backend
