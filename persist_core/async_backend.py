@@ -27,6 +27,7 @@ from persist_core.domains import DomainSpec
 
 if TYPE_CHECKING:
     from persist_core.ownership import LeaseLog
+    from persist_core.units import Write
 
 __all__ = ["DEFAULT_THREADS", "AsyncBackend", "ThreadedAsyncBackend", "shared_executor"]
 
@@ -92,6 +93,19 @@ class AsyncBackend(abc.ABC):
     @abc.abstractmethod
     async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         """See :meth:`persist_core.backend.Backend.mark_removed`."""
+
+    async def apply_unit(self, writes: Sequence[Write]) -> None:
+        """See :meth:`persist_core.backend.Backend.apply_unit`; the default is as not atomic as the sync one."""
+        from persist_core.units import WriteOp, batches  # units imports persist_core.backend
+
+        for batch in batches(writes):
+            if batch.op is WriteOp.PUT:
+                await self.put_many(batch.domain, batch.items)
+            elif batch.op is WriteOp.INSERT:
+                await self.insert_many(batch.domain, batch.items)
+            else:
+                for key in batch.keys:
+                    await self.mark_removed(batch.domain, key)
 
     async def list_contexts(
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
@@ -182,6 +196,9 @@ class ThreadedAsyncBackend(AsyncBackend):
 
     async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         await self._call(self.inner.mark_removed, domain, key)
+
+    async def apply_unit(self, writes: Sequence[Write]) -> None:
+        await self._call(self.inner.apply_unit, writes)
 
     async def list_contexts(
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any, Unpack, cast
 
 from persist_core.async_backend import AsyncBackend, ThreadedAsyncBackend, shared_executor
 from persist_core.async_stores import (
@@ -30,13 +30,16 @@ from persist_core.async_stores import (
     make_async_store,
 )
 from persist_core.backend import Backend
+from persist_core.collecting import AsyncCollectingBackend
 from persist_core.domains import DomainSpec
+from persist_core.errors import ConfigurationError
 from persist_core.guarded import AsyncOpenBackend, AsyncOwnedBackend, OwnedBackend
 from persist_core.persist import Persist, SetupOptions, _Stores, build_persist
 from persist_core.registry import create_async_backend
+from persist_core.units import PendingWrites, note_non_atomic, raise_incomplete
 from persist_core.urls import UrlLike
 
-__all__ = ["AsyncModeStores", "AsyncPersist", "asetup"]
+__all__ = ["AsyncModeStores", "AsyncPersist", "AsyncUnit", "asetup"]
 
 
 class AsyncModeStores(
@@ -52,6 +55,82 @@ class AsyncModeStores(
 ):
     """The 16 typed stores of one mode on the asyncio face (``persist.live`` / ``persist.backtest``)."""
 
+    def unit(self) -> AsyncUnit:
+        """A unit of work of this mode, applied at the end of its ``async with`` block; the same contract as
+        :meth:`persist_core.persist.ModeStores.unit`::
+
+            async with persist.live.unit() as unit:
+                await unit.signal(symbol=s, strategy_name=n, exchange_name=x).write(opened)
+                await unit.log().write([entry])
+        """
+        if self._unit is None:  # pragma: no cover - every facade passes its unit factory
+            raise ConfigurationError("these stores belong to no facade that can make units of work")
+        return cast(AsyncUnit, self._unit())
+
+
+class AsyncUnit(
+    _Stores[
+        AsyncObjectSlotStore,
+        AsyncMappingSlotStore,
+        AsyncValueSlotStore,
+        AsyncKeyedStore,
+        AsyncCandleStore,
+        AsyncCollectionStore,
+        AsyncBucketStore,
+    ]
+):
+    """A unit of work of the asyncio face; see :meth:`persist_core.persist.ModeStores.unit`.
+
+    Its stores' writes are coroutines that only collect (nothing is sent before the commit).
+    """
+
+    def __init__(self, persist: AsyncPersist, mode: str) -> None:
+        super().__init__(self._collect_into, mode)
+        self._persist = persist
+        self._pending: PendingWrites[AsyncBackend] = PendingWrites(mode)
+        self._collectors: dict[int, AsyncCollectingBackend] = {}
+
+    def _collect_into(self, mode: str, spec: DomainSpec, context: dict[str, Any]) -> Any:
+        target = self._persist._store_face(mode, spec.name)
+        collector = self._collectors.get(id(target))
+        if collector is None:
+            collector = self._collectors.setdefault(id(target), AsyncCollectingBackend(target, self._pending))
+        sync = self._persist.sync
+        return make_async_store(collector, spec, context, clock=sync.clock, max_value_bytes=sync.max_value_bytes)
+
+    def __len__(self) -> int:
+        """See :meth:`persist_core.persist.Unit.__len__`."""
+        return len(self._pending)
+
+    async def commit(self) -> None:
+        """See :meth:`persist_core.persist.Unit.commit`.
+
+        Cancelled while a group is being applied, the group still runs to its end (as any backend call does):
+        it is stored whole or not at all.
+        """
+        parts = self._pending.take()
+        for index, (target, writes) in enumerate(parts):
+            note_non_atomic(target, len(writes))
+            try:
+                await target.apply_unit(writes)
+            except Exception as exc:
+                raise_incomplete([t.url for t, _ in parts], index, exc)
+
+    def discard(self) -> None:
+        """See :meth:`persist_core.persist.Unit.discard`."""
+        self._pending.discard()
+
+    async def __aenter__(self) -> AsyncUnit:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            await self.commit()
+        else:
+            self.discard()
+
 
 class AsyncPersist:
     """The configured persistence layer on the asyncio face; obtain one with :func:`asetup`.
@@ -64,8 +143,8 @@ class AsyncPersist:
         self._faces: dict[int, AsyncBackend] = {}
         #: The native asyncio backend of each URL that has one (None: the thread pool serves it).
         self._natives: dict[str, AsyncBackend | None] = {}
-        self.live = AsyncModeStores(self._make_store, "live")
-        self.backtest = AsyncModeStores(self._make_store, "backtest")
+        self.live = AsyncModeStores(self._make_store, "live", lambda: AsyncUnit(self, "live"))
+        self.backtest = AsyncModeStores(self._make_store, "backtest", lambda: AsyncUnit(self, "backtest"))
 
     @property
     def sync(self) -> Persist:
@@ -105,11 +184,18 @@ class AsyncPersist:
             self._natives[url] = create_async_backend(url, sync=bare, **options)
         return self._natives[url]
 
+    def _store_face(self, mode: str, domain_name: str) -> AsyncBackend:
+        """The asyncio backend the stores of ``domain_name`` in ``mode`` write through (guarded as on the sync face)."""
+        native = self._native(mode, domain_name)
+        return self._face(self._persist.store_backend(mode, domain_name), native)
+
     def _make_store(self, mode: str, spec: DomainSpec, context: dict[str, Any]) -> Any:
-        native = self._native(mode, spec.name)
-        backend = self._face(self._persist.store_backend(mode, spec.name), native)
         return make_async_store(
-            backend, spec, context, clock=self._persist.clock, max_value_bytes=self._persist.max_value_bytes
+            self._store_face(mode, spec.name),
+            spec,
+            context,
+            clock=self._persist.clock,
+            max_value_bytes=self._persist.max_value_bytes,
         )
 
     async def _open_natives(self) -> None:

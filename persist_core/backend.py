@@ -20,6 +20,7 @@ from persist_core.domains import DomainSpec
 
 if TYPE_CHECKING:
     from persist_core.ownership import LeaseLog
+    from persist_core.units import Write
 
 __all__ = ["PAGE_SIZE", "Backend", "Capabilities", "ContextTally", "ItemKey", "Key", "Record", "comes_after"]
 
@@ -90,6 +91,9 @@ class Capabilities:
         listing: :meth:`Backend.list_contexts` and :meth:`Backend.list_records` enumerate what is stored
             (CONTRACTS.md 3.8), which the operator tools (``ls``, ``show``, ``export``, ``copy``) need.
         deletion: :meth:`Backend.delete_records` removes records for good, which ``prune`` needs.
+        atomic_units: :meth:`Backend.apply_unit` applies a unit of work all or none: after a crash (of the kind
+            ``survives_process_kill`` names) either every write of the unit is visible or none is. ``False``: the
+            default :meth:`Backend.apply_unit` applies the writes one by one, and a unit is logged as not atomic.
         blocks: an operation may wait: on I/O, a server, or a lock another process holds. ``False`` declares
             that every operation is a short in-memory step (memory); the asyncio face then calls it on the
             event loop, because a hop to the thread pool and back costs more than the operation.
@@ -102,6 +106,7 @@ class Capabilities:
     ownership: bool = False
     listing: bool = False
     deletion: bool = False
+    atomic_units: bool = False
     blocks: bool = True
 
     def supports(self, domain_name: str) -> bool:
@@ -181,6 +186,21 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         """Set the ``removed`` flag of the record under ``key`` and keep it; no-op if it is missing."""
+
+    def apply_unit(self, writes: Sequence[Write]) -> None:
+        """Apply the writes of a unit of work, in order, each with the contract of the call it stands for
+        (:class:`~persist_core.units.WriteOp`: :meth:`put`, :meth:`insert_many` of one item,
+        :meth:`mark_removed`), as one atomic step if ``capabilities.atomic_units``: once it returns all are
+        stored, and after a crash before it returns all or none are visible, also to other processes once the
+        storage is opened again. Domains and contexts may differ; the writes are already validated.
+
+        A backend overrides it with one transaction, one journal, one round trip where it can. The default
+        applies :func:`~persist_core.units.batches` of the writes through :meth:`put_many`,
+        :meth:`insert_many` and :meth:`mark_removed`: not atomic.
+        """
+        from persist_core.units import write_ops  # units imports this module
+
+        write_ops(self, writes)
 
     # ------------------------------------------------------------------ operating the state (3.8)
     #

@@ -22,6 +22,8 @@ __all__ = [
     "SchemaAheadError",
     "SchemaBehindError",
     "SchemaError",
+    "UnitIncompleteError",
+    "UnitOfWorkError",
 ]
 
 
@@ -116,3 +118,30 @@ class ClosedError(PersistError, RuntimeError):
     block, or a later ``setup()`` that replaced it. Its stores refuse every call rather than reopen the
     storage behind the back of the facade that replaced it; the message says which of these happened.
     """
+
+
+class UnitOfWorkError(PersistError, RuntimeError):
+    """A unit of work was misused: a read through its stores, or a write after it was committed or discarded.
+
+    Raised before anything is written.
+    """
+
+
+class UnitIncompleteError(PersistError):
+    """A unit of work whose domains route to several backends was applied on some of them only.
+
+    Each backend's part is applied atomically, one backend after another; this is raised when a part after the
+    first failed. ``__cause__`` is the failure.
+
+    Attributes:
+        applied: the storages (URLs, password masked) whose part is stored whole.
+        not_applied: the storages whose part is not stored at all: the one that failed first, then the rest.
+    """
+
+    def __init__(self, applied: list[str], not_applied: list[str], error: Exception) -> None:
+        self.applied = applied
+        self.not_applied = not_applied
+        super().__init__(
+            f"unit of work applied in part: stored on {', '.join(applied)}; not stored on {', '.join(not_applied)} "
+            f"({type(error).__name__}: {error})"
+        )

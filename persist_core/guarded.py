@@ -19,6 +19,7 @@ from persist_core.config import storage_identity
 from persist_core.domains import DomainSpec
 from persist_core.errors import ClosedError
 from persist_core.ownership import DEFAULT_LEASE_SECONDS, LeaseLog, Owner
+from persist_core.units import Write
 
 __all__ = [
     "ALWAYS_OPEN",
@@ -150,6 +151,10 @@ class OpenBackend(Backend):
         self._before_write()
         self.inner.mark_removed(domain, key)
 
+    def apply_unit(self, writes: Sequence[Write]) -> None:
+        self._before_write()
+        self.inner.apply_unit(writes)
+
     def list_contexts(
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
     ) -> list[tuple[Key, int]]:
@@ -240,6 +245,10 @@ class AsyncOpenBackend(AsyncBackend):
     async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         await self._before_write()
         await self.inner.mark_removed(domain, key)
+
+    async def apply_unit(self, writes: Sequence[Write]) -> None:
+        await self._before_write()
+        await self.inner.apply_unit(writes)
 
     async def list_contexts(
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE

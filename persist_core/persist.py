@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast, overload
 
 from persist_core.backend import Backend
+from persist_core.collecting import CollectingBackend
 from persist_core.config import (
     DEFAULT_URL,
     MODES,
@@ -37,10 +38,11 @@ from persist_core.stores import (
     make_store,
     wall_clock_ms,
 )
+from persist_core.units import PendingWrites, note_non_atomic, raise_incomplete
 from persist_core.urls import UrlLike, mask_url, scheme_of
 from persist_core.validation import DEFAULT_MAX_VALUE_BYTES
 
-__all__ = ["ModeStores", "Persist", "SetupOptions", "build_persist", "get_persist", "setup"]
+__all__ = ["ModeStores", "Persist", "SetupOptions", "Unit", "build_persist", "get_persist", "setup"]
 
 log = logging.getLogger("persist")
 _ObjectSlot = TypeVar("_ObjectSlot")
@@ -61,8 +63,11 @@ class _Stores(Generic[_ObjectSlot, _MappingSlot, _ValueSlot, _Keyed, _Candle, _C
     (state, session).
     """
 
-    def __init__(self, make: Callable[[str, DomainSpec, dict[str, Any]], Any], mode: str) -> None:
+    def __init__(
+        self, make: Callable[[str, DomainSpec, dict[str, Any]], Any], mode: str, unit: Callable[[], Any] | None = None
+    ) -> None:
         self._make = make
+        self._unit = unit
         self.mode = mode
 
     @overload
@@ -203,6 +208,89 @@ class ModeStores(
 ):
     """The 16 typed stores of one mode on the sync face (``persist.live`` / ``persist.backtest``)."""
 
+    def unit(self) -> Unit:
+        """A unit of work of this mode: its stores' writes are collected and applied together at the end of
+        its ``with`` block, all or none (nothing is written if the block raises)::
+
+            with persist.live.unit() as unit:
+                unit.signal(symbol=s, strategy_name=n, exchange_name=x).write(opened)
+                unit.risk(risk_name=r, exchange_name=x).write(positions)
+                unit.log().write([entry])
+
+        The unit has the 16 store accessors of ``persist.live``, with their validation: bad input raises at
+        the call, before anything is written. Its stores only write (a read raises
+        :class:`~persist_core.errors.UnitOfWorkError`: read through ``persist.live``), and a candle ``write``
+        returns the number of candles collected, not of those new.
+
+        What is guaranteed: the unit's writes are grouped by the backend their domain routes to, and each
+        group is applied atomically where the backend declares ``capabilities.atomic_units`` (one SQL
+        transaction, one file journal, ...): after a crash, all of that group's writes are visible or none.
+        With all domains on one backend (the default) the whole unit is all or none. With several backends the
+        groups are applied one after another, in the order the unit first wrote to each; a crash between two
+        groups leaves the earlier ones stored and the later ones not, and a failure there raises
+        :class:`~persist_core.errors.UnitIncompleteError` naming both. A backend without ``atomic_units``
+        (a third-party adapter, the jsonl log) has its group applied write by write, as a warning logs.
+        """
+        if self._unit is None:  # pragma: no cover - every facade passes its unit factory
+            raise ConfigurationError("these stores belong to no facade that can make units of work")
+        return cast(Unit, self._unit())
+
+
+class Unit(
+    _Stores[ObjectSlotStore, MappingSlotStore, ValueSlotStore, KeyedStore, CandleStore, CollectionStore, BucketStore]
+):
+    """A unit of work of the sync face; see :meth:`ModeStores.unit`."""
+
+    def __init__(self, persist: Persist, mode: str) -> None:
+        super().__init__(self._collect_into, mode)
+        self._persist = persist
+        self._pending: PendingWrites[Backend] = PendingWrites(mode)
+        self._collectors: dict[int, CollectingBackend] = {}
+
+    def _collect_into(self, mode: str, spec: DomainSpec, context: dict[str, Any]) -> Store:
+        target = self._persist.store_backend(mode, spec.name)
+        collector = self._collectors.get(id(target))
+        if collector is None:
+            collector = self._collectors.setdefault(id(target), CollectingBackend(target, self._pending))
+        return make_store(
+            collector, spec, context, clock=self._persist.clock, max_value_bytes=self._persist.max_value_bytes
+        )
+
+    def __len__(self) -> int:
+        """The number of writes collected so far (a batch of n candles or items counts n)."""
+        return len(self._pending)
+
+    def commit(self) -> None:
+        """Apply the collected writes (see :meth:`ModeStores.unit`); the end of the ``with`` block calls it.
+
+        Raises:
+            UnitIncompleteError: a group after the first failed; the earlier groups are stored.
+            UnitOfWorkError: the unit was already committed or discarded.
+            PersistError: the first group failed, and nothing is stored.
+        """
+        parts = self._pending.take()
+        for index, (target, writes) in enumerate(parts):
+            note_non_atomic(target, len(writes))
+            try:
+                target.apply_unit(writes)
+            except Exception as exc:
+                raise_incomplete([t.url for t, _ in parts], index, exc)
+
+    def discard(self) -> None:
+        """Drop the collected writes; the end of a ``with`` block that raised calls it."""
+        self._pending.discard()
+
+    def __enter__(self) -> Unit:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
 
 class Persist:
     """The configured persistence layer: a backend per (mode, domain) and typed stores on top.
@@ -256,8 +344,8 @@ class Persist:
         except BaseException:
             self.close()
             raise
-        self.live = ModeStores(self._make_store, "live")
-        self.backtest = ModeStores(self._make_store, "backtest")
+        self.live = ModeStores(self._make_store, "live", lambda: Unit(self, "live"))
+        self.backtest = ModeStores(self._make_store, "backtest", lambda: Unit(self, "backtest"))
         for (mode, name), url in sorted(self._routes.items()):
             log.debug("%s %s -> %s", mode, name, mask_url(url))
 

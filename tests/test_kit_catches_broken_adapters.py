@@ -420,6 +420,24 @@ VARIANTS = {
         """,
         "test_factory_builds_a_new_backend_each_call",
     ),
+    # A unit of work applied batch by batch in reverse: a later put no longer wins over an earlier one.
+    "unit_applied_out_of_order": (
+        """
+        from persist_core.units import batches, WriteOp
+        class Broken(MemoryBackend):
+            def apply_unit(self, writes):
+                for batch in reversed(list(batches(writes))):
+                    if batch.op is WriteOp.PUT:
+                        self.put_many(batch.domain, batch.items)
+                    elif batch.op is WriteOp.INSERT:
+                        self.insert_many(batch.domain, batch.items)
+                    else:
+                        for key in batch.keys:
+                            self.mark_removed(batch.domain, key)
+        FACTORY = Broken
+        """,
+        "test_apply_unit_ends_as_the_writes_one_by_one",
+    ),
     # close() that forgets a descriptor open() took.
     "close_leaks_a_descriptor": (
         """

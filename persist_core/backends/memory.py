@@ -34,7 +34,12 @@ class MemoryBackend(Backend):
     """Records in a process-local dict; nothing survives the process."""
 
     capabilities = Capabilities(
-        shared_between_processes=False, survives_process_kill=False, listing=True, deletion=True, blocks=False
+        shared_between_processes=False,
+        survives_process_kill=False,
+        listing=True,
+        deletion=True,
+        atomic_units=True,
+        blocks=False,
     )
 
     def __init__(self, url: str = "memory://") -> None:

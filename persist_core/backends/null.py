@@ -24,6 +24,7 @@ class NullBackend(Backend):
         keeps_removed_records=False,
         listing=True,
         deletion=True,
+        atomic_units=True,
         blocks=False,
     )
 

@@ -48,6 +48,7 @@ from persist_core.testing.samples import (
 )
 from persist_core.testing.stateful import state_machine_for
 from persist_core.testing.strategies import invalid_values, json_values, key_strings
+from persist_core.testing.units import UnitClauses
 
 __all__ = ["BackendContractTests"]
 
@@ -120,7 +121,7 @@ def _reads(spec: DomainSpec, item: Any = _DEFAULT) -> Callable[[Store], Any]:
     return collection
 
 
-class BackendContractTests(BackendClauses, OwnershipClauses, ListingClauses, KeyClauses, LitterClauses):
+class BackendContractTests(BackendClauses, OwnershipClauses, ListingClauses, KeyClauses, LitterClauses, UnitClauses):
     """The contract clauses, run against the backend that ``backend_factory`` builds.
 
     Override ``backend_factory`` to return a zero-argument, picklable callable that builds a new,
