@@ -47,6 +47,7 @@ PROVIDERS: tuple[str, ...] = (
     "persist_sql.async_bench",
     "persist_mongo.bench",
     "persist_mongo.async_bench",
+    "persist_core.bench.unit_pairs",
 )
 
 #: The most operations per chunk before the runner switches sides.
