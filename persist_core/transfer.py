@@ -308,14 +308,25 @@ class TransferSummary:
         }
 
 
-def verify(source: Backend, target: Backend, domains: Sequence[str]) -> list[DomainCheck]:
-    """Count and digest every domain of ``domains`` on both sides."""
+def verify(
+    source: Backend, target: Backend, domains: Sequence[str], known: Mapping[str, DomainDigest] | None = None
+) -> list[DomainCheck]:
+    """Count and digest every domain of ``domains`` on both sides; a source digest in ``known`` (taken while the
+    copy read the source, which it owned meanwhile) is not read again."""
     checks = []
     for name in domains:
         spec = DOMAINS[name]
-        left, right = digest_of(source, spec), digest_of(target, spec)
+        left = (known or {}).get(name) or digest_of(source, spec)
+        right = digest_of(target, spec)
         checks.append(DomainCheck(name, left.records, left.digest, right.records, right.digest))
     return checks
+
+
+def _digesting(records: Iterator[tuple[Key, Record]], digest: DomainDigest) -> Iterator[tuple[Key, Record]]:
+    """``records``, each added to ``digest`` on its way through."""
+    for key, record in records:
+        digest.add(key, record)
+        yield key, record
 
 
 def _copy_domains(source: Backend, target: Backend, domains: Sequence[str] | None) -> list[str]:
@@ -356,6 +367,7 @@ def copy_backends(
         _require_listing(backend)
     names = _copy_domains(source, target, _check_domains(domains))
     summary = TransferSummary(source.url, target.url)
+    read: dict[str, DomainDigest] = {}  # the source's digests, taken as the copy reads it
     with ExitStack() as stack:
         if not verify_only:
             source = stack.enter_context(_owned(source))
@@ -369,8 +381,9 @@ def copy_backends(
                 progress(done, total)
 
             for name in names:
-                summary.transfers.append(_apply(target, DOMAINS[name], _stream(source, DOMAINS[name]), tick))
-        summary.checks = verify(source, target, names)
+                records = _digesting(_stream(source, DOMAINS[name]), read.setdefault(name, DomainDigest()))
+                summary.transfers.append(_apply(target, DOMAINS[name], records, tick))
+        summary.checks = verify(source, target, names, read)
     summary.seconds = time.monotonic() - started
     return summary
 
