@@ -437,7 +437,7 @@ def prune(
     instead). A dry run claims nothing, deletes nothing and reports the same counts.
 
     Raises:
-        ConfigurationError: a bad rule or domain, or a backend that cannot list or delete (a jsonl log).
+        ConfigurationError: a bad rule or domain, or a backend that cannot list or delete records.
         OwnershipError: another live process owns the storage.
     """
     from persist_core.operate import _storages
