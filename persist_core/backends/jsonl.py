@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -454,31 +454,42 @@ class JsonlBackend(Backend):
     def insert_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> int:
         self._check_domain(domain)
         lines = [(key[-1], record, _line_of(key[-1], record)) for key, record in items]  # all checked first
+        with self._exclusive() as fd:
+            fresh: dict[str, tuple[Record, bytes]] = {}
+            for entry_id, record, line in lines:
+                if entry_id not in self._index and entry_id not in fresh:
+                    fresh[entry_id] = (record, line.encode("utf-8"))
+            if not fresh:
+                return 0
+            self._append(fd, b"".join(data for _, data in fresh.values()))
+            at = self._offset
+            for entry_id, (record, data) in fresh.items():
+                self._add(entry_id, record, at)
+                at += len(data)
+            self._offset = at
+        return len(fresh)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[int]:
+        """Hold ``_lock`` and ``LOCK_EX`` on the current file, indexed (and repaired) to its end; OS errors
+        become persist errors."""
         with self._lock:
             self._descriptor()
             try:
                 fd = self._lock_file(shared=False)
                 try:
                     self._catch_up(fd, repair=True)
-                    fresh: dict[str, tuple[Record, bytes]] = {}
-                    for entry_id, record, line in lines:
-                        if entry_id not in self._index and entry_id not in fresh:
-                            fresh[entry_id] = (record, line.encode("utf-8"))
-                    if not fresh:
-                        return 0
-                    self._append(fd, b"".join(data for _, data in fresh.values()))
-                    at = self._offset
-                    for entry_id, (record, data) in fresh.items():
-                        self._add(entry_id, record, at)
-                        at += len(data)
-                    self._offset = at
+                    yield fd
                 finally:
+                    # After a compaction the old file is released only now, when the new one is in place: an
+                    # instance blocked on its lock then finds the path naming the new file (see _lock_file).
                     fcntl.flock(fd, fcntl.LOCK_UN)
+                    if fd != self._fd:
+                        os.close(fd)
             except PersistError:
                 raise
             except OSError as exc:
                 raise _translate(exc, self.path) from exc
-        return len(fresh)
 
     def _append(self, fd: int, data: bytes) -> None:
         """One write of whole lines (looping only if the kernel writes less), then one data sync."""
@@ -519,26 +530,11 @@ class JsonlBackend(Backend):
         """
         self._check_domain(domain)
         wanted = {key[-1] for key in keys}
-        with self._lock:
-            self._descriptor()
-            try:
-                fd = self._lock_file(shared=False)
-                try:
-                    self._catch_up(fd, repair=True)
-                    doomed = wanted & self._index.keys()
-                    if doomed:
-                        self._sweep_leftovers_locked()
-                        self._compact(fd, doomed)
-                finally:
-                    # The old file is released only now, when the new one is in place: an instance blocked on
-                    # its lock then finds the path naming the new file (see _lock_file).
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                    if fd != self._fd:
-                        os.close(fd)
-            except PersistError:
-                raise
-            except OSError as exc:
-                raise _translate(exc, self.path) from exc
+        with self._exclusive() as fd:
+            doomed = wanted & self._index.keys()
+            if doomed:
+                self._sweep_leftovers_locked()
+                self._compact(fd, doomed)
         return len(doomed)
 
     def _compact(self, fd: int, doomed: set[str]) -> None:
