@@ -90,6 +90,9 @@ class Capabilities:
         listing: :meth:`Backend.list_contexts` and :meth:`Backend.list_records` enumerate what is stored
             (CONTRACTS.md 3.8), which the operator tools (``ls``, ``show``, ``export``, ``copy``) need.
         deletion: :meth:`Backend.delete_records` removes records for good, which ``prune`` needs.
+        deletion_batch: how many keys ``prune`` collects before it calls :meth:`Backend.delete_records`. A
+            backend whose every call costs in proportion to what it stores (jsonl rewrites its file) asks for
+            large batches; the keys are held in memory meanwhile.
         blocks: an operation may wait: on I/O, a server, or a lock another process holds. ``False`` declares
             that every operation is a short in-memory step (memory); the asyncio face then calls it on the
             event loop, because a hop to the thread pool and back costs more than the operation.
@@ -102,6 +105,7 @@ class Capabilities:
     ownership: bool = False
     listing: bool = False
     deletion: bool = False
+    deletion_batch: int = PAGE_SIZE
     blocks: bool = True
 
     def supports(self, domain_name: str) -> bool:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,11 @@ from hypothesis import strategies as st
 
 from persist_core import OwnershipError, setup
 from persist_core.backend import Key, Record
+from persist_core.backends.jsonl import JsonlBackend
 from persist_core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from persist_core.domains import DOMAINS
+from persist_core.domains import DOMAINS, DomainSpec
 from persist_core.errors import ConfigurationError
-from persist_core.prune import PruneReport, item_time, parse_duration, parse_time, prune
+from persist_core.prune import PrunePolicy, PruneReport, item_time, parse_duration, parse_time, prune, prune_storages
 from persist_core.registry import create_backend
 from persist_core.stores import CollectionStore, make_store
 from tests.sql import servers
@@ -233,6 +236,32 @@ def test_the_facade_prunes_its_jsonl_log_and_another_instance_follows(tmp_path: 
         assert [e["id"] for e in log.read()] == [e["id"] for e in other.read()] == expected
         assert log.read()[0] == {"id": "e0", "timestamp": NOW}
     assert _log_lines(tmp_path) == ["e0", "e1", "e2", "u", "e9", "new", "late"]
+
+
+class _CountingJsonl(JsonlBackend):
+    """The jsonl backend, recording the size of every deletion it is asked for."""
+
+    def __init__(self, path: Path, batch: int | None) -> None:
+        super().__init__(path, durability="process")
+        if batch is not None:
+            self.capabilities = dataclasses.replace(JsonlBackend.capabilities, deletion_batch=batch)
+        self.calls: list[int] = []
+
+    def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        self.calls.append(len(keys))
+        return super().delete_records(domain, keys)
+
+
+@pytest.mark.parametrize(("batch", "calls"), [(None, [9]), (4, [4, 4, 1])])
+def test_prune_deletes_in_batches_of_the_backends_deletion_batch(
+    tmp_path: Path, batch: int | None, calls: list[int]
+) -> None:
+    """A jsonl deletion rewrites the file, so it asks for its keys in large batches: one compaction here."""
+    _split_env(tmp_path)
+    with _CountingJsonl(tmp_path / "log.jsonl", batch) as backend:
+        report = prune_storages([(backend, ["log"])], PrunePolicy.build(NOW, keep_last=1))
+        assert report.deleted == 9 and backend.calls == calls
+    assert _log_lines(tmp_path) == ["e0", "u"]
 
 
 def test_prune_under_a_live_owner_in_another_process_is_refused(tmp_path: Path) -> None:

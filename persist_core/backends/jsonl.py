@@ -87,7 +87,15 @@ class JsonlBackend(Backend):
     """The log domain as one append-only JSON-lines file; shared between processes; survives kills (and power
     cuts unless ``durability="process"``)."""
 
-    capabilities = Capabilities(domains=frozenset({"log"}), keeps_removed_records=False, listing=True, deletion=True)
+    # A deletion rewrites the file whatever it deletes: prune should hand over many keys at once (the index
+    # holds every entry already, so 100,000 keys beside it are a small part of the memory).
+    capabilities = Capabilities(
+        domains=frozenset({"log"}),
+        keeps_removed_records=False,
+        listing=True,
+        deletion=True,
+        deletion_batch=100_000,
+    )
 
     def __init__(
         self,
@@ -675,6 +683,10 @@ class JsonlBackend(Backend):
     ) -> list[tuple[ItemKey, Record]]:
         self._check_domain(domain)
         self._refresh()
+        return self._entries(start, stop)
+
+    def _entries(self, start: str | None, stop: str | None, limit: int | None = None) -> list[tuple[str, Record]]:
+        """The indexed entries from ``start`` (inclusive) to ``stop`` (exclusive), ascending, at most ``limit``."""
         with self._lock:
             self._indexed()
             ids = self._ids
@@ -683,6 +695,8 @@ class JsonlBackend(Backend):
                 self._sorted = True
             lo = 0 if start is None else bisect.bisect_left(ids, start)
             hi = len(ids) if stop is None else bisect.bisect_left(ids, stop)
+            if limit is not None:
+                hi = min(hi, lo + limit)
             index = self._index
             return [(entry_id, index[entry_id]) for entry_id in ids[lo:hi]]
 
@@ -707,8 +721,11 @@ class JsonlBackend(Backend):
     def list_records(
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
     ) -> list[tuple[Key, Record]]:
-        start = None if not after else after[0]
-        pairs = self.scan(domain, (), start)[: limit + 1]  # ascending: only the first may be ``after`` itself
+        self._check_domain(domain)
+        self._refresh()
+        # Ascending from ``after``: only the first may be ``after`` itself. Sliced before the records are
+        # gathered, so that paging through the log costs a page per page, not the rest of the log.
+        pairs = self._entries(after[0] if after else None, None, limit + 1)
         return [((entry_id,), record) for entry_id, record in pairs if comes_after((entry_id,), after)][:limit]
 
     def _check_domain(self, domain: DomainSpec) -> None:
