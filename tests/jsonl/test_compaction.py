@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from persist_core import BackendTimeoutError, ConfigurationError
+from persist_core import BackendTimeoutError, ConfigurationError, CorruptRecordError
 from persist_core.backend import Record
 from persist_core.backends.jsonl import COMPACTION_INFIX, JsonlBackend
 from tests.jsonl.helpers import LOG, entry, insert, lines_of, parsed_lines, quarantine_files
@@ -160,3 +160,16 @@ def test_a_temp_file_left_by_a_killed_compaction_is_ignored_and_swept(
         assert not late.exists()
     assert [r.getMessage().split(",")[0] for r in caplog.records] == [f"removed {leftover}", f"removed {late}"]
     assert parsed_lines(path) == [{"id": "b"}]
+
+
+def test_a_line_changed_in_place_behind_the_index_stops_the_deletion_and_nothing_is_deleted(path: Path) -> None:
+    with JsonlBackend(path) as backend:
+        insert(backend, [entry("a1"), entry("b1"), entry("c1")])
+        data = path.read_bytes()
+        edited = data.replace(b'{"id":"b1"}', b'{"id":"b2"}')  # a hand edit of the same length: no size change
+        with path.open("r+b") as raw:
+            raw.write(edited)
+        with pytest.raises(CorruptRecordError, match="is not an entry to delete; nothing was deleted"):
+            backend.delete_records(LOG, _keys("a1", "b1"))
+        assert path.read_bytes() == edited
+        assert list(path.parent.glob(f"*{COMPACTION_INFIX}*")) == []
