@@ -94,6 +94,9 @@ class Capabilities:
         atomic_units: :meth:`Backend.apply_unit` applies a unit of work all or none: after a crash (of the kind
             ``survives_process_kill`` names) either every write of the unit is visible or none is. ``False``: the
             default :meth:`Backend.apply_unit` applies the writes one by one, and a unit is logged as not atomic.
+        deletion_batch: how many keys ``prune`` collects before it calls :meth:`Backend.delete_records`. A
+            backend whose every call costs in proportion to what it stores (jsonl rewrites its file) asks for
+            large batches; the keys are held in memory meanwhile.
         blocks: an operation may wait: on I/O, a server, or a lock another process holds. ``False`` declares
             that every operation is a short in-memory step (memory); the asyncio face then calls it on the
             event loop, because a hop to the thread pool and back costs more than the operation.
@@ -107,6 +110,7 @@ class Capabilities:
     listing: bool = False
     deletion: bool = False
     atomic_units: bool = False
+    deletion_batch: int = PAGE_SIZE
     blocks: bool = True
 
     def supports(self, domain_name: str) -> bool:

@@ -441,7 +441,7 @@ class Persist:
         it runs; backtest-only storage takes no ownership. Process-local backends (memory) are pruned too.
 
         Raises:
-            ConfigurationError: a bad rule or domain, or a backend that cannot list or delete (a jsonl log).
+            ConfigurationError: a bad rule or domain, or a backend that cannot list or delete records.
             OwnershipError: another live process owns the live storage.
         """
         policy = PrunePolicy.build(**rules)

@@ -10,7 +10,8 @@ Three rules, each for the domains it concerns (docs/decisions.md, "Prune"):
   than a duration. Only when asked: by default the audit trail stays.
 
 The walk pages through :meth:`~persist_core.backend.Backend.list_records` in key order and deletes in
-batches, so memory stays flat in the number of records (a ``keep_last`` of N holds N keys per context).
+batches (of the backend's ``Capabilities.deletion_batch`` keys), so memory stays flat in the number of records
+(a ``keep_last`` of N holds N keys per context).
 Deleting behind the cursor never disturbs the listing, so a dry run counts exactly what a real run deletes.
 """
 
@@ -246,10 +247,11 @@ class _Deleter:
         self._backend, self._spec, self._report, self._dry_run = backend, spec, report, dry_run
         self._keys: list[Key] = []
         self._recheck = spec.soft_delete
+        self._batch = max(1, backend.capabilities.deletion_batch)
 
     def add(self, key: Key) -> None:
         self._keys.append(key)
-        if len(self._keys) >= PAGE_SIZE:
+        if len(self._keys) >= self._batch:
             self.flush()
 
     def flush(self) -> None:
@@ -437,7 +439,7 @@ def prune(
     instead). A dry run claims nothing, deletes nothing and reports the same counts.
 
     Raises:
-        ConfigurationError: a bad rule or domain, or a backend that cannot list or delete (a jsonl log).
+        ConfigurationError: a bad rule or domain, or a backend that cannot list or delete records.
         OwnershipError: another live process owns the storage.
     """
     from persist_core.operate import _storages

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,13 @@ from hypothesis import strategies as st
 
 from persist_core import OwnershipError, setup
 from persist_core.backend import Key, Record
+from persist_core.backends.jsonl import JsonlBackend
 from persist_core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from persist_core.domains import DOMAINS
+from persist_core.domains import DOMAINS, DomainSpec
 from persist_core.errors import ConfigurationError
-from persist_core.prune import PruneReport, item_time, parse_duration, parse_time, prune
+from persist_core.prune import PrunePolicy, PruneReport, item_time, parse_duration, parse_time, prune, prune_storages
 from persist_core.registry import create_backend
+from persist_core.stores import CollectionStore, make_store
 from tests.sql import servers
 
 NOW = 1_750_000_000_000
@@ -175,15 +179,89 @@ def test_domains_narrow_the_rules_and_a_domain_no_rule_concerns_is_refused(tmp_p
         prune(url, env={})
 
 
-def test_a_jsonl_log_cannot_be_pruned_and_nothing_else_is_deleted_either(tmp_path: Path) -> None:
+def _split_env(tmp_path: Path) -> dict[str, str]:
+    """The log on a ``jsonl:`` route, everything else on ``file:``; ten dated log entries and an undated one."""
     env = {"PERSIST_URL": f"file:{tmp_path}/dump", "PERSIST_LOG_URL": f"jsonl:{tmp_path}/log.jsonl"}
     with setup(env=env) as persist:
-        persist.live.log().write([{"id": "a", "timestamp": 0}])
-        persist.live.notification(backtest=False).write([{"id": "n", "timestamp": 0}])
-    with pytest.raises(ConfigurationError, match=r"cannot prune the log domain .* cannot delete"):
-        prune(env=env, older_than="1d")
+        persist.live.log().write([{"id": f"e{i}", "timestamp": NOW - i * DAY} for i in range(10)] + [{"id": "u"}])
+        persist.live.notification(backtest=False).write([{"id": f"n{i}", "timestamp": NOW - i * DAY} for i in range(4)])
+    return env
+
+
+def _log_lines(tmp_path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_jsonl_log_is_pruned_by_age_then_by_count_and_nothing_else_goes(tmp_path: Path) -> None:
+    env = _split_env(tmp_path)
+    dry = prune(env=env, now_ms=NOW, older_than="5d", domains=["log"], dry_run=True)
+    assert _log_lines(tmp_path) == [*(f"e{i}" for i in range(10)), "u"]
+    report = prune(env=env, now_ms=NOW, older_than="5d", domains=["log"])
+    assert [(d.domain, d.url, d.deleted, d.undated) for d in report.domains] == [
+        ("log", f"jsonl:{tmp_path}/log.jsonl", 4, 1)
+    ]
+    assert dry.deleted == report.deleted
+    assert _log_lines(tmp_path) == ["e0", "e1", "e2", "e3", "e4", "e5", "u"]  # the file itself, in its order
+    report = prune(env=env, now_ms=NOW, keep_last=2)
+    assert {d.domain: d.deleted for d in report.domains} == {"log": 4, "notification": 2, "storage": 0}
+    assert _log_lines(tmp_path) == ["e0", "e1", "u"]
     with setup(env=env) as persist:
-        assert persist.live.notification(backtest=False).read() == [{"id": "n", "timestamp": 0}]
+        assert [e["id"] for e in persist.live.log().read()] == ["e0", "e1", "u"]
+        assert [n["id"] for n in persist.live.notification(backtest=False).read()] == ["n0", "n1"]
+    assert list(tmp_path.glob("log.jsonl.*")) == []  # no temp file, no quarantine
+
+
+def test_cli_prune_of_a_jsonl_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in _split_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    code, out, _ = run("prune", "--keep-last", "3", "--domain", "log", "--json")
+    assert code == EXIT_OK
+    assert json.loads(out)["domains"] == [
+        {"domain": "log", "url": f"jsonl:{tmp_path}/log.jsonl", "examined": 11, "deleted": 7, "undated": 1}
+    ]
+    assert _log_lines(tmp_path) == ["e0", "e1", "e2", "u"]
+
+
+def test_the_facade_prunes_its_jsonl_log_and_another_instance_follows(tmp_path: Path) -> None:
+    env = _split_env(tmp_path)
+    with setup(env=env) as persist, create_backend(env["PERSIST_LOG_URL"]) as backend:
+        persist.claim_ownership()
+        log, other = persist.live.log(), make_store(backend, DOMAINS["log"], {})
+        assert isinstance(other, CollectionStore)
+        assert len(other.read()) == 11  # another instance of the jsonl backend, indexed before the prune
+        assert persist.prune(keep_last=3, domains=["log"]).deleted == 7
+        log.write([{"id": "e9", "timestamp": NOW}, {"id": "new"}])  # a pruned id may come again
+        other.write([{"id": "e0", "timestamp": 0}, {"id": "late"}])  # e0 is still there: skipped
+        expected = ["e0", "e1", "e2", "e9", "late", "new", "u"]
+        assert [e["id"] for e in log.read()] == [e["id"] for e in other.read()] == expected
+        assert log.read()[0] == {"id": "e0", "timestamp": NOW}
+    assert _log_lines(tmp_path) == ["e0", "e1", "e2", "u", "e9", "new", "late"]
+
+
+class _CountingJsonl(JsonlBackend):
+    """The jsonl backend, recording the size of every deletion it is asked for."""
+
+    def __init__(self, path: Path, batch: int | None) -> None:
+        super().__init__(path, durability="process")
+        if batch is not None:
+            self.capabilities = dataclasses.replace(JsonlBackend.capabilities, deletion_batch=batch)
+        self.calls: list[int] = []
+
+    def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
+        self.calls.append(len(keys))
+        return super().delete_records(domain, keys)
+
+
+@pytest.mark.parametrize(("batch", "calls"), [(None, [9]), (4, [4, 4, 1])])
+def test_prune_deletes_in_batches_of_the_backends_deletion_batch(
+    tmp_path: Path, batch: int | None, calls: list[int]
+) -> None:
+    """A jsonl deletion rewrites the file, so it asks for its keys in large batches: one compaction here."""
+    _split_env(tmp_path)
+    with _CountingJsonl(tmp_path / "log.jsonl", batch) as backend:
+        report = prune_storages([(backend, ["log"])], PrunePolicy.build(NOW, keep_last=1))
+        assert report.deleted == 9 and backend.calls == calls
+    assert _log_lines(tmp_path) == ["e0", "u"]
 
 
 def test_prune_under_a_live_owner_in_another_process_is_refused(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -32,10 +31,10 @@ from urllib.parse import quote, unquote
 from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record, comes_after
 from persist_core.backends._durable import durability_of, fsync_dir, makedirs_durably
 from persist_core.backends._file_leases import FileLeaseLog
+from persist_core.backends._flock import flock_within
 from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, parse_timeout
 from persist_core.domains import DOMAINS, DomainSpec, FieldType, KeyField, Kind
 from persist_core.errors import (
-    BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
     CorruptRecordError,
@@ -755,30 +754,15 @@ def _locked_folder(folder: str, *, create: bool, fsync: bool, timeout: float, ur
         yield False
         return
     try:
-        _flock_within(fd, folder, timeout, url)
+        flock_within(
+            fd,
+            timeout,
+            f"file backend {url}: writing under {folder} waited {timeout:g} s for another writer's folder lock "
+            "(a writer stopped while holding it?)",
+        )
         yield True
     finally:
         os.close(fd)  # releases the lock
-
-
-def _flock_within(fd: int, folder: str, timeout: float, url: str) -> None:
-    """Take an exclusive flock on ``fd`` within ``timeout`` seconds (a free lock costs one system call)."""
-    deadline = None
-    delay = 0.0005
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            now = time.monotonic()
-            deadline = deadline or now + timeout
-            if now >= deadline:
-                raise BackendTimeoutError(
-                    f"file backend {url}: writing under {folder} waited {timeout:g} s for another writer's "
-                    "folder lock (a writer stopped while holding it?)"
-                ) from None
-            time.sleep(min(delay, deadline - now))
-            delay = min(delay * 2, 0.02)
 
 
 def _format(record: Record) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,32 @@ def kill_loop_writer(path: str, prefix: str, conn: Any) -> None:
             raise AssertionError(f"batch {batch_no} was not stored whole")
         conn.send(f"{prefix}{batch_no:05d}")
         batch_no += 1
+
+
+def following_appender(path: str, stop: Any, acks: Any) -> None:
+    """Append small batches of new ids until ``stop`` is set, while another process compacts the file; put
+    the ids of every batch the backend acknowledged on ``acks``, then ``None``."""
+    backend = JsonlBackend(path, durability="process")
+    backend.open()
+    batch_no = 0
+    try:
+        while not stop.is_set():
+            ids = [f"c{batch_no:06d}-{n}" for n in range(5)]
+            if insert(backend, [entry(i, pad="q" * 100) for i in ids]) != len(ids):
+                raise AssertionError(f"batch {batch_no} was not stored whole")
+            acks.put(ids)
+            batch_no += 1
+    finally:
+        backend.close()
+        acks.put(None)
+
+
+def compactor(path: str, doomed: list[str], conn: Any) -> None:
+    """Index the log, say so, then delete ``doomed`` (a large compaction) and say how long it took."""
+    backend = JsonlBackend(path)
+    backend.open()
+    conn.send("ready")
+    started = time.monotonic()
+    deleted = backend.delete_records(LOG, [(i,) for i in doomed])
+    conn.send((deleted, time.monotonic() - started))
+    backend.close()

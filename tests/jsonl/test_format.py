@@ -277,17 +277,22 @@ def test_a_repeated_id_in_the_file_keeps_the_first_and_warns(path: Path, caplog:
     assert "1 line(s) whose id came earlier" in caplog.records[0].getMessage()
 
 
-def test_appending_to_a_rotated_file_is_refused(path: Path) -> None:
+def test_a_rotated_file_is_refused_until_a_new_file_takes_its_name(path: Path) -> None:
+    """An append to a renamed file would be lost with it; a file under the name again is followed, as after
+    a compaction, and de-duplication is per file."""
+    rotated = path.with_name("log.jsonl.1")
     with JsonlBackend(path) as backend:
         insert(backend, [entry("a")])
-        path.rename(path.with_name("log.jsonl.1"))
-        with pytest.raises(BackendUnavailableError, match="removed or replaced"):
+        path.rename(rotated)
+        with pytest.raises(BackendUnavailableError, match="removed or renamed"):
             insert(backend, [entry("b")])
+        with pytest.raises(BackendUnavailableError, match="removed or renamed"):
+            backend.scan(LOG, ())
         path.write_text("")
-        with pytest.raises(BackendUnavailableError, match="removed or replaced"):
-            insert(backend, [entry("b")])
-    assert parsed_lines(path.with_name("log.jsonl.1")) == [{"id": "a"}]
-    assert path.read_text() == ""
+        assert backend.scan(LOG, ()) == []
+        assert insert(backend, [entry("a"), entry("b")]) == 2
+    assert parsed_lines(rotated) == [{"id": "a"}]
+    assert parsed_lines(path) == [{"id": "a"}, {"id": "b"}]
 
 
 def test_a_file_cut_short_behind_the_backends_back_is_reported(path: Path) -> None:

@@ -1,10 +1,12 @@
-"""The jsonl backend shared between processes: an append race, a forked writer, and writers killed mid-append."""
+"""The jsonl backend shared between processes: an append race, a forked writer, writers killed mid-append, an
+appender racing repeated compactions, and compactors killed mid-compaction."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import random
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,8 +14,18 @@ from typing import Any
 
 import pytest
 
-from persist_core.backends.jsonl import JsonlBackend
-from tests.jsonl.helpers import LOG, entry, insert, kill_loop_writer, lines_of, quarantine_files, race_appender
+from persist_core.backends.jsonl import COMPACTION_INFIX, JsonlBackend
+from tests.jsonl.helpers import (
+    LOG,
+    compactor,
+    entry,
+    following_appender,
+    insert,
+    kill_loop_writer,
+    lines_of,
+    quarantine_files,
+    race_appender,
+)
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -110,3 +122,95 @@ def test_writers_killed_mid_append_lose_nothing_acknowledged(tmp_path: Path) -> 
         assert data.startswith(b'{"id":"r')
         assert b"\n" not in data
         assert data[7:19].decode() not in acked
+
+
+def _ids_in(path: Path) -> list[str]:
+    """The ids of the file's lines, in file order (fails the test on a line that does not parse)."""
+    return [json.loads(line)["id"] for line in lines_of(path) if line.strip()]
+
+
+def test_an_appender_in_another_process_loses_nothing_to_repeated_compactions(tmp_path: Path) -> None:
+    """The child appends through its own instance while the parent deletes half the log, again and again: every
+    append the child was acknowledged survives, and no deleted entry comes back."""
+    path = tmp_path / "follow.jsonl"
+    parent = JsonlBackend(path, durability="process")
+    initial = {f"p{n:04d}" for n in range(300)}
+    insert(parent, [entry(i, pad="p" * 100) for i in sorted(initial)])
+    stop, acks = SPAWN.Event(), SPAWN.Queue()
+    child = SPAWN.Process(target=following_appender, args=(str(path), stop, acks))
+    child.start()
+    acked: set[str] = set(acks.get(timeout=60))  # the child is appending
+    deleted: set[str] = set()
+    rng = random.Random(11)
+    acked_before = len(acked)
+    for _ in range(30):
+        present = [key[0] for key, _ in parent.list_records(LOG, limit=1_000_000)]
+        doomed = rng.sample(present, len(present) // 2)
+        assert parent.delete_records(LOG, [(i,) for i in doomed]) == len(doomed)
+        deleted.update(doomed)
+        while not acks.empty():
+            acked.update(acks.get())
+        time.sleep(0.01)
+    stop.set()
+    while (ids := acks.get(timeout=60)) is not None:
+        acked.update(ids)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    parent.close()
+
+    in_file = _ids_in(path)
+    assert len(in_file) == len(set(in_file)), "an id is in the file twice"
+    with JsonlBackend(path) as fresh:
+        stored = {key for key, _ in fresh.scan(LOG, ())}
+    assert stored == set(in_file)
+    assert sorted(acked - deleted - stored) == [], "an acknowledged append was lost"
+    assert sorted(deleted & stored) == [], "a deleted entry came back"
+    assert stored == (initial | acked) - deleted
+    assert len(acked) > acked_before + 30, "the child did not append while the parent compacted"
+    assert deleted & acked, "the parent never deleted what the child appended: no race"
+    assert quarantine_files(path) == []
+    assert list(tmp_path.glob(f"*{COMPACTION_INFIX}*")) == []
+
+
+def test_a_compactor_killed_at_random_points_leaves_the_log_whole_before_or_after(tmp_path: Path) -> None:
+    """SIGKILL during a compaction of 6 MB (every other of 40,000 entries deleted): the log is byte for byte the
+    one before or the one after, and the temp file left behind is ignored, then swept at the next open."""
+    path = tmp_path / "big.jsonl"
+    ids = [f"k{n:06d}" for n in range(40_000)]
+    lines = {i: f'{{"id":"{i}","pad":"{"z" * (100 + n % 50)}"}}\n'.encode() for n, i in enumerate(ids)}
+    whole_before = b"".join(lines.values())
+    doomed = ids[::2]
+    kept = sorted(set(ids) - set(doomed))
+    whole_after = b"".join(lines[i] for i in kept)
+    original = tmp_path / "original"
+    original.write_bytes(whole_before)
+    rng = random.Random(3)
+    duration = 0.0
+    outcomes: Counter[str] = Counter()
+    for round_no in range(14):
+        shutil.copyfile(original, path)
+        receiver, sender = SPAWN.Pipe(duplex=False)
+        proc = SPAWN.Process(target=compactor, args=(str(path), doomed, sender), daemon=True)
+        proc.start()
+        sender.close()
+        assert receiver.poll(60) and receiver.recv() == "ready"
+        if round_no == 0:  # the first one runs to the end: how long a compaction takes here
+            assert receiver.poll(60)
+            deleted, duration = receiver.recv()
+            assert deleted == len(doomed)
+        else:
+            time.sleep(rng.uniform(0, duration * 1.2))
+            proc.kill()
+        proc.join(timeout=60)
+        leftovers = list(tmp_path.glob(f"big.jsonl{COMPACTION_INFIX}*"))
+        data = path.read_bytes()
+        assert data in (whole_before, whole_after), f"round {round_no}: the log is neither before nor after"
+        outcomes["after" if data == whole_after else "before, temp file left" if leftovers else "before"] += 1
+        with JsonlBackend(path) as reopened:
+            assert [key for key, _ in reopened.scan(LOG, ())] == (ids if data == whole_before else kept)
+        assert list(tmp_path.glob(f"big.jsonl{COMPACTION_INFIX}*")) == [], "the temp file was not swept"
+        if round_no >= 6 and outcomes["before, temp file left"] and outcomes["after"] > 1:
+            break
+    print(f"\ncompaction of {len(whole_before)} bytes took {duration:.3f} s; kill outcomes: {dict(outcomes)}")
+    assert outcomes["before, temp file left"] >= 1, f"no kill landed inside the compaction: {dict(outcomes)}"
+    assert quarantine_files(path) == []

@@ -1,5 +1,6 @@
-"""Append-only, as a property: whatever batches are written, by however many instances, with reopens between
-them, the file holds each id once, with the value first written, in the order first written."""
+"""Append-only, as a property: whatever batches are written (and deleted), by however many instances, with
+reopens between them, the file holds each id once, with the value first written (since its last deletion), in
+the order first written; every instance reads exactly that, whichever one compacted the file last."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ STEP = st.one_of(
     st.tuples(st.just("write"), st.integers(0, 2), st.lists(st.tuples(IDS, json_values()), max_size=5)),
     st.tuples(st.just("reopen"), st.integers(0, 2), st.just([])),
 )
+#: Deletions: few ids and two instances, so that one instance often deletes again after its own compaction.
+FEW_IDS = st.sampled_from(["a", "b", "c", "日本", "x" * 80])
+CHURN = st.tuples(st.sampled_from(["write", "delete"]), st.integers(0, 1), st.lists(FEW_IDS, min_size=1, max_size=4))
 
 
 def log_of(backend: JsonlBackend) -> CollectionStore:
@@ -51,6 +55,34 @@ def test_first_write_wins_in_file_and_index(tmp_path: Path, steps: list[tuple[st
             for e in entries:
                 model.setdefault(e["id"], e)
             for reader in backends:  # every instance agrees, whichever wrote
+                assert log_of(reader).read() == [model[k] for k in sorted(model)]
+        assert [json.loads(line) for line in lines_of(path)] == list(model.values())
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(CHURN, min_size=2, max_size=25))
+def test_writes_and_deletions_by_two_instances_match_a_model(
+    tmp_path: Path, steps: list[tuple[str, int, list[str]]]
+) -> None:
+    path = tmp_path / f"churn-{next(_runs)}.jsonl"
+    backends = [JsonlBackend(path, durability="process") for _ in range(2)]
+    model: dict[str, dict[str, Any]] = {}
+    try:
+        for n, (action, who, ids) in enumerate(steps):
+            if action == "delete":
+                existing = set(ids) & set(model)
+                assert backends[who].delete_records(LOG, [(i,) for i in ids]) == len(existing)
+                for entry_id in existing:
+                    del model[entry_id]
+            else:
+                entries = [{"id": entry_id, "step": n} for entry_id in ids]
+                log_of(backends[who]).write(entries)
+                for e in entries:
+                    model.setdefault(e["id"], e)
+            for reader in backends:
                 assert log_of(reader).read() == [model[k] for k in sorted(model)]
         assert [json.loads(line) for line in lines_of(path)] == list(model.values())
     finally:
