@@ -9,6 +9,9 @@ Durability: every write goes to a uniquely named temp file in the target folder,
 over the target, and the folder is fsynced (``durability="process"`` skips both fsyncs: the data then
 survives a killed process but not a power cut). First-write-wins domains use ``os.link`` from the
 temp file, which fails atomically if the target exists, also between processes.
+
+Units of work (``apply_unit``) are committed by one journal file in ``<root>/.units`` and replayed by
+``open`` if their writer died (:mod:`persist_core.backends._file_journal`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record, comes_after
-from persist_core.backends._durable import durability_of, fsync_dir, makedirs_durably
+from persist_core.backends._durable import (
+    can_sync_filesystem,
+    durability_of,
+    fsync_dir,
+    makedirs_durably,
+    sync_filesystem,
+)
+from persist_core.backends._file_journal import Change, UnitJournal, decode_journal, encode_journal
 from persist_core.backends._file_leases import FileLeaseLog
 from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, parse_timeout
 from persist_core.domains import DOMAINS, DomainSpec, FieldType, KeyField, Kind
@@ -42,6 +52,7 @@ from persist_core.errors import (
     InvalidKeyError,
     PersistError,
 )
+from persist_core.units import Write, WriteOp
 from persist_core.urls import (
     check_keywords,
     check_options,
@@ -112,7 +123,7 @@ class FileBackend(Backend):
     """Records as files under a root folder; shared between processes; survives kills (and power cuts
     unless ``durability="process"``)."""
 
-    capabilities = Capabilities(ownership=True, listing=True, deletion=True)
+    capabilities = Capabilities(ownership=True, listing=True, deletion=True, atomic_units=True)
 
     def __init__(
         self,
@@ -138,6 +149,12 @@ class FileBackend(Backend):
         self._listed: tuple[str, int, list[tuple[Any, str]]] | None = None  # the folder _items read last
         self._swept: set[str] = set()  # folders whose stale temp files this process has swept
         self._root_prefix = os.path.join(os.fspath(self.root), "")
+        # A unit's files are made durable together by syncfs(2) where it exists, else each one on its own.
+        self._syncfs = self._fsync and can_sync_filesystem()
+        self._journal = UnitJournal(
+            os.fspath(self.root), fsync=self._fsync, syncfs=self._syncfs, temp_prefix=TEMP_PREFIX
+        )
+        self._replay_due = False  # a unit of this backend was committed but not applied whole (see apply_unit)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FileBackend:
@@ -187,7 +204,20 @@ class FileBackend(Backend):
                 self._sweep()
             else:
                 self._sweep_folder(os.fspath(self.root))
+            try:
+                self._replay_units()
+            except PersistError:
+                raise
+            except OSError as exc:
+                raise _translate(exc, self._journal.folder) from exc
             self._opened = True
+
+    def close(self) -> None:
+        # docstring inherited: the deletions of retired unit journals are made durable (see UnitJournal.retire)
+        try:
+            self._journal.settle()
+        except OSError as exc:
+            raise _translate(exc, self._journal.folder) from exc
 
     def _sweep_folder(self, folder: str) -> None:
         """Remove the stale temp files of one folder, once per process (the first write there calls it).
@@ -313,8 +343,10 @@ class FileBackend(Backend):
 
     # ------------------------------------------------------------------------------------ writes
 
-    def _temp(self, folder: str, name: str, data: bytes) -> str:
-        """Write ``data`` to a new temp file in ``folder`` (created on demand), fsynced; return its path."""
+    def _temp(self, folder: str, name: str, data: bytes, *, sync: bool | None = None) -> str:
+        """Write ``data`` to a new temp file in ``folder`` (created on demand), fsynced unless ``sync`` is false
+        (default: the durability option); return its path."""
+        sync = self._fsync if sync is None else sync
         # The name stays short: an encoded key may already use 245 of the 255 bytes a file name may have.
         if folder not in self._swept:
             self._sweep_folder(folder)
@@ -322,13 +354,13 @@ class FileBackend(Backend):
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
-            makedirs_durably(folder, fsync=self._fsync)
+            makedirs_durably(folder, fsync=sync)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            if self._fsync:
+            if sync:
                 os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -346,6 +378,7 @@ class FileBackend(Backend):
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
         folder, name = self._path(domain, key)
         try:
+            self._settle_units()
             if domain.soft_delete:
                 # Serialised with mark_removed of the same folder (see there); other domains have no
                 # read-modify-write to protect and pay nothing.
@@ -372,6 +405,7 @@ class FileBackend(Backend):
         stored = 0
         touched: set[str] = set()
         try:
+            self._settle_units()
             for key, record in items:
                 folder, name = self._path(domain, key)
                 target = os.path.join(folder, name)
@@ -399,6 +433,7 @@ class FileBackend(Backend):
         # (docs/decisions.md, "Soft delete holds the folder's lock").
         folder, name = self._path(domain, key)
         try:
+            self._settle_units()
             with _locked_folder(folder, create=False, fsync=self._fsync, timeout=self.timeout, url=self.url) as exists:
                 if not exists:
                     return  # no folder, no record: removing a missing key is a no-op
@@ -409,6 +444,158 @@ class FileBackend(Backend):
             raise
         except OSError as exc:
             raise _translate(exc, folder) from exc
+
+    # ----------------------------------------------------------------------------- units of work
+
+    def apply_unit(self, writes: Sequence[Write]) -> None:
+        # docstring inherited. The design and what it guarantees: docs/decisions.md, "File units of work".
+        try:
+            if self._replay_due:
+                self._replay_units()
+            with contextlib.ExitStack() as locks:
+                changes = self._resolve(writes, locks)
+                if changes:
+                    self._apply_changes(changes, commit=True)
+        except PersistError:
+            raise
+        except OSError as exc:
+            raise _translate(exc, self.root) from exc
+
+    def _resolve(self, writes: Sequence[Write], locks: contextlib.ExitStack) -> list[Change]:
+        """The record files ``writes`` leave, one per key: what the calls they stand for would write one by one.
+
+        The folders of soft-delete domains are locked first (in path order, so two units cannot deadlock) and
+        stay locked until the unit is applied, as ``put`` and ``mark_removed`` hold them: a remove reads the
+        record it flags under that lock. Reading or locking may raise; nothing is written yet then.
+        """
+        paths = [self._path(w.domain, w.key) for w in writes]
+        soft = {p[0]: False for w, p in zip(writes, paths, strict=True) if w.domain.soft_delete}
+        for write, (folder, _) in zip(writes, paths, strict=True):
+            if write.domain.soft_delete and write.op is not WriteOp.REMOVE:
+                soft[folder] = True  # a put creates the folder; a remove of a missing folder has nothing to flag
+        self._lock_folders(soft, locks)
+        final: dict[tuple[str, str], tuple[Write, Record, bool]] = {}
+        for write, path in zip(writes, paths, strict=True):
+            earlier = final.get(path)
+            if write.op is WriteOp.REMOVE:
+                current = earlier[1] if earlier is not None else self.get(write.domain, write.key)
+                if current is not None and not current.removed:
+                    flagged = Record(current.payload, current.when, removed=True)
+                    final[path] = (write, flagged, earlier[2] if earlier is not None else False)
+            elif write.record is None:  # pragma: no cover - units.Write carries a record for put and insert
+                raise TypeError(f"a {write.op.value} write carries no record")
+            elif write.op is WriteOp.PUT:
+                final[path] = (write, write.record, earlier[2] if earlier is not None else False)
+            elif earlier is None and not os.path.exists(os.path.join(*path)):
+                final[path] = (write, write.record, True)  # first write wins, in the unit and against the disk
+        return [
+            Change(write.domain, write.key, folder, name, _format(record), insert)
+            for (folder, name), (write, record, insert) in final.items()
+        ]
+
+    def _lock_folders(self, folders: dict[str, bool], locks: contextlib.ExitStack) -> None:
+        """Take the flock of each folder (mapped to whether to create it), in path order, until ``locks`` closes."""
+        for folder in sorted(folders):
+            locks.enter_context(
+                _locked_folder(folder, create=folders[folder], fsync=self._fsync, timeout=self.timeout, url=self.url)
+            )
+
+    def _apply_changes(self, changes: Sequence[Change], *, commit: bool) -> None:
+        """Stage ``changes`` as temp files, commit them as a journal (``commit``; a replay has its journal
+        already), move them into place, and hand the journal back to be retired once they are durable.
+
+        With ``durability="full"`` and ``syncfs`` no file is fsynced on its own: the journal's commit flushes the
+        staged files with it (so that the renames below find their blocks allocated and cost no write-back of
+        their own), and the next commit's flush makes these files durable before the journal is deleted
+        (:meth:`UnitJournal.applied`).
+        """
+        staged: list[str] = []
+        stage_sync = self._fsync and not self._syncfs
+        try:
+            for change in changes:
+                staged.append(self._temp(change.folder, change.name, change.data, sync=stage_sync))
+            journal = self._journal.commit(encode_journal(changes)) if commit else None
+        except BaseException:
+            for tmp in staged:
+                _unlink_quietly(tmp)
+            raise
+        try:
+            touched = set()
+            for change, tmp in zip(changes, staged, strict=True):
+                target = os.path.join(change.folder, change.name)
+                if change.insert:
+                    try:
+                        os.link(tmp, target)  # first write wins, also against another process
+                        touched.add(change.folder)
+                    except FileExistsError:
+                        pass
+                    finally:
+                        os.unlink(tmp)
+                else:
+                    os.replace(tmp, target)
+                    touched.add(change.folder)
+            if journal is None or not self._syncfs:
+                self._make_durable(touched)
+        except BaseException:
+            if journal is not None:
+                # Committed but not applied whole: the journal stays (unlocked) and is replayed by the next open
+                # of this storage, or by this backend before its next write.
+                os.close(journal[1])
+                self._replay_due = True
+                log.error("unit journal %s committed but not applied whole; it will be replayed", journal[0])
+            raise
+        if journal is not None:
+            self._journal.applied(*journal)
+
+    def _make_durable(self, folders: set[str]) -> None:
+        """Make the files just moved into ``folders`` durable: one ``syncfs``, or (without it) an fsync per
+        folder, the files having been fsynced when staged."""
+        if not self._fsync:
+            return
+        if self._syncfs:
+            sync_filesystem(self.root)
+            return
+        for folder in folders:
+            fsync_dir(folder)
+
+    def _settle_units(self) -> None:
+        """Before a write: replay a unit this backend committed but could not apply whole, and make the
+        deletions of retired journals durable (one folder fsync after a run of units, else nothing)."""
+        if self._replay_due:
+            self._replay_units()
+        self._journal.settle()
+
+    def _replay_units(self) -> None:
+        """Apply every committed journal whose writer is gone, oldest first, and delete it; delete a journal
+        whose checksum does not hold (it was never committed). Journals of live writers are left to them."""
+        if self._read_only:
+            if self._journal.pending():
+                log.error("unit journals in %s not replayed: the root is read-only", self._journal.folder)
+            return
+        self._replay_due = False
+        self._sweep_folder(self._journal.folder)
+        for path in self._journal.pending():
+            with self._journal.claim(path) as data:
+                if data is None:
+                    continue
+                try:
+                    entries = decode_journal(data)
+                except ValueError as exc:
+                    self._quarantine(Path(path), self.root / QUARANTINE, f"unit journal not understood: {exc}")
+                    continue
+                if entries is None:
+                    log.warning("removed unit journal %s: torn or damaged, so never committed", path)
+                else:
+                    changes = [
+                        Change(domain, key, *self._path(domain, key), content, insert)
+                        for domain, key, insert, content in entries
+                    ]
+                    with contextlib.ExitStack() as locks:
+                        self._lock_folders({c.folder: True for c in changes if c.domain.soft_delete}, locks)
+                        self._apply_changes(changes, commit=False)
+                    log.info("replayed unit journal %s (%d record files)", path, len(changes))
+                self._journal.drop(path)
+        self._journal.settle()
 
     # ------------------------------------------------------------------------------------- reads
 
@@ -687,6 +874,7 @@ class FileBackend(Backend):
             folder, name = self._path(domain, key)
             by_folder.setdefault(folder, []).append(name)
         try:
+            self._settle_units()
             for folder, names in by_folder.items():
                 # Soft-delete domains: under the folder's lock, as their put and mark_removed are.
                 lock = (
