@@ -156,15 +156,55 @@ def test_a_torn_journal_is_ignored_and_removed(
 
 
 def test_replay_keeps_a_first_write_made_since(tmp_path: Path, durability: str) -> None:
+    """A log entry of the unit written since (by hand here: a writer racing the death) is not overwritten."""
     root = tmp_path / "dump"
     run_writer(root, durability, _after_commit)
-    other = FileBackend(root, durability=durability)  # not opened: replays nothing
-    assert other.insert_many(LOG, [(("log-1",), Record(json.dumps({"id": "log-1", "n": "other"})))]) == 1
+    (root / "log" / "log-1.json").write_bytes(b'{"when":null,"removed":false}\n{"id":"log-1","n":"other"}\n')
     reopened = FileBackend(root, durability=durability)
     reopened.open()
     record = reopened.get(LOG, ("log-1",))
     assert record is not None and json.loads(record.payload)["n"] == "other"
     assert effects(reopened, 1)[:2] == [True, True]
+
+
+def test_a_backend_open_before_the_death_replays_before_its_next_write(tmp_path: Path, durability: str) -> None:
+    root = tmp_path / "dump"
+    running = FileBackend(root, durability=durability)
+    running.open()
+    run_writer(root, durability, _after_commit)
+    assert not any(effects(running, 1))  # reads do not replay
+    assert running.insert_many(LOG, [(("log-1",), Record(json.dumps({"id": "log-1", "n": "late"})))]) == 0
+    assert all(effects(running, 1))  # the unit came first: its log entry is the one kept
+    assert journals(root) == []
+
+
+def test_a_write_by_another_process_after_a_unit_survives_the_writers_death(tmp_path: Path) -> None:
+    """A live writer's journal waits for its next flush; another process writes a key of that unit, then the
+    writer dies: the replay of its journal must not bring the unit's value back over the newer one."""
+    root = tmp_path / "dump"
+    context = multiprocessing.get_context("fork")
+    ready, proceed = context.Event(), context.Event()
+
+    def wait_for_the_parent(_: FileBackend) -> None:
+        ready.set()
+        proceed.wait(30)
+
+    process = context.Process(target=_writer, args=(root, "full", lambda: None, wait_for_the_parent))
+    process.start()
+    try:
+        assert ready.wait(30)
+        other = FileBackend(root)
+        other.open()
+        other.put(SIGNAL, CTX, Record(json.dumps({"n": 99})))
+    finally:
+        process.kill()
+        process.join(30)
+    reopened = FileBackend(root)
+    reopened.open()
+    record = reopened.get(SIGNAL, CTX)
+    assert record is not None and json.loads(record.payload) == {"n": 99}
+    assert all(effects(reopened, 1)[1:])
+    assert journals(root) == []
 
 
 def test_a_write_after_a_unit_is_not_undone_by_a_replay(tmp_path: Path, durability: str) -> None:

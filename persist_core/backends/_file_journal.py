@@ -1,11 +1,13 @@
 """The unit journal of the file backend: one file per unit of work, whose arrival in the journal folder commits it.
 
-A journal holds the final bytes of every record file a unit leaves and ends with a SHA-256 of all that precedes
-it, so that a journal cut short or damaged (a power cut under ``durability="process"``) is told apart from a
-committed one and ignored. Its writer holds an exclusive ``flock(2)`` on it from before it is committed until it
-is deleted; a process that replays journals skips one whose lock is taken, so only journals of a writer that
-died (or gave up, see ``FileBackend.apply_unit``) are replayed. Layout and guarantees: docs/decisions.md,
-"File units of work: one journal per unit".
+A unit's record files are first staged as temp files beside their targets; the journal names each of them (temp
+name and inode) with the record it stands for, and ends with a SHA-256 of all that precedes it, so that a journal
+cut short or damaged (a power cut under ``durability="process"``) is told apart from a committed one and ignored.
+Replaying a journal moves into place each staged file that is still there under its temp name: one that is gone
+was moved already, and whatever replaced it since is newer and stays. So a replay never undoes a later write, and
+is idempotent. The writer holds an exclusive ``flock(2)`` on its journal from before it is committed until it is
+deleted; a replay skips a journal whose lock is taken. Layout and guarantees: docs/decisions.md, "File units of
+work: one journal per unit".
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from persist_core.backend import Key
 from persist_core.backends._durable import fsync_dir, makedirs_durably, sync_filesystem
 from persist_core.domains import DOMAINS, DomainSpec
 
-__all__ = ["JOURNAL_FOLDER", "Change", "UnitJournal", "decode_journal", "encode_journal"]
+__all__ = ["JOURNAL_FOLDER", "Change", "Staged", "UnitJournal", "decode_journal", "encode_journal"]
 
 #: The journal folder, under the root; its name starts with ``.`` so that no listing or sweep takes it for a domain.
 JOURNAL_FOLDER = ".units"
@@ -48,20 +50,30 @@ class Change:
     insert: bool
 
 
-def encode_journal(changes: Sequence[Change]) -> bytes:
-    """The journal of ``changes``: a magic line, per change a JSON header line ``[domain, key, insert, size]``
-    and ``size`` bytes, then ``sha256 <hex of everything before>``."""
-    parts = [_MAGIC]
-    for change in changes:
-        header = json.dumps([change.domain.name, list(change.key), change.insert, len(change.data)])
-        parts += [header.encode(), b"\n", change.data]
-    body = b"".join(parts)
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A change of a committed unit as its journal records it: the temp file (name in the target's folder, and
+    inode) that holds the record file for ``key`` of ``domain``."""
+
+    domain: DomainSpec
+    key: Key
+    insert: bool
+    temp: str
+    inode: int
+
+
+def encode_journal(staged: Sequence[Staged]) -> bytes:
+    """The journal of ``staged``: a magic line, one JSON line ``[domain, key, insert, temp, inode]`` per
+    change, then ``sha256 <hex of everything before>``."""
+    lines = [_MAGIC]
+    for item in staged:
+        lines += [json.dumps([item.domain.name, list(item.key), item.insert, item.temp, item.inode]).encode(), b"\n"]
+    body = b"".join(lines)
     return b"".join((body, _TRAILER, hashlib.sha256(body).hexdigest().encode(), b"\n"))
 
 
-def decode_journal(data: bytes) -> list[tuple[DomainSpec, Key, bool, bytes]] | None:
-    """The ``(domain, key, insert, data)`` of each change of a journal, or ``None`` if its checksum does not
-    hold (a journal that was never committed whole).
+def decode_journal(data: bytes, temp_prefix: str) -> list[Staged] | None:
+    """The changes of a journal, or ``None`` if its checksum does not hold (a journal never committed whole).
 
     Raises:
         ValueError: the checksum holds but the content is not a journal this code reads (a newer format).
@@ -74,18 +86,18 @@ def decode_journal(data: bytes) -> list[tuple[DomainSpec, Key, bool, bytes]] | N
     if not body.startswith(_MAGIC):
         raise ValueError("not a version 1 unit journal")
     out = []
-    position = len(_MAGIC)
-    while position < len(body):
-        end = body.index(b"\n", position)
-        header = json.loads(body[position:end])
+    for line in body[len(_MAGIC) :].splitlines():
+        entry = json.loads(line)
         try:
-            name, key, insert, size = header
-            position = end + 1 + size
-        except (TypeError, ValueError):
-            raise ValueError(f"unit journal entry header {header!r} is malformed") from None
-        if name not in DOMAINS or type(insert) is not bool or position > len(body):
-            raise ValueError(f"unit journal entry {header!r} is malformed")
-        out.append((DOMAINS[name], tuple(key), insert, body[end + 1 : position]))
+            name, key, insert, temp, inode = entry
+            out.append(Staged(DOMAINS[name], tuple(key), insert, temp, inode))
+        except (TypeError, ValueError, KeyError):
+            raise ValueError(f"unit journal entry {entry!r} is malformed") from None
+        # A temp name is one file name in the target's folder: nothing else may be moved by a replay.
+        if not (type(insert) is bool and type(inode) is int and isinstance(temp, str) and temp.startswith(temp_prefix)):
+            raise ValueError(f"unit journal entry {entry!r} is malformed")
+        if "/" in temp or "\0" in temp:
+            raise ValueError(f"unit journal entry {entry!r} names a file outside its folder")
     return out
 
 
@@ -97,8 +109,6 @@ class UnitJournal:
         self._fsync = fsync
         self._syncfs = fsync and syncfs
         self._temp_prefix = temp_prefix
-        #: Journals were deleted since the folder was last fsynced (see :meth:`settle`).
-        self._unsynced = False
         #: ``(path, lock descriptor)`` of journals whose units are in place but not yet durable (see :meth:`applied`).
         self._applied: list[tuple[str, int]] = []
         self._lock = threading.Lock()
@@ -161,9 +171,8 @@ class UnitJournal:
 
         Without ``syncfs`` the caller has made the unit durable (or needs not): the journal goes now. With it the
         journal stays until the ``syncfs`` of the next :meth:`commit` or of :meth:`settle` has made the unit's files
-        durable with the next unit's: one flush per unit instead of two. Until then it stays locked, so that no
-        other process replays it; if this process dies first, the next ``open`` replays it, which rewrites the
-        same bytes unless another process wrote one of its keys meanwhile (docs/decisions.md).
+        durable with the next unit's: one flush per unit instead of two. Until then it stays locked; if this
+        process dies first, a replay finds every staged file moved and does nothing but delete the journal.
         """
         if not self._syncfs:
             self.retire(path, fd)
@@ -172,23 +181,15 @@ class UnitJournal:
             self._applied.append((path, fd))
 
     def retire(self, path: str, fd: int) -> None:
-        """Delete a journal whose unit is applied and durable, and release its lock.
-
-        The deletion itself is made durable lazily, by :meth:`settle` before this process's next write outside a
-        unit (or the next commit's folder fsync): a journal that came back after a power cut would replay its
-        unit over the later writes of the same keys.
-        """
+        """Delete a journal whose unit is applied and durable, and release its lock. (The deletion needs no
+        flush: a journal back after a power cut finds its staged files moved, and a replay only deletes it.)"""
         try:
             os.unlink(path)
-            self._unsynced = self._fsync
         finally:
             os.close(fd)
 
     def settle(self) -> None:
-        """Before a write outside a unit (and at close): make the units in place durable and retire their
-        journals, and make the deletions of retired journals durable. Costs nothing after no unit; after a run
-        of units one ``syncfs`` (if one is waiting) and one folder fsync: a journal left in place would replay
-        its unit over the write, after a crash."""
+        """At close: make the units in place durable and retire their journals (one ``syncfs`` if any waits)."""
         with self._lock:
             applied, self._applied = self._applied, []
         if applied:
@@ -200,9 +201,11 @@ class UnitJournal:
                 raise
             for done in applied:
                 self.retire(*done)
-        if self._unsynced:
-            self._unsynced = False
-            fsync_dir(self.folder)
+
+    def own(self) -> set[str]:
+        """The paths of this journal folder's journals that this object holds (their units await a flush)."""
+        with self._lock:
+            return {path for path, _ in self._applied}
 
     def pending(self) -> list[str]:
         """The paths of the committed journals in the folder, oldest first (live writers' included)."""
@@ -242,4 +245,3 @@ class UnitJournal:
     def drop(self, path: str) -> None:
         """Delete a claimed journal (replayed, or never committed)."""
         os.unlink(path)
-        self._unsynced = self._fsync

@@ -40,7 +40,7 @@ from persist_core.backends._durable import (
     makedirs_durably,
     sync_filesystem,
 )
-from persist_core.backends._file_journal import Change, UnitJournal, decode_journal, encode_journal
+from persist_core.backends._file_journal import Change, Staged, UnitJournal, decode_journal, encode_journal
 from persist_core.backends._file_leases import FileLeaseLog
 from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, parse_timeout
 from persist_core.domains import DOMAINS, DomainSpec, FieldType, KeyField, Kind
@@ -154,7 +154,8 @@ class FileBackend(Backend):
         self._journal = UnitJournal(
             os.fspath(self.root), fsync=self._fsync, syncfs=self._syncfs, temp_prefix=TEMP_PREFIX
         )
-        self._replay_due = False  # a unit of this backend was committed but not applied whole (see apply_unit)
+        self._journals_seen = -1  # the journal folder's mtime when this backend last replayed journals
+        self._journals_held = False  # ... and whether a live writer held one of them then
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FileBackend:
@@ -200,16 +201,17 @@ class FileBackend(Backend):
             # Start-up cost must not grow with the records stored (CONTRACTS.md 3.6): records are checked when
             # read, and temp files are swept per folder at this process's first write there (_sweep_folder).
             # verify=1 asks for the full walk of old, e.g. after a disk incident.
-            if self._verify:
-                self._sweep()
-            else:
-                self._sweep_folder(os.fspath(self.root))
             try:
-                self._replay_units()
+                # Before any sweep: the files a dead writer staged for a committed unit are the unit.
+                self._replay_if_due()
             except PersistError:
                 raise
             except OSError as exc:
                 raise _translate(exc, self._journal.folder) from exc
+            if self._verify:
+                self._sweep()
+            else:
+                self._sweep_folder(os.fspath(self.root))
             self._opened = True
 
     def close(self) -> None:
@@ -378,7 +380,7 @@ class FileBackend(Backend):
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
         folder, name = self._path(domain, key)
         try:
-            self._settle_units()
+            self._replay_if_due()
             if domain.soft_delete:
                 # Serialised with mark_removed of the same folder (see there); other domains have no
                 # read-modify-write to protect and pay nothing.
@@ -405,7 +407,7 @@ class FileBackend(Backend):
         stored = 0
         touched: set[str] = set()
         try:
-            self._settle_units()
+            self._replay_if_due()
             for key, record in items:
                 folder, name = self._path(domain, key)
                 target = os.path.join(folder, name)
@@ -433,7 +435,7 @@ class FileBackend(Backend):
         # (docs/decisions.md, "Soft delete holds the folder's lock").
         folder, name = self._path(domain, key)
         try:
-            self._settle_units()
+            self._replay_if_due()
             with _locked_folder(folder, create=False, fsync=self._fsync, timeout=self.timeout, url=self.url) as exists:
                 if not exists:
                     return  # no folder, no record: removing a missing key is a no-op
@@ -450,12 +452,11 @@ class FileBackend(Backend):
     def apply_unit(self, writes: Sequence[Write]) -> None:
         # docstring inherited. The design and what it guarantees: docs/decisions.md, "File units of work".
         try:
-            if self._replay_due:
-                self._replay_units()
+            self._replay_if_due()
             with contextlib.ExitStack() as locks:
                 changes = self._resolve(writes, locks)
                 if changes:
-                    self._apply_changes(changes, commit=True)
+                    self._apply_unit(changes)
         except PersistError:
             raise
         except OSError as exc:
@@ -500,102 +501,132 @@ class FileBackend(Backend):
                 _locked_folder(folder, create=folders[folder], fsync=self._fsync, timeout=self.timeout, url=self.url)
             )
 
-    def _apply_changes(self, changes: Sequence[Change], *, commit: bool) -> None:
-        """Stage ``changes`` as temp files, commit them as a journal (``commit``; a replay has its journal
-        already), move them into place, and hand the journal back to be retired once they are durable.
+    def _apply_unit(self, changes: Sequence[Change]) -> None:
+        """Stage ``changes`` as temp files beside their targets, commit a journal that names them, move them into
+        place, and hand the journal over to be deleted once they are durable.
 
-        With ``durability="full"`` and ``syncfs`` no file is fsynced on its own: the journal's commit flushes the
-        staged files with it (so that the renames below find their blocks allocated and cost no write-back of
-        their own), and the next commit's flush makes these files durable before the journal is deleted
-        (:meth:`UnitJournal.applied`).
+        With ``durability="full"`` and ``syncfs`` nothing is fsynced on its own: the journal's commit flushes the
+        staged files with it (so that the renames below find their blocks allocated and start no write-back of
+        their own), and the next commit's flush makes the moved files durable before the journal is deleted
+        (:meth:`UnitJournal.applied`). Without ``syncfs`` each staged file and its folder is fsynced before the
+        commit, and each target folder after the moves.
         """
-        staged: list[str] = []
-        stage_sync = self._fsync and not self._syncfs
+        temps: list[str] = []
+        staged: list[Staged] = []
+        fsync_each = self._fsync and not self._syncfs
         try:
             for change in changes:
-                staged.append(self._temp(change.folder, change.name, change.data, sync=stage_sync))
-            journal = self._journal.commit(encode_journal(changes)) if commit else None
+                tmp = self._temp(change.folder, change.name, change.data, sync=fsync_each)
+                temps.append(tmp)
+                name = os.path.basename(tmp)
+                staged.append(Staged(change.domain, change.key, change.insert, name, os.lstat(tmp).st_ino))
+            if fsync_each:
+                for folder in {c.folder for c in changes}:
+                    fsync_dir(folder)  # the staged names must outlive a power cut with the journal that names them
+            journal = self._journal.commit(encode_journal(staged))
         except BaseException:
-            for tmp in staged:
+            for tmp in temps:
                 _unlink_quietly(tmp)
             raise
+        # Committed. If moving fails now, the journal stays: the next write of any backend on this root, or
+        # the next open, replays it (its lock goes with the descriptor).
         try:
-            touched = set()
-            for change, tmp in zip(changes, staged, strict=True):
-                target = os.path.join(change.folder, change.name)
-                if change.insert:
-                    try:
-                        os.link(tmp, target)  # first write wins, also against another process
-                        touched.add(change.folder)
-                    except FileExistsError:
-                        pass
-                    finally:
-                        os.unlink(tmp)
-                else:
-                    os.replace(tmp, target)
-                    touched.add(change.folder)
-            if journal is None or not self._syncfs:
-                self._make_durable(touched)
+            touched = self._install(changes, temps)
+            if fsync_each:
+                for folder in touched:
+                    fsync_dir(folder)
         except BaseException:
-            if journal is not None:
-                # Committed but not applied whole: the journal stays (unlocked) and is replayed by the next open
-                # of this storage, or by this backend before its next write.
-                os.close(journal[1])
-                self._replay_due = True
-                log.error("unit journal %s committed but not applied whole; it will be replayed", journal[0])
+            os.close(journal[1])
+            log.error("unit journal %s committed but not applied whole; the next write or open replays it", journal[0])
             raise
-        if journal is not None:
-            self._journal.applied(*journal)
+        self._journal.applied(*journal)
 
-    def _make_durable(self, folders: set[str]) -> None:
-        """Make the files just moved into ``folders`` durable: one ``syncfs``, or (without it) an fsync per
-        folder, the files having been fsynced when staged."""
-        if not self._fsync:
-            return
-        if self._syncfs:
-            sync_filesystem(self.root)
-            return
-        for folder in folders:
-            fsync_dir(folder)
+    @staticmethod
+    def _install(changes: Sequence[Change], temps: Sequence[str]) -> set[str]:
+        """Move each staged temp file to its target (an insert only if the target is absent); return the folders
+        that changed."""
+        touched = set()
+        for change, tmp in zip(changes, temps, strict=True):
+            target = os.path.join(change.folder, change.name)
+            if change.insert:
+                try:
+                    os.link(tmp, target)  # first write wins, also against another process
+                    touched.add(change.folder)
+                except FileExistsError:
+                    pass
+                finally:
+                    os.unlink(tmp)
+            else:
+                os.replace(tmp, target)
+                touched.add(change.folder)
+        return touched
 
-    def _settle_units(self) -> None:
-        """Before a write: replay a unit this backend committed but could not apply whole, and make the
-        deletions of retired journals durable (one folder fsync after a run of units, else nothing)."""
-        if self._replay_due:
+    def _replay_if_due(self) -> None:
+        """Before a write: replay the journals of writers that died since this backend last looked.
+
+        One ``stat`` of the journal folder when nothing changed there. A journal whose writer is alive (its
+        lock is held) is looked at again before each write until it is gone: the writer may die with it.
+        """
+        try:
+            mtime = os.stat(self._journal.folder).st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime != self._journals_seen or self._journals_held:
             self._replay_units()
-        self._journal.settle()
+            self._journals_seen = mtime
 
     def _replay_units(self) -> None:
-        """Apply every committed journal whose writer is gone, oldest first, and delete it; delete a journal
-        whose checksum does not hold (it was never committed). Journals of live writers are left to them."""
+        """Replay every committed journal that no live writer holds, oldest first, and delete it; delete a
+        journal whose checksum does not hold (it was never committed)."""
         if self._read_only:
             if self._journal.pending():
                 log.error("unit journals in %s not replayed: the root is read-only", self._journal.folder)
             return
-        self._replay_due = False
         self._sweep_folder(self._journal.folder)
+        own = self._journal.own()
+        held = False
         for path in self._journal.pending():
+            if path in own:
+                continue
             with self._journal.claim(path) as data:
                 if data is None:
+                    held = held or os.path.exists(path)
                     continue
                 try:
-                    entries = decode_journal(data)
+                    staged = decode_journal(data, TEMP_PREFIX)
                 except ValueError as exc:
                     self._quarantine(Path(path), self.root / QUARANTINE, f"unit journal not understood: {exc}")
                     continue
-                if entries is None:
+                if staged is None:
                     log.warning("removed unit journal %s: torn or damaged, so never committed", path)
                 else:
-                    changes = [
-                        Change(domain, key, *self._path(domain, key), content, insert)
-                        for domain, key, insert, content in entries
-                    ]
-                    with contextlib.ExitStack() as locks:
-                        self._lock_folders({c.folder: True for c in changes if c.domain.soft_delete}, locks)
-                        self._apply_changes(changes, commit=False)
-                    log.info("replayed unit journal %s (%d record files)", path, len(changes))
+                    self._replay(staged)
+                    log.info("replayed unit journal %s", path)
                 self._journal.drop(path)
-        self._journal.settle()
+        self._journals_held = held
+
+    def _replay(self, staged: Sequence[Staged]) -> None:
+        """Move into place each staged file of a committed unit that is still under its temp name (with its
+        inode): the others were moved by the writer, and what replaced them since is newer and stays."""
+        changes, temps = [], []
+        for item in staged:
+            folder, name = self._path(item.domain, item.key)
+            tmp = os.path.join(folder, item.temp)
+            try:
+                if os.lstat(tmp).st_ino != item.inode:
+                    continue
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            changes.append(Change(item.domain, item.key, folder, name, b"", item.insert))
+            temps.append(tmp)
+        with contextlib.ExitStack() as locks:
+            self._lock_folders({c.folder: True for c in changes if c.domain.soft_delete}, locks)
+            touched = self._install(changes, temps)
+        if self._syncfs and touched:
+            sync_filesystem(self.root)
+        elif self._fsync:
+            for folder in touched:
+                fsync_dir(folder)
 
     # ------------------------------------------------------------------------------------- reads
 
@@ -874,7 +905,7 @@ class FileBackend(Backend):
             folder, name = self._path(domain, key)
             by_folder.setdefault(folder, []).append(name)
         try:
-            self._settle_units()
+            self._replay_if_due()
             for folder, names in by_folder.items():
                 # Soft-delete domains: under the folder's lock, as their put and mark_removed are.
                 lock = (
