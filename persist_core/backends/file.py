@@ -10,8 +10,9 @@ over the target, and the folder is fsynced (``durability="process"`` skips both 
 survives a killed process but not a power cut). First-write-wins domains use ``os.link`` from the
 temp file, which fails atomically if the target exists, also between processes.
 
-Units of work (``apply_unit``) are committed by one journal file in ``<root>/.units`` and replayed by
-``open`` if their writer died (:mod:`persist_core.backends._file_journal`).
+Units of work (``apply_unit``) are staged as temp files and committed by one journal file in ``<root>/.units``
+that names them; ``open`` and every write complete the units of writers that died
+(:mod:`persist_core.backends._file_journal`).
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ class FileBackend(Backend):
             self._opened = True
 
     def close(self) -> None:
-        # docstring inherited: the deletions of retired unit journals are made durable (see UnitJournal.retire)
+        # docstring inherited; also makes the last units durable and deletes their journals (UnitJournal.settle)
         try:
             self._journal.settle()
         except OSError as exc:
