@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from persist_core.backend import Key, Record
-from persist_core.backends._file_journal import JOURNAL_FOLDER, UnitJournal
+from persist_core.backends._file_journal import JOURNAL_FOLDER, Staged, UnitJournal, encode_journal
 from persist_core.backends.file import FileBackend
 from persist_core.domains import DOMAINS
 from persist_core.units import Write, WriteOp
@@ -237,3 +237,25 @@ def test_a_live_writers_journal_is_left_to_it(tmp_path: Path) -> None:
     assert journals(root) == pending
     writer.close()
     assert journals(root) == []
+
+
+def test_a_journal_naming_a_file_outside_its_folder_is_quarantined_not_replayed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A journal whose checksum holds but which this code cannot trust is kept for the operator, never run."""
+    root = tmp_path / "dump"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ".tmp-x").write_bytes(b'{"when":null,"removed":false}\n{"n":666}\n')
+    entry = Staged(SIGNAL, CTX, False, ".tmp-/../../../../../../elsewhere/.tmp-x", (elsewhere / ".tmp-x").stat().st_ino)
+    (root / JOURNAL_FOLDER).mkdir(parents=True)
+    (root / JOURNAL_FOLDER / "00000000000000000001-abcd.unit").write_bytes(encode_journal([entry]))
+    with caplog.at_level(logging.ERROR, logger="persist.file"):
+        backend = FileBackend(root)
+        backend.open()
+    assert backend.get(SIGNAL, CTX) is None
+    assert (elsewhere / ".tmp-x").exists()
+    assert journals(root) == []
+    quarantined = list((root / ".quarantine" / JOURNAL_FOLDER).iterdir())
+    assert [p.name.split(".unit.")[0] for p in quarantined] == ["00000000000000000001-abcd"]
+    assert "names a file outside its folder" in caplog.text
