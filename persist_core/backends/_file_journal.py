@@ -1,7 +1,7 @@
 """The unit journal of the file backend: one file per unit of work, whose arrival in the journal folder commits it.
 
 A unit's record files are first staged as temp files beside their targets; the journal names each of them (temp
-name and inode) with the record it stands for, and ends with a SHA-256 of all that precedes it, so that a journal
+name and inode) with the key it stands for, and ends with a SHA-256 of all that precedes it, so that a journal
 cut short or damaged (a power cut under ``durability="process"``) is told apart from a committed one and ignored.
 Replaying a journal moves into place each staged file that is still there under its temp name: one that is gone
 was moved already, and whatever replaced it since is newer and stays. So a replay never undoes a later write, and
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from persist_core.backend import Key
 from persist_core.backends._durable import fsync_dir, makedirs_durably, sync_filesystem
 from persist_core.domains import DOMAINS, DomainSpec
+from persist_core.validation import check_field
 
 __all__ = ["JOURNAL_FOLDER", "Change", "Staged", "UnitJournal", "decode_journal", "encode_journal"]
 
@@ -90,8 +91,11 @@ def decode_journal(data: bytes, temp_prefix: str) -> list[Staged] | None:
         entry = json.loads(line)
         try:
             name, key, insert, temp, inode = entry
-            out.append(Staged(DOMAINS[name], tuple(key), insert, temp, inode))
-        except (TypeError, ValueError, KeyError):
+            domain = DOMAINS[name]
+            fields = (*domain.context, domain.item) if domain.item is not None else domain.context
+            checked = tuple(check_field(f, v) for f, v in zip(fields, key, strict=True))
+            out.append(Staged(domain, checked, insert, temp, inode))
+        except (TypeError, ValueError, KeyError):  # InvalidKeyError is a ValueError
             raise ValueError(f"unit journal entry {entry!r} is malformed") from None
         # A temp name is one file name in the target's folder: nothing else may be moved by a replay.
         if not (type(insert) is bool and type(inode) is int and isinstance(temp, str) and temp.startswith(temp_prefix)):
