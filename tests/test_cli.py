@@ -204,31 +204,34 @@ def test_bench_list_and_backend_selection() -> None:
 
 
 def test_bench_runs_and_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from persist_core.bench import core_pairs
+    from persist_core.bench import core_pairs, unit_pairs
 
-    quick = core_pairs.bench_pairs
+    def tiny(quick: Any) -> Any:
+        def pairs(quick_: bool) -> list[Any]:
+            made = quick(True)
+            for pair in made:
+                pair.n = 20
+            return made
 
-    def tiny(quick_: bool) -> list[Any]:
-        pairs = quick(True)
-        for pair in pairs:
-            pair.n = 20
         return pairs
 
-    monkeypatch.setattr(core_pairs, "bench_pairs", tiny)
+    monkeypatch.setattr(core_pairs, "bench_pairs", tiny(core_pairs.bench_pairs))
+    monkeypatch.setattr(unit_pairs, "bench_pairs", tiny(unit_pairs.bench_pairs))
     target = tmp_path / "bench.json"
     code, out, err = run("bench", "--quick", "--backend", "file", "memory", "--json", str(target))
     assert code == 0
     table = out.splitlines()
     assert table[0].split()[:2] == ["backend", "operation"]
-    rows = [re.split(r"\s{2,}", line.strip())[:2] for line in table[2:7]]  # columns: 2+ spaces apart
+    rows = [re.split(r"\s{2,}", line.strip())[:2] for line in table[2:8]]  # columns: 2+ spaces apart
     assert rows == [
         ["file", "write"],
         ["file", "write vs encoding raw"],
         ["file", "read"],
         ["memory", "write"],
         ["memory", "read"],
+        ["file", "5-domain step as a unit"],
     ]
-    assert sum(line.startswith("target ") for line in table) == 4
+    assert sum(line.startswith("target ") for line in table) == 5
     assert "bench: file write: 20 x 2 calls" in err
     document = json.loads(target.read_text())
     assert [(r["backend"], r["operation"]) for r in document["results"]] == [tuple(row) for row in rows]

@@ -438,6 +438,17 @@ VARIANTS = {
         """,
         "test_apply_unit_ends_as_the_writes_one_by_one",
     ),
+    # Declares atomic units (inherited from FileBackend) but applies a unit write by write (Backend's default).
+    "unit_not_atomic": (
+        """
+        from persist_core.backend import Backend
+        class Broken(FileBackend):
+            def apply_unit(self, writes):
+                Backend.apply_unit(self, writes)
+        FACTORY = None
+        """,
+        "test_sigkill_leaves_each_unit_all_or_none",
+    ),
     # close() that forgets a descriptor open() took.
     "close_leaks_a_descriptor": (
         """

@@ -9,6 +9,10 @@ Durability: every write goes to a uniquely named temp file in the target folder,
 over the target, and the folder is fsynced (``durability="process"`` skips both fsyncs: the data then
 survives a killed process but not a power cut). First-write-wins domains use ``os.link`` from the
 temp file, which fails atomically if the target exists, also between processes.
+
+Units of work (``apply_unit``) are staged as temp files and committed by one journal file in ``<root>/.units``
+that names them; ``open`` and every write complete the units of writers that died
+(:mod:`persist_core.backends._file_journal`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key, Record, comes_after
-from persist_core.backends._durable import durability_of, fsync_dir, makedirs_durably
+from persist_core.backends._durable import (
+    can_sync_filesystem,
+    durability_of,
+    fsync_dir,
+    makedirs_durably,
+    sync_filesystem,
+)
+from persist_core.backends._file_journal import Change, Staged, UnitJournal, decode_journal, encode_journal
 from persist_core.backends._file_leases import FileLeaseLog
 from persist_core.backends._flock import flock_within
 from persist_core.deadlines import DEFAULT_TIMEOUT_SECONDS, parse_timeout
@@ -41,6 +52,7 @@ from persist_core.errors import (
     InvalidKeyError,
     PersistError,
 )
+from persist_core.units import Write, WriteOp
 from persist_core.urls import (
     check_keywords,
     check_options,
@@ -111,7 +123,7 @@ class FileBackend(Backend):
     """Records as files under a root folder; shared between processes; survives kills (and power cuts
     unless ``durability="process"``)."""
 
-    capabilities = Capabilities(ownership=True, listing=True, deletion=True)
+    capabilities = Capabilities(ownership=True, listing=True, deletion=True, atomic_units=True)
 
     def __init__(
         self,
@@ -137,6 +149,13 @@ class FileBackend(Backend):
         self._listed: tuple[str, int, list[tuple[Any, str]]] | None = None  # the folder _items read last
         self._swept: set[str] = set()  # folders whose stale temp files this process has swept
         self._root_prefix = os.path.join(os.fspath(self.root), "")
+        # A unit's files are made durable together by syncfs(2) where it exists, else each one on its own.
+        self._syncfs = self._fsync and can_sync_filesystem()
+        self._journal = UnitJournal(
+            os.fspath(self.root), fsync=self._fsync, syncfs=self._syncfs, temp_prefix=TEMP_PREFIX
+        )
+        self._journals_seen = -1  # the journal folder's mtime when this backend last replayed journals
+        self._journals_held = False  # ... and whether a live writer held one of them then
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FileBackend:
@@ -182,11 +201,25 @@ class FileBackend(Backend):
             # Start-up cost must not grow with the records stored (CONTRACTS.md 3.6): records are checked when
             # read, and temp files are swept per folder at this process's first write there (_sweep_folder).
             # verify=1 asks for the full walk of old, e.g. after a disk incident.
+            try:
+                # Before any sweep: the files a dead writer staged for a committed unit are the unit.
+                self._replay_if_due()
+            except PersistError:
+                raise
+            except OSError as exc:
+                raise _translate(exc, self._journal.folder) from exc
             if self._verify:
                 self._sweep()
             else:
                 self._sweep_folder(os.fspath(self.root))
             self._opened = True
+
+    def close(self) -> None:
+        # docstring inherited; also makes the last units durable and deletes their journals (UnitJournal.settle)
+        try:
+            self._journal.settle()
+        except OSError as exc:
+            raise _translate(exc, self._journal.folder) from exc
 
     def _sweep_folder(self, folder: str) -> None:
         """Remove the stale temp files of one folder, once per process (the first write there calls it).
@@ -312,8 +345,10 @@ class FileBackend(Backend):
 
     # ------------------------------------------------------------------------------------ writes
 
-    def _temp(self, folder: str, name: str, data: bytes) -> str:
-        """Write ``data`` to a new temp file in ``folder`` (created on demand), fsynced; return its path."""
+    def _temp(self, folder: str, name: str, data: bytes, *, sync: bool | None = None) -> str:
+        """Write ``data`` to a new temp file in ``folder`` (created on demand), fsynced unless ``sync`` is false
+        (default: the durability option); return its path."""
+        sync = self._fsync if sync is None else sync
         # The name stays short: an encoded key may already use 245 of the 255 bytes a file name may have.
         if folder not in self._swept:
             self._sweep_folder(folder)
@@ -321,13 +356,13 @@ class FileBackend(Backend):
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
-            makedirs_durably(folder, fsync=self._fsync)
+            makedirs_durably(folder, fsync=sync)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            if self._fsync:
+            if sync:
                 os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -345,6 +380,7 @@ class FileBackend(Backend):
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
         folder, name = self._path(domain, key)
         try:
+            self._replay_if_due()
             if domain.soft_delete:
                 # Serialised with mark_removed of the same folder (see there); other domains have no
                 # read-modify-write to protect and pay nothing.
@@ -371,6 +407,7 @@ class FileBackend(Backend):
         stored = 0
         touched: set[str] = set()
         try:
+            self._replay_if_due()
             for key, record in items:
                 folder, name = self._path(domain, key)
                 target = os.path.join(folder, name)
@@ -398,6 +435,7 @@ class FileBackend(Backend):
         # (docs/decisions.md, "Soft delete holds the folder's lock").
         folder, name = self._path(domain, key)
         try:
+            self._replay_if_due()
             with _locked_folder(folder, create=False, fsync=self._fsync, timeout=self.timeout, url=self.url) as exists:
                 if not exists:
                     return  # no folder, no record: removing a missing key is a no-op
@@ -408,6 +446,187 @@ class FileBackend(Backend):
             raise
         except OSError as exc:
             raise _translate(exc, folder) from exc
+
+    # ----------------------------------------------------------------------------- units of work
+
+    def apply_unit(self, writes: Sequence[Write]) -> None:
+        # docstring inherited. The design and what it guarantees: docs/decisions.md, "File units of work".
+        try:
+            self._replay_if_due()
+            with contextlib.ExitStack() as locks:
+                changes = self._resolve(writes, locks)
+                if changes:
+                    self._apply_unit(changes)
+        except PersistError:
+            raise
+        except OSError as exc:
+            raise _translate(exc, self.root) from exc
+
+    def _resolve(self, writes: Sequence[Write], locks: contextlib.ExitStack) -> list[Change]:
+        """The record files ``writes`` leave, one per key: what the calls they stand for would write one by one.
+
+        The folders of soft-delete domains are locked first (in path order, so two units cannot deadlock) and
+        stay locked until the unit is applied, as ``put`` and ``mark_removed`` hold them: a remove reads the
+        record it flags under that lock. Reading or locking may raise; nothing is written yet then.
+        """
+        paths = [self._path(w.domain, w.key) for w in writes]
+        soft = {p[0]: False for w, p in zip(writes, paths, strict=True) if w.domain.soft_delete}
+        for write, (folder, _) in zip(writes, paths, strict=True):
+            if write.domain.soft_delete and write.op is not WriteOp.REMOVE:
+                soft[folder] = True  # a put creates the folder; a remove of a missing folder has nothing to flag
+        self._lock_folders(soft, locks)
+        final: dict[tuple[str, str], tuple[Write, Record, bool]] = {}
+        for write, path in zip(writes, paths, strict=True):
+            earlier = final.get(path)
+            if write.op is WriteOp.REMOVE:
+                current = earlier[1] if earlier is not None else self.get(write.domain, write.key)
+                if current is not None and not current.removed:
+                    flagged = Record(current.payload, current.when, removed=True)
+                    final[path] = (write, flagged, earlier[2] if earlier is not None else False)
+            elif write.record is None:  # pragma: no cover - units.Write carries a record for put and insert
+                raise TypeError(f"a {write.op.value} write carries no record")
+            elif write.op is WriteOp.PUT:
+                final[path] = (write, write.record, earlier[2] if earlier is not None else False)
+            elif earlier is None and not os.path.exists(os.path.join(*path)):
+                final[path] = (write, write.record, True)  # first write wins, in the unit and against the disk
+        return [
+            Change(write.domain, write.key, folder, name, _format(record), insert)
+            for (folder, name), (write, record, insert) in final.items()
+        ]
+
+    def _lock_folders(self, folders: dict[str, bool], locks: contextlib.ExitStack) -> None:
+        """Take the flock of each folder (mapped to whether to create it), in path order, until ``locks`` closes."""
+        for folder in sorted(folders):
+            locks.enter_context(
+                _locked_folder(folder, create=folders[folder], fsync=self._fsync, timeout=self.timeout, url=self.url)
+            )
+
+    def _apply_unit(self, changes: Sequence[Change]) -> None:
+        """Stage ``changes`` as temp files beside their targets, commit a journal that names them, move them into
+        place, and hand the journal over to be deleted once they are durable.
+
+        With ``durability="full"`` and ``syncfs`` nothing is fsynced on its own: the journal's commit flushes the
+        staged files with it (so that the renames below find their blocks allocated and start no write-back of
+        their own), and the next commit's flush makes the moved files durable before the journal is deleted
+        (:meth:`UnitJournal.applied`). Without ``syncfs`` each staged file and its folder is fsynced before the
+        commit, and each target folder after the moves.
+        """
+        temps: list[str] = []
+        staged: list[Staged] = []
+        fsync_each = self._fsync and not self._syncfs
+        try:
+            for change in changes:
+                tmp = self._temp(change.folder, change.name, change.data, sync=fsync_each)
+                temps.append(tmp)
+                name = os.path.basename(tmp)
+                staged.append(Staged(change.domain, change.key, change.insert, name, os.lstat(tmp).st_ino))
+            if fsync_each:
+                for folder in {c.folder for c in changes}:
+                    fsync_dir(folder)  # the staged names must outlive a power cut with the journal that names them
+            journal = self._journal.commit(encode_journal(staged))
+        except BaseException:
+            for tmp in temps:
+                _unlink_quietly(tmp)
+            raise
+        # Committed. If moving fails now, the journal stays: the next write of any backend on this root, or
+        # the next open, replays it (its lock goes with the descriptor).
+        try:
+            touched = self._install(changes, temps)
+            if fsync_each:
+                for folder in touched:
+                    fsync_dir(folder)
+        except BaseException:
+            os.close(journal[1])
+            log.error("unit journal %s committed but not applied whole; the next write or open replays it", journal[0])
+            raise
+        self._journal.applied(*journal)
+
+    @staticmethod
+    def _install(changes: Sequence[Change], temps: Sequence[str]) -> set[str]:
+        """Move each staged temp file to its target (an insert only if the target is absent); return the folders
+        that changed."""
+        touched = set()
+        for change, tmp in zip(changes, temps, strict=True):
+            target = os.path.join(change.folder, change.name)
+            if change.insert:
+                try:
+                    os.link(tmp, target)  # first write wins, also against another process
+                    touched.add(change.folder)
+                except FileExistsError:
+                    pass
+                finally:
+                    os.unlink(tmp)
+            else:
+                os.replace(tmp, target)
+                touched.add(change.folder)
+        return touched
+
+    def _replay_if_due(self) -> None:
+        """Before a write: replay the journals of writers that died since this backend last looked.
+
+        One ``stat`` of the journal folder when nothing changed there. A journal whose writer is alive (its
+        lock is held) is looked at again before each write until it is gone: the writer may die with it.
+        """
+        try:
+            mtime = os.stat(self._journal.folder).st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime != self._journals_seen or self._journals_held:
+            self._replay_units()
+            self._journals_seen = mtime
+
+    def _replay_units(self) -> None:
+        """Replay every committed journal that no live writer holds, oldest first, and delete it; delete a
+        journal whose checksum does not hold (it was never committed)."""
+        if self._read_only:
+            if self._journal.pending():
+                log.error("unit journals in %s not replayed: the root is read-only", self._journal.folder)
+            return
+        self._sweep_folder(self._journal.folder)
+        own = self._journal.own()
+        held = False
+        for path in self._journal.pending():
+            if path in own:
+                continue
+            with self._journal.claim(path) as data:
+                if data is None:
+                    held = held or os.path.exists(path)
+                    continue
+                try:
+                    staged = decode_journal(data, TEMP_PREFIX)
+                except ValueError as exc:
+                    self._quarantine(Path(path), self.root / QUARANTINE, f"unit journal not understood: {exc}")
+                    continue
+                if staged is None:
+                    log.warning("removed unit journal %s: torn or damaged, so never committed", path)
+                else:
+                    self._replay(staged)
+                    log.info("replayed unit journal %s", path)
+                self._journal.drop(path)
+        self._journals_held = held
+
+    def _replay(self, staged: Sequence[Staged]) -> None:
+        """Move into place each staged file of a committed unit that is still under its temp name (with its
+        inode): the others were moved by the writer, and what replaced them since is newer and stays."""
+        changes, temps = [], []
+        for item in staged:
+            folder, name = self._path(item.domain, item.key)
+            tmp = os.path.join(folder, item.temp)
+            try:
+                if os.lstat(tmp).st_ino != item.inode:
+                    continue
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            changes.append(Change(item.domain, item.key, folder, name, b"", item.insert))
+            temps.append(tmp)
+        with contextlib.ExitStack() as locks:
+            self._lock_folders({c.folder: True for c in changes if c.domain.soft_delete}, locks)
+            touched = self._install(changes, temps)
+        if self._syncfs and touched:
+            sync_filesystem(self.root)
+        elif self._fsync:
+            for folder in touched:
+                fsync_dir(folder)
 
     # ------------------------------------------------------------------------------------- reads
 
@@ -686,6 +905,7 @@ class FileBackend(Backend):
             folder, name = self._path(domain, key)
             by_folder.setdefault(folder, []).append(name)
         try:
+            self._replay_if_due()
             for folder, names in by_folder.items():
                 # Soft-delete domains: under the folder's lock, as their put and mark_removed are.
                 lock = (

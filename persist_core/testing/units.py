@@ -116,15 +116,18 @@ def _visible(backend: Backend, namespace: str, seq: int) -> list[bool]:
 
 def _verify_units(backend: Backend, report: UnitKillReport) -> None:
     ns, acked = report.namespace, report.acked
-    # The unit after the last acknowledged one may or may not have been committed when the kill landed.
+    # The unit after the last acknowledged one may or may not have been committed when the kill landed. If it
+    # was, it replaced the slots (signal, risk, strategy) of the acknowledged one: only that one's own rows remain.
     for seq in (acked + 1, acked):
         if seq < 0:
             continue
-        seen = _visible(backend, ns, seq)
-        if all(seen):
+        seen = dict(zip(UNIT_DOMAINS, _visible(backend, ns, seq), strict=True))
+        if report.found > seq:
+            seen = {name: seen[name] for name in ("storage", "log", "measure")}
+        if all(seen.values()):
             report.found = max(report.found, seq)
-        elif any(seen):
-            report.problems.append(f"unit {seq} is visible in part: {dict(zip(UNIT_DOMAINS, seen, strict=True))}")
+        elif any(seen.values()):
+            report.problems.append(f"unit {seq} is visible in part: {seen}")
         elif seq <= acked:
             report.problems.append(f"acknowledged unit {seq} is lost")
     if acked >= 1 and not all(_visible(backend, ns, acked - 1)[2:4]):
