@@ -149,21 +149,17 @@ def test_reference_store_must_differ_from_the_target(tmp_path: Path) -> None:
 
 
 @slow
-def test_a_step_written_without_a_unit_is_caught() -> None:
-    """Control: with each write of a step on its own, a kill between two of them leaves half a step stored
-    (e.g. the trade closed in storage, its position still in the risk book), and the demo's check says so."""
-    caught = 0
-    for seed in (1, 4, 6, 8):
-        result = run_demo("--seed", str(seed), fault="no-units")
-        if re.search(r"before write 1 of", result.stdout):
-            continue  # killed before the step's first write: nothing half-written to catch
-        assert result.returncode == 1, result.stdout
-        assert "DISAGREES with the reference" in result.stdout
-        assert result.stdout.splitlines()[-1].startswith("FAILED: the resumed run lost or changed state")
-        caught += 1
-        if caught == 2:
-            break
-    assert caught >= 1
+@pytest.mark.parametrize("seed", [5, 6])
+def test_a_step_written_without_a_unit_is_caught(seed: int) -> None:
+    """Control: with each write of a step on its own, a kill between two of them leaves half a step stored,
+    which the restart cannot redo (these seeds kill a partial-level step after its levels were written: the
+    restart sees the levels reached and decides nothing), and the demo's check says so. A close step cut after
+    its storage row alone heals on the redo (seeds 1-3), which is why these seeds."""
+    result = run_demo("--seed", str(seed), fault="no-units")
+    assert "(partial), before write" in result.stdout and "before write 1 of" not in result.stdout, result.stdout
+    assert result.returncode == 1, result.stdout
+    assert "DISAGREES with the reference" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("FAILED: the resumed run lost or changed state")
 
 
 def _state() -> dict[str, Any]:

@@ -405,7 +405,8 @@ def _recovery_lines(pid: int, found: dict[str, Any], changes: int, killed_step: 
         )
     if cursor is None or cursor < killed_step:
         lines.append(
-            f"             step {killed_step} is not committed (the kill cut its unit short): the restart decides it again"
+            f"             step {killed_step} is not committed (the kill cut its unit short): "
+            "the restart decides it again"
         )
     else:
         lines.append(f"             the kill came after step {killed_step}'s unit was stored: it is whole")

@@ -238,7 +238,7 @@ class LiveStrategy:
     def decide(
         self, index: int, window: list[dict[str, Any]], now: int
     ) -> tuple[str, str, list[dict[str, Any]]] | None:
-        """The writes that candle ``index`` calls for, as ``(kind, signal id, commit queue)``, or ``None``."""
+        """The writes that candle ``index`` calls for, as ``(kind, signal id, writes)``, or ``None``."""
         candle = window[-1]
         signal = self.signal.read()
         if signal is not None:
