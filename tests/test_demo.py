@@ -49,8 +49,11 @@ def assert_agrees(result: subprocess.CompletedProcess[str]) -> list[str]:
 def test_killed_run_resumes_into_the_reference_state_on_files(seed: int) -> None:
     lines = assert_agrees(run_demo("--seed", str(seed)))
     restart = next(line for line in lines if line.startswith("3 restart"))
-    # Usually PENDING (the kill lands inside a step's commit); "committed" if the kill came late.
-    assert re.search(r"found step \d+ (PENDING|committed) in the strategy slot", restart)
+    assert re.search(r"found step \d+ \((open|partial|close)\) committed in the strategy slot", restart)
+    assert any(
+        "is not committed (the kill cut its unit short)" in line or "unit was stored: it is whole" in line
+        for line in lines
+    )
 
 
 @slow
@@ -146,20 +149,17 @@ def test_reference_store_must_differ_from_the_target(tmp_path: Path) -> None:
 
 
 @slow
-def test_a_resume_that_skips_the_write_ahead_replay_is_caught() -> None:
-    caught = 0
-    for seed in (1, 4, 6, 8):
-        result = run_demo("--seed", str(seed), fault="skip-replay")
-        if "not yet written: none" in result.stdout:
-            continue  # the kill landed after the last write of the step: nothing to lose, nothing to catch
-        assert result.returncode == 1, result.stdout
-        assert "did NOT replay it" in result.stdout
-        assert "DISAGREES with the reference" in result.stdout
-        assert result.stdout.splitlines()[-1].startswith("FAILED: the resumed run lost or changed state")
-        caught += 1
-        if caught == 2:
-            break
-    assert caught >= 1
+@pytest.mark.parametrize("seed", [5, 6])
+def test_a_step_written_without_a_unit_is_caught(seed: int) -> None:
+    """Control: with each write of a step on its own, a kill between two of them leaves half a step stored,
+    which the restart cannot redo (these seeds kill a partial-level step after its levels were written: the
+    restart sees the levels reached and decides nothing), and the demo's check says so. A close step cut after
+    its storage row alone heals on the redo (seeds 1-3), which is why these seeds."""
+    result = run_demo("--seed", str(seed), fault="no-units")
+    assert "(partial), before write" in result.stdout and "before write 1 of" not in result.stdout, result.stdout
+    assert result.returncode == 1, result.stdout
+    assert "DISAGREES with the reference" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("FAILED: the resumed run lost or changed state")
 
 
 def _state() -> dict[str, Any]:

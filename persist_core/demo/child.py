@@ -19,8 +19,9 @@ from persist_core.urls import mask_url
 
 __all__ = ["FAULT_ENV", "main"]
 
-#: Set to ``skip-replay`` to make the restarted process ignore a pending step (a deliberately wrong resume,
-#: used by the tests to show that the demo's own check fails when recovery is wrong).
+#: Set to ``no-units`` to make the live processes write each step's writes one by one instead of as a unit of
+#: work (deliberately wrong, used by the tests to show that the demo's own check fails when a kill cuts a
+#: step in half).
 FAULT_ENV = "PERSIST_DEMO_FAULT"
 
 
@@ -43,7 +44,7 @@ def main() -> int:
                 Names(config["tag"]),
                 report=_report,
                 pace_s=config["pace_ms"] / 1000,
-                replay=os.environ.get(FAULT_ENV) != "skip-replay",
+                units=os.environ.get(FAULT_ENV) != "no-units",
             )
             _report(f"ready {os.getpid()}")
             found = strategy.recover()

@@ -320,7 +320,7 @@ def _run(options: DemoOptions, url: str, started: float, out: list[str]) -> int:
     trade = reference["trades"][event.signal_id]
     out.append(
         f"2 live run   pid {first.pid} on the target; SIGKILL at step {event.step} ({event.kind}), "
-        f"before write {write_index + 1} of {event.writes} ({killed_on}) of its commit queue"
+        f"before write {write_index + 1} of {event.writes} ({killed_on}) of its unit of work"
     )
     out.append(f"             open trade: {_trade_text(trade)}, opened at step {int(event.signal_id[-4:])}")
     if options.resume_url is not None:
@@ -345,7 +345,7 @@ def _run(options: DemoOptions, url: str, started: float, out: list[str]) -> int:
     finally:
         second.kill()
         second.close()
-    out += _recovery_lines(second.pid, found, changes, options)
+    out += _recovery_lines(second.pid, found, changes, event.step)
 
     # 4. The check: the persisted state after the crash and the restart against the reference.
     with setup(url, clock=SimClock(), env=setup_env()) as persist:
@@ -393,37 +393,30 @@ def _moved(url: str, resume_url: str, out: list[str]) -> str:
     return resume_url
 
 
-def _recovery_lines(pid: int, found: dict[str, Any], changes: int, options: DemoOptions) -> list[str]:
+def _recovery_lines(pid: int, found: dict[str, Any], changes: int, killed_step: int) -> list[str]:
     lines = []
-    if found["phase"] == "pending":
-        queue = ", ".join(found["queue"])
-        lines.append(
-            f"3 restart    pid {pid} found step {found['cursor']} PENDING in the strategy slot "
-            f"(write-ahead record: {queue})"
-        )
-        missing = ", ".join(found["missing"]) or "none"
-        action = "re-applied the whole queue, marked it committed" if found["replayed"] else "did NOT replay it"
-        lines.append(f"             not yet written: {missing}; {action}")
-    elif found["phase"] == "committed":
-        lines.append(
-            f"3 restart    pid {pid} found step {found['cursor']} committed in the strategy slot; nothing to replay"
-        )
-    else:
+    cursor = found["cursor"]
+    if cursor is None:
         lines.append(f"3 restart    pid {pid} found no strategy state; started from the beginning")
-    before, after = found["open_before"], found["open_after"]
-    profit = found["levels"].get("profitLevels", [])
-    loss = found["levels"].get("lossLevels", [])
-    if before is None and after is None:
-        lines.append("             no open trade in the signal slot")
-    elif after is None:
-        lines.append(f"             the signal slot held {_trade_text(before)}; the replayed queue closed it")
     else:
-        how = (
-            ""
-            if before == after
-            else (" (written by the replay)" if before is None else " (row updated by the replay)")
+        lines.append(
+            f"3 restart    pid {pid} found step {cursor} ({found['event']}) committed in the strategy slot, "
+            "the last whole unit of work"
         )
-        lines.append(f"             open trade in the signal slot: {_trade_text(after)}{how}")
+    if cursor is None or cursor < killed_step:
+        lines.append(
+            f"             step {killed_step} is not committed (the kill cut its unit short): "
+            "the restart decides it again"
+        )
+    else:
+        lines.append(f"             the kill came after step {killed_step}'s unit was stored: it is whole")
+    trade = found["open_trade"]
+    if trade is None:
+        lines.append("             no open trade in the signal slot")
+    else:
+        profit = found["levels"].get("profitLevels", [])
+        loss = found["levels"].get("lossLevels", [])
+        lines.append(f"             open trade in the signal slot: {_trade_text(trade)}")
         lines.append(f"             partial levels reached so far: profit {profit}, loss {loss}")
     lines.append(
         f"             {found['trades']} trades already in storage; resumed at step {found['start']} "

@@ -2,17 +2,16 @@
 
 Each step handles one closed 1-minute candle: fetch candles from the synthetic exchange, cache them
 (first write wins), read the window back from the cache, and decide. A decision that changes state
-(open a trade, reach partial levels, close it) becomes a *commit queue* of writes to several domains,
-applied under a write-ahead protocol on the strategy slot:
+(open a trade, reach partial levels, close it) becomes a list of writes to several domains, written as
+one *unit of work* (``persist.live.unit()``) together with the strategy slot's cursor
+``{"cursor": step, "phase": "committed", ...}``: after a kill, either every write of the step and its
+cursor are stored, or none of them is.
 
-1. the strategy slot gets ``{"cursor": step, "phase": "pending", "commitQueue": [...writes...]}``;
-2. every write of the queue is applied; each is idempotent (whole-value slot writes, upserts by
-   deterministic id, append-only log ids, first-write-wins candles);
-3. the strategy slot gets ``{"cursor": step, "phase": "committed", ...}``.
-
-A process killed anywhere in between restarts with :meth:`LiveStrategy.recover`: a pending step is
-applied again from its record, then the loop goes on after the cursor. Steps without a decision write
-only candles; re-running them after a restart decides the same (nothing they read has changed).
+A process killed anywhere restarts with :meth:`LiveStrategy.recover`: it goes on after the cursor, and a
+step whose unit the kill cut short is simply decided again (what it reads is what it read before). Steps
+without a decision write only candles (a first-write-wins cache), which re-running them rewrites to no
+effect. Upstream (and this demo before units) kept a write-ahead queue in the strategy slot and re-applied
+it after a crash; the unit makes that queue the library's job.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from typing import Any
 
 from persist_core.demo.market import STEP_MS, Market, SimClock
 from persist_core.domains import CandleInterval
-from persist_core.persist import Persist
+from persist_core.persist import ModeStores, Persist, Unit
 
 __all__ = [
     "FAST",
@@ -101,12 +100,8 @@ class Recovery:
 
     start: int
     cursor: int | None = None
-    phase: str | None = None
-    queue: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    replayed: bool = False
-    open_before: dict[str, Any] | None = None
-    open_after: dict[str, Any] | None = None
+    event: str | None = None
+    open_trade: dict[str, Any] | None = None
     levels: dict[str, Any] = field(default_factory=dict)
     trades: int = 0
 
@@ -115,12 +110,8 @@ class Recovery:
         return {
             "start": self.start,
             "cursor": self.cursor,
-            "phase": self.phase,
-            "queue": self.queue,
-            "missing": self.missing,
-            "replayed": self.replayed,
-            "open_before": self.open_before,
-            "open_after": self.open_after,
+            "event": self.event,
+            "open_trade": self.open_trade,
             "levels": self.levels,
             "trades": self.trades,
         }
@@ -175,9 +166,10 @@ class LiveStrategy:
         clock: the clock given to ``setup``; each step sets it to the close of its candle.
         names: the run's keys.
         report: receives one progress line per event (the child process writes them to its pipe).
-        pace_s: sleep per step (waiting for the next candle) and half of it before each write of a commit
-            queue (standing in for the order round trip to the exchange), so that a kill lands mid-step.
-        replay: re-apply a pending step on recovery (``False`` only to show that the check catches it).
+        pace_s: sleep per step (waiting for the next candle) and half of it before each write of a step
+            (standing in for the order round trip to the exchange), so that a kill lands mid-step.
+        units: write each step as one unit of work (``False`` only to show that the check catches a step
+            written piecemeal: a kill between its writes leaves half a trade).
     """
 
     def __init__(
@@ -189,20 +181,21 @@ class LiveStrategy:
         *,
         report: Reporter | None = None,
         pace_s: float = 0.0,
-        replay: bool = True,
+        units: bool = True,
     ) -> None:
+        self.persist = persist
         self.market = market
         self.clock = clock
         self.names = names
         self.report = report or (lambda line: None)
         self.pace_s = pace_s
-        self.replay = replay
+        self.units = units
         self.events: list[Event] = []
         live = persist.live
-        triple = {"symbol": SYMBOL, "strategy_name": names.strategy_name, "exchange_name": names.exchange_name}
-        self.signal = live.signal(**triple)
-        self.strategy = live.strategy(**triple)
-        self.partial = live.partial(**triple)
+        self.triple = {"symbol": SYMBOL, "strategy_name": names.strategy_name, "exchange_name": names.exchange_name}
+        self.signal = live.signal(**self.triple)
+        self.strategy = live.strategy(**self.triple)
+        self.partial = live.partial(**self.triple)
         self.risk = live.risk(risk_name=names.risk_name, exchange_name=names.exchange_name)
         self.candles = live.candle(symbol=SYMBOL, interval=INTERVAL, exchange_name=names.exchange_name)
         self.storage = live.storage(backtest=False)
@@ -245,7 +238,7 @@ class LiveStrategy:
     def decide(
         self, index: int, window: list[dict[str, Any]], now: int
     ) -> tuple[str, str, list[dict[str, Any]]] | None:
-        """The writes that candle ``index`` calls for, as ``(kind, signal id, commit queue)``, or ``None``."""
+        """The writes that candle ``index`` calls for, as ``(kind, signal id, writes)``, or ``None``."""
         candle = window[-1]
         signal = self.signal.read()
         if signal is not None:
@@ -379,78 +372,54 @@ class LiveStrategy:
             "args": args,
         }
 
-    # --------------------------------------------------------------------- write-ahead protocol
+    # --------------------------------------------------------------------------- the commit
 
     def commit(self, index: int, kind: str, signal_id: str, queue: list[dict[str, Any]], now: int) -> None:
-        """Record the step's writes as pending, apply them, mark the step committed."""
-        record: dict[str, Any] = {
-            "cursor": index,
-            "phase": "pending",
-            "event": kind,
-            "signalId": signal_id,
-            "timestamp": now,
-            "commitQueue": queue,
-        }
-        self.strategy.write(record, when=now)
+        """Write the step's writes and the strategy cursor as one unit of work: all stored, or none."""
         self.report(f"plan {index} {len(queue)} {kind} {signal_id}")
+        cursor = {"cursor": index, "phase": "committed", "event": kind, "signalId": signal_id, "timestamp": now}
+        if not self.units:  # the deliberately wrong way: each write on its own
+            self._write_all(self.persist.live, index, queue, cursor, now)
+        else:
+            with self.persist.live.unit() as unit:
+                self._write_all(unit, index, queue, cursor, now)
+        self.report(f"commit {index}")
+        self.events.append(Event(index, kind, signal_id, len(queue)))
+
+    def _write_all(
+        self, target: ModeStores | Unit, index: int, queue: list[dict[str, Any]], cursor: dict[str, Any], now: int
+    ) -> None:
         for k, write in enumerate(queue):
             self.report(f"op {index} {k} {write['domain']}")
             if self.pace_s:
                 time.sleep(self.pace_s / 2)
-            self.apply(write, now)
-        self.strategy.write({**record, "phase": "committed", "commitQueue": []}, when=now)
-        self.report(f"commit {index}")
-        self.events.append(Event(index, kind, signal_id, len(queue)))
+            self.apply(target, write, now)
+        target.strategy(**self.triple).write(cursor, when=now)
 
-    def apply(self, write: dict[str, Any], when: int) -> None:
-        """Apply one write of a commit queue (idempotent)."""
+    def apply(self, target: ModeStores | Unit, write: dict[str, Any], when: int) -> None:
+        """Write one write of a step through ``target`` (the live stores, or a unit of work)."""
         domain = write["domain"]
+        names = self.names
         if domain == "signal":
-            self.signal.write(write["value"], when=when)
+            target.signal(**self.triple).write(write["value"], when=when)
         elif domain == "risk":
-            self.risk.write(write["value"], when=when)
+            target.risk(risk_name=names.risk_name, exchange_name=names.exchange_name).write(write["value"], when=when)
         elif domain == "partial":
-            self.partial.write(write["signal_id"], write["value"], when=when)
+            target.partial(**self.triple).write(write["signal_id"], write["value"], when=when)
         elif domain == "storage":
-            self.storage.write(write["items"])
+            target.storage(backtest=False).write(write["items"])
         elif domain == "log":
-            self.log.write(write["items"])
+            target.log().write(write["items"])
         else:
-            raise ValueError(f"unknown write in a commit queue: {domain!r}")
-
-    def is_applied(self, write: dict[str, Any]) -> bool:
-        """Whether storage already holds what ``write`` would write (for the account of a recovery)."""
-        domain = write["domain"]
-        if domain == "signal":
-            return bool(self.signal.read() == write["value"])
-        if domain == "risk":
-            return bool(self.risk.read() == write["value"])
-        if domain == "partial":
-            return bool(self.partial.read(write["signal_id"]) == write["value"])
-        store = self.storage if domain == "storage" else self.log
-        prefix = self.names.signal_prefix if domain == "storage" else self.names.log_prefix
-        stored = run_items(store.read(), prefix)
-        return all(stored.get(item["id"]) == item for item in write["items"])
+            raise ValueError(f"unknown write of a step: {domain!r}")
 
     def recover(self) -> Recovery:
-        """Find where the last process stopped; re-apply a pending step; return where to go on."""
+        """Find the last step whose unit was stored; go on after it."""
         record: dict[str, Any] | None = self.strategy.read()
-        found = Recovery(start=self.first_step, open_before=self.signal.read())
+        found = Recovery(start=self.first_step, open_trade=self.signal.read())
         if record is not None:
-            cursor = record["cursor"]
-            queue = record["commitQueue"]
-            found.start, found.cursor, found.phase = cursor + 1, cursor, record["phase"]
-            found.queue = [w["domain"] for w in queue]
-            if record["phase"] == "pending":
-                found.missing = [w["domain"] for w in queue if not self.is_applied(w)]
-                if self.replay:
-                    for write in queue:
-                        self.apply(write, record["timestamp"])
-                    self.strategy.write({**record, "phase": "committed", "commitQueue": []}, when=record["timestamp"])
-                    found.replayed = True
-        found.open_after = self.signal.read()
-        trade: dict[str, Any] | None = found.open_after or found.open_before
-        if trade is not None:
-            found.levels = self.partial.read(trade["id"])
+            found.start, found.cursor, found.event = record["cursor"] + 1, record["cursor"], record.get("event")
+        if found.open_trade is not None:
+            found.levels = self.partial.read(found.open_trade["id"])
         found.trades = len(run_items(self.storage.read(), self.names.signal_prefix))
         return found
