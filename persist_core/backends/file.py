@@ -50,7 +50,7 @@ from persist_core.urls import (
     parse_options,
     path_of,
 )
-from persist_core.validation import check_field, decode_stored
+from persist_core.validation import check_field, check_stored, decode_stored
 
 __all__ = ["FileBackend", "decode_segment", "encode_segment"]
 
@@ -439,7 +439,7 @@ class FileBackend(Backend):
             raise _translate(exc, path) from exc
         try:
             record = _parse(data)
-            decode_stored(domain, record.payload)
+            check_stored(domain, record.payload)  # the store's decode takes the value: one decode per read
         except ValueError as exc:
             return self._unreadable(domain, folder, name, inode, f"unreadable record file: {exc}")
         return record
