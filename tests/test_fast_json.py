@@ -200,6 +200,18 @@ def test_decode_keeps_ints_beyond_64_bits() -> None:
         assert type(decode_stored(ANY_SPEC, f"[{number}]")[0]) is int
 
 
+@pytest.mark.parametrize("offset", range(6))
+def test_a_run_of_19_digits_is_found_at_any_offset(offset: int) -> None:
+    """may_differ looks at every third byte first: a run of 19 digits shows there wherever it starts."""
+    for length in (18, 19, 20, 40):
+        for number in ("7" * length, "-" + "7" * length):
+            text = f'{{"{"k" * offset}":[{number}]}}'
+            assert fast_json.may_differ(text) is (length >= 19)
+            assert fast_json.may_differ(text.encode()) is (length >= 19)
+            assert decode_stored(ANY_SPEC, text) == json.loads(text)
+            assert type(decode_stored(ANY_SPEC, text)[next(iter(json.loads(text)))][0]) is int
+
+
 def test_a_checked_payload_is_decoded_once_and_handed_out_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[object] = []
     loads = validation._fast_loads
