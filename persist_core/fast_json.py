@@ -23,35 +23,58 @@ Why the texts are equal where the fast path vouches (the property tests in tests
 
 from __future__ import annotations
 
+import json
 from types import ModuleType
 from typing import Any, Final
 
 try:
     import orjson as _imported
 except ImportError:  # pragma: no cover - CI installs orjson; tests/test_fast_json.py runs without it too
-    orjson: ModuleType | None = None
-else:
-    orjson = _imported
+    _imported = None  # type: ignore[assignment]
 
-__all__ = ["AVAILABLE", "fast_encode", "loads", "may_differ"]
-
-#: Whether orjson could be imported (otherwise the fast path always declines).
-AVAILABLE: Final = orjson is not None
-#: ``orjson.loads`` (``None`` without orjson). It refuses what the standard library accepts in a few corners
-#: (a lone surrogate escape, a number that overflows to infinity): the caller then decodes with the standard
-#: library, and also where :func:`may_differ`.
-loads: Final = None if orjson is None else orjson.loads
+__all__ = ["AVAILABLE", "agrees", "fast_encode", "loads", "may_differ"]
 
 # Everything orjson serialises by itself but the standard-library path treats otherwise (subclasses of
 # str/int/dict/list, dataclasses, datetimes) raises instead of being encoded; big ints too.
 _OPTIONS: Final = (
     0
-    if orjson is None
-    else orjson.OPT_STRICT_INTEGER
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_DATETIME
+    if _imported is None
+    else _imported.OPT_STRICT_INTEGER
+    | _imported.OPT_PASSTHROUGH_SUBCLASS
+    | _imported.OPT_PASSTHROUGH_DATACLASS
+    | _imported.OPT_PASSTHROUGH_DATETIME
 )
+# One document of the spellings the fast path relies on: escapes, the float layouts at both ends of the
+# vouched range, int bounds, key order. docs/decisions.md, "Cheaper validation and encoding".
+_PROBE: Final = [
+    "".join(map(chr, range(1, 0x80))) + "\u0085\u00a0\u2028\u2029\ufeff\U0001f600",
+    [1e-4, -1e-4, 1.0001e-4, 9999999999999998.0, 1e15, 0.1, 1 / 3, 123456789012.5, 42017.5, -0.0, 0.0],
+    [2**53 - 1, -(2**53 - 1), 0, True, False, None],
+    {"b": 1, "a": [{}, []], "é": "x"},
+]
+
+
+def agrees(module: Any) -> bool:
+    """Whether ``module`` (an orjson) writes :data:`_PROBE` exactly as the standard-library path does.
+
+    Checked once at import: an orjson release that changed one of these spellings turns the fast path off
+    instead of changing the text every backend stores.
+    """
+    standard = json.dumps(_PROBE, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        return bool(module.dumps(_PROBE, option=_OPTIONS) == standard.encode())
+    except Exception:  # an orjson without one of the options, say: no fast path rather than no import
+        return False
+
+
+orjson: ModuleType | None = _imported if _imported is not None and agrees(_imported) else None
+#: Whether the fast path is on: orjson is installed and :func:`agrees` (otherwise it always declines).
+AVAILABLE: Final = orjson is not None
+#: ``orjson.loads`` (``None`` without the fast path). It refuses what the standard library accepts in a few
+#: corners (a lone surrogate escape, a number that overflows to infinity): the caller then decodes with the
+#: standard library, and also where :func:`may_differ`.
+loads: Final = None if orjson is None else orjson.loads
+
 _SCALARS: Final = frozenset({str, int, bool, type(None)})
 _NUL: Final = b"\\u0000"
 # See validation._SCAN_TABLE: a run of 19 digits is the only way a number beyond 64 bits can appear.

@@ -261,6 +261,24 @@ def test_a_file_read_decodes_the_payload_once(tmp_path: Path, monkeypatch: pytes
     assert not validation._handover
 
 
+def test_an_orjson_that_spells_differently_turns_the_fast_path_off() -> None:
+    """The import-time probe: this orjson agrees; one that wrote ``1e16`` style or upper-case escapes would not."""
+    assert fast_json.agrees(fast_json.orjson)
+
+    class Respelled:
+        @staticmethod
+        def dumps(value: Any, option: int) -> bytes:
+            return fast_json.orjson.dumps(value, option=option).replace(b"\\u001f", b"\\u001F")
+
+    class Older:
+        @staticmethod
+        def dumps(value: Any, option: int) -> bytes:
+            raise TypeError("unknown option")
+
+    assert not fast_json.agrees(Respelled)
+    assert not fast_json.agrees(Older)
+
+
 _WITHOUT_ORJSON = """
 import json, sys
 sys.modules["orjson"] = None  # import orjson now fails, as where it is not installed
