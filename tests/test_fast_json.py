@@ -7,6 +7,7 @@ compare payload texts and export digests hash them, so the stored text must stay
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import json
@@ -22,7 +23,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from persist_core import fast_json, validation
+from persist_core import asetup, fast_json, validation
 from persist_core.bench.core_pairs import sample_value
 from persist_core.config import resolve_routes
 from persist_core.domains import DOMAINS, ValueKind
@@ -279,10 +280,29 @@ def test_an_orjson_that_spells_differently_turns_the_fast_path_off() -> None:
     assert not fast_json.agrees(Older)
 
 
+def test_an_asyncio_file_read_decodes_the_payload_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The asyncio face reads in a worker thread and decodes on the loop: the handover crosses threads."""
+
+    async def main() -> None:
+        async with await asetup(f"file:{tmp_path}", env={}) as persist:
+            store = persist.live.signal(symbol="BTC/USDT", strategy_name="s", exchange_name="x")
+            await store.write(sample_value())
+            calls: list[object] = []
+            loads = validation._fast_loads
+            monkeypatch.setattr(validation, "_fast_loads", lambda text: calls.append(text) or loads(text))
+            first, second = await store.read(), await store.read()
+            assert len(calls) == 2
+            assert first == second == sample_value()
+            assert first is not second
+
+    asyncio.run(main())
+    assert not validation._handover
+
+
 _WITHOUT_ORJSON = """
 import json, sys
 sys.modules["orjson"] = None  # import orjson now fails, as where it is not installed
-from persist_core import fast_json, validation
+from persist_core import asetup, fast_json, validation
 from persist_core.bench.core_pairs import sample_value
 from persist_core.domains import DOMAINS
 from persist_core.errors import InvalidValueError
