@@ -118,12 +118,12 @@ def _plain_and_shallow(value: object, max_depth: int) -> bool:
         for node in level:
             for child in node.values() if type(node) is dict else node:
                 kind = type(child)
+                if kind in scalars:
+                    continue
                 if kind is float:
                     # Also false for NaN and the infinities, which orjson writes as null.
                     if not (1e-4 <= abs(child) < 1e16 or child == 0.0):
                         return False
-                elif kind in scalars:
-                    pass
                 elif kind is dict or kind is list:
                     push(child)
                 else:

@@ -17,6 +17,7 @@ import bisect
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -318,16 +319,18 @@ class FileBackend(Backend):
         # The name stays short: an encoded key may already use 245 of the 255 bytes a file name may have.
         if folder not in self._swept:
             self._sweep_folder(folder)
-        tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.urandom(8).hex()}")
+        tmp = os.path.join(folder, f"{TEMP_PREFIX}{_temp_names.token}{next(_temp_names.counter):x}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
             makedirs_durably(folder, fsync=self._fsync)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            written = os.write(fd, data)
+            if written < len(data):  # a regular file takes it whole, but write(2) may stop short
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(fd, view) :]
             if self._fsync:
                 os.fsync(fd)
         except BaseException:
@@ -779,6 +782,25 @@ def _flock_within(fd: int, folder: str, timeout: float, url: str) -> None:
                 ) from None
             time.sleep(min(delay, deadline - now))
             delay = min(delay * 2, 0.02)
+
+
+class _TempNames:
+    """Unique temp file names without a system call each: a random token per process and a counter.
+
+    ``os.urandom`` per write was a ``getrandom(2)`` call on the write path. The token is drawn again in a
+    forked child, so parent and child never share it; ``O_EXCL`` still refuses a name that exists.
+    """
+
+    def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
+        self.token = os.urandom(6).hex()
+        self.counter = itertools.count()
+
+
+_temp_names = _TempNames()
+os.register_at_fork(after_in_child=_temp_names.renew)
 
 
 def _format(record: Record) -> bytes:
