@@ -238,13 +238,10 @@ def decode_stored(spec: DomainSpec, text: str | bytes) -> Any:
     start-up sweep: valid JSON without NaN/Infinity, of the domain's value kind (an object where the domain
     stores objects; ``null`` only where a store writes it).
     """
-    if _handover:
-        with _handover_lock:
-            kept = _handover.pop(id(text), None)
-        # The entry holds a reference to its text, so no other live object can have its id; the spec is
-        # compared all the same, since the value was checked against that spec's kind.
-        if kept is not None and kept[0] is text and kept[1] is spec:
-            return kept[2]
+    if _handover.waiting:
+        kept = _handover.take(spec, text)
+        if kept is not _NOTHING:
+            return kept
     try:
         value = _fast_loads(text)
     except ValueError:  # orjson.JSONDecodeError: the standard library decides, and words the error
@@ -263,24 +260,55 @@ def check_stored(spec: DomainSpec, text: str) -> None:
     For a backend that verifies what it reads, as the file backend does so that it can quarantine a damaged
     record: the decoded value is handed over to the next :func:`decode_stored` of this very string object
     (the store's, for the record the backend returns), which then does not decode again. It is handed over
-    once, so each read still gets a fresh value; a few wait at most (:data:`_HANDOVER_SLOTS`, the oldest
-    dropped, and only for payloads up to :data:`_HANDOVER_MAX_CHARS`), for the records a caller reads
-    without decoding them (an export, a soft delete's read-modify-write).
+    once, so each read still gets a fresh value. Values wait in arrival order, the oldest dropped beyond
+    4,096 values or 2**20 characters of text: enough for a window of candles, bounded for the records a
+    caller reads without decoding them (an export, a soft delete's read-modify-write).
     """
-    value = decode_stored(spec, text)
-    if len(text) <= _HANDOVER_MAX_CHARS:
-        with _handover_lock:
-            if len(_handover) >= _HANDOVER_SLOTS:
-                del _handover[next(iter(_handover))]
-            _handover[id(text)] = (text, spec, value)
+    _handover.keep(text, spec, decode_stored(spec, text))
 
 
-#: Values decoded by :func:`check_stored` waiting for the store's :func:`decode_stored`, by ``id`` of their
-#: text. A lock, not a per-thread map: the asyncio face reads in a worker thread and decodes on the loop.
-_handover: dict[int, tuple[str, DomainSpec, Any]] = {}
-_handover_lock = threading.Lock()
-_HANDOVER_SLOTS = 16
-_HANDOVER_MAX_CHARS = 1 << 16
+class _Handover:
+    """Values decoded by :func:`check_stored`, waiting for the store's :func:`decode_stored`, by ``id`` of
+    their text (the entry holds the text, so no other live object has that id).
+
+    A lock, not a per-thread map: the asyncio face reads in a worker thread and decodes on the loop.
+    """
+
+    slots = 4096
+    chars = 1 << 20
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, tuple[str, DomainSpec, Any]] = {}
+        self.held = 0  # characters of the texts in waiting
+        self.lock = threading.Lock()
+
+    def keep(self, text: str, spec: DomainSpec, value: Any) -> None:
+        size = len(text)
+        if size > self.chars:
+            return
+        with self.lock:
+            waiting = self.waiting
+            again = waiting.pop(id(text), None)  # the same object checked twice (CPython shares 1-char texts)
+            if again is not None:
+                self.held -= len(again[0])
+            while waiting and (len(waiting) >= self.slots or self.held + size > self.chars):
+                self.held -= len(waiting.pop(next(iter(waiting)))[0])
+            waiting[id(text)] = (text, spec, value)
+            self.held += size
+
+    def take(self, spec: DomainSpec, text: str | bytes) -> Any:
+        """The value kept for this very ``text`` object and ``spec`` (removed), or :data:`_NOTHING`."""
+        with self.lock:
+            kept = self.waiting.pop(id(text), None)
+            if kept is not None:
+                self.held -= len(kept[0])
+        if kept is not None and kept[0] is text and kept[1] is spec:
+            return kept[2]
+        return _NOTHING
+
+
+_handover = _Handover()
+_NOTHING: Any = object()
 
 
 def _decode_standard(text: str | bytes) -> Any:

@@ -231,17 +231,48 @@ def test_a_checked_payload_is_decoded_once_and_handed_out_once(monkeypatch: pyte
     assert len(calls) == 4
 
 
-def test_the_handover_stays_bounded() -> None:
-    texts = [encode_value({"i": i}) for i in range(validation._HANDOVER_SLOTS * 3)]
+def test_the_handover_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    handover = validation._handover
+    monkeypatch.setattr(handover, "slots", 8)
+    monkeypatch.setattr(handover, "chars", 200)
+    texts = [encode_value({"i": i}) for i in range(30)]  # 8 characters each
     for text in texts:
         check_stored(OBJECT_SPEC, text)
-    assert len(validation._handover) <= validation._HANDOVER_SLOTS
-    big = encode_value({"s": "x" * validation._HANDOVER_MAX_CHARS})
-    check_stored(OBJECT_SPEC, big)
-    assert id(big) not in validation._handover
-    for text in texts:  # consume what waits, so that other tests start empty
-        decode_stored(OBJECT_SPEC, text)
-    assert not validation._handover
+    assert len(handover.waiting) == 8
+    assert handover.held == 8 * 8
+    assert [entry[0] for entry in handover.waiting.values()] == texts[-8:]  # the oldest were dropped
+    big = encode_value({"s": "x" * 100})
+    check_stored(OBJECT_SPEC, big)  # 112 characters: the oldest go until it fits in 200
+    assert handover.held <= 200
+    assert id(big) in handover.waiting
+    check_stored(OBJECT_SPEC, encode_value({"s": "x" * 300}))  # larger than the whole budget: not kept
+    assert handover.held <= 200
+    same = "1"  # CPython shares one-character strings: checked twice, counted once
+    check_stored(ANY_SPEC, same)
+    check_stored(ANY_SPEC, same)
+    assert handover.held == sum(len(entry[0]) for entry in handover.waiting.values())
+    for entry in list(handover.waiting.values()):  # consume what waits, so that other tests start empty
+        decode_stored(entry[1], entry[0])
+    assert not handover.waiting
+    assert handover.held == 0
+
+
+def test_a_file_window_read_decodes_each_candle_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """read_window verifies each candle it reads; the store then takes every one of them from the handover."""
+    persist = Persist(resolve_routes(f"file:{tmp_path}", env={}))
+    try:
+        candles = persist.live.candle(symbol="BTC/USDT", interval="1m", exchange_name="x")
+        start = 1_700_000_040_000
+        rows = [{"timestamp": start + k * 60_000, "open": 1.5, "close": 2.5} for k in range(200)]
+        candles.write(rows)
+        calls: list[object] = []
+        loads = validation._fast_loads
+        monkeypatch.setattr(validation, "_fast_loads", lambda text: calls.append(text) or loads(text))
+        assert candles.read(200, start) == rows
+        assert len(calls) == 200
+    finally:
+        persist.close()
+    assert not validation._handover.waiting
 
 
 def test_a_file_read_decodes_the_payload_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -259,7 +290,7 @@ def test_a_file_read_decodes_the_payload_once(tmp_path: Path, monkeypatch: pytes
         assert store.read() == sample_value()
     finally:
         persist.close()
-    assert not validation._handover
+    assert not validation._handover.waiting
 
 
 def test_an_orjson_that_spells_differently_turns_the_fast_path_off() -> None:
@@ -296,7 +327,7 @@ def test_an_asyncio_file_read_decodes_the_payload_once(tmp_path: Path, monkeypat
             assert first is not second
 
     asyncio.run(main())
-    assert not validation._handover
+    assert not validation._handover.waiting
 
 
 _WITHOUT_ORJSON = """
