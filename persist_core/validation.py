@@ -4,13 +4,13 @@ Everything is checked before the first byte is written, so a bad batch writes no
 encoded here too, once, into the canonical JSON text that backends store.
 
 Value checking has three paths. First orjson (:mod:`persist_core.fast_json`), which vouches for the common
-value with the very text the standard library writes, or declines. Then the standard library's fast path,
-which lets the C JSON encoder do the work:
-it encodes, checks that decoding would give back an equal value (by a type walk for values of exact JSON
-types, by decoding and comparing for the rest), and only looks deeper when the text shows something
-that may break a rule (an escaped NUL, a 19-digit number, deep brackets, a lone surrogate). The precise
-path walks the value and raises with the JSONPath of the problem. Both accept exactly the same values:
-the precise path ends with the same round-trip comparison.
+value with the very text the standard library writes, or declines; decoding likewise. Then the standard
+library's fast path, which lets the C JSON encoder do the work: it encodes, checks that decoding would give
+back an equal value (by a type walk for values of exact JSON types, by decoding and comparing for the rest),
+and only looks deeper when the text shows something that may break a rule (an escaped NUL, a 19-digit
+number, deep brackets, a lone surrogate). The precise path walks the value and raises with the JSONPath of
+the problem. All accept exactly the same values, and the first two give the same text: the precise path
+ends with the same round-trip comparison, and every error is named by it.
 """
 
 from __future__ import annotations
