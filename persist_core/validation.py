@@ -3,12 +3,14 @@
 Everything is checked before the first byte is written, so a bad batch writes nothing. Values are
 encoded here too, once, into the canonical JSON text that backends store.
 
-Value checking has a fast path and a precise path. The fast path lets the C JSON encoder do the work:
-it encodes, checks that decoding would give back an equal value (by a type walk for values of exact JSON
-types, by decoding and comparing for the rest), and only looks deeper when the text shows something
-that may break a rule (an escaped NUL, a 19-digit number, deep brackets, a lone surrogate). The precise
-path walks the value and raises with the JSONPath of the problem. Both accept exactly the same values:
-the precise path ends with the same round-trip comparison.
+Value checking has three paths. First orjson (:mod:`persist_core.fast_json`), which vouches for the common
+value with the very text the standard library writes, or declines; decoding likewise. Then the standard
+library's fast path, which lets the C JSON encoder do the work: it encodes, checks that decoding would give
+back an equal value (by a type walk for values of exact JSON types, by decoding and comparing for the rest),
+and only looks deeper when the text shows something that may break a rule (an escaped NUL, a 19-digit
+number, deep brackets, a lone surrogate). The precise path walks the value and raises with the JSONPath of
+the problem. All accept exactly the same values, and the first two give the same text: the precise path
+ends with the same round-trip comparison, and every error is named by it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from persist_core import fast_json
 from persist_core.domains import DomainSpec, FieldType, KeyField, Kind, ValueKind
 from persist_core.errors import InvalidKeyError, InvalidValueError
 
@@ -30,6 +35,7 @@ __all__ = [
     "canonical_text",
     "check_context",
     "check_field",
+    "check_stored",
     "check_value_kind",
     "decode_stored",
     "decode_value",
@@ -141,6 +147,14 @@ def encode_value(value: object, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> str
     Raises:
         InvalidValueError: naming the JSONPath of the first problem found.
     """
+    text = fast_json.fast_encode(value, max_bytes, MAX_DEPTH)
+    if text is not None:
+        return text
+    return _encode_standard(value, max_bytes)
+
+
+def _encode_standard(value: object, max_bytes: int) -> str:
+    """:func:`encode_value` with the standard library alone: the reference the orjson path must equal."""
     try:
         text = _encode(value)
     except (TypeError, ValueError, RecursionError):
@@ -224,9 +238,86 @@ def decode_stored(spec: DomainSpec, text: str | bytes) -> Any:
     start-up sweep: valid JSON without NaN/Infinity, of the domain's value kind (an object where the domain
     stores objects; ``null`` only where a store writes it).
     """
-    value = _STRICT_DECODE(text.decode("utf-8") if isinstance(text, bytes) else text)
-    check_value_kind(spec, value)
+    if _handover.waiting:
+        kept = _handover.take(spec, text)
+        if kept is not _NOTHING:
+            return kept
+    try:
+        value = _fast_loads(text)
+    except ValueError:  # orjson.JSONDecodeError: the standard library decides, and words the error
+        value = _decode_standard(text)
+    else:
+        if _may_differ(text):
+            value = _decode_standard(text)
+    if type(value) is not dict:  # a dict is of every value kind
+        check_value_kind(spec, value)
     return value
+
+
+def check_stored(spec: DomainSpec, text: str) -> None:
+    """Raise ``ValueError`` if ``text`` is not a readable payload of ``spec`` (:func:`decode_stored`'s rule).
+
+    For a backend that verifies what it reads, as the file backend does so that it can quarantine a damaged
+    record: the decoded value is handed over to the next :func:`decode_stored` of this very string object
+    (the store's, for the record the backend returns), which then does not decode again. It is handed over
+    once, so each read still gets a fresh value. Values wait in arrival order, the oldest dropped beyond
+    4,096 values or 2**20 characters of text: enough for a window of candles, bounded for the records a
+    caller reads without decoding them (an export, a soft delete's read-modify-write).
+    """
+    _handover.keep(text, spec, decode_stored(spec, text))
+
+
+class _Handover:
+    """Values decoded by :func:`check_stored`, waiting for the store's :func:`decode_stored`, by ``id`` of
+    their text (the entry holds the text, so no other live object has that id).
+
+    A lock, not a per-thread map: the asyncio face reads in a worker thread and decodes on the loop.
+    """
+
+    slots = 4096
+    chars = 1 << 20
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, tuple[str, DomainSpec, Any]] = {}
+        self.held = 0  # characters of the texts in waiting
+        self.lock = threading.Lock()
+
+    def keep(self, text: str, spec: DomainSpec, value: Any) -> None:
+        size = len(text)
+        if size > self.chars:
+            return
+        with self.lock:
+            waiting = self.waiting
+            again = waiting.pop(id(text), None)  # the same object checked twice (CPython shares 1-char texts)
+            if again is not None:
+                self.held -= len(again[0])
+            while waiting and (len(waiting) >= self.slots or self.held + size > self.chars):
+                self.held -= len(waiting.pop(next(iter(waiting)))[0])
+            waiting[id(text)] = (text, spec, value)
+            self.held += size
+
+    def take(self, spec: DomainSpec, text: str | bytes) -> Any:
+        """The value kept for this very ``text`` object and ``spec`` (removed), or :data:`_NOTHING`."""
+        with self.lock:
+            kept = self.waiting.pop(id(text), None)
+            if kept is not None:
+                self.held -= len(kept[0])
+        if kept is not None and kept[0] is text and kept[1] is spec:
+            return kept[2]
+        return _NOTHING
+
+
+_handover = _Handover()
+_NOTHING: Any = object()
+
+
+def _decode_standard(text: str | bytes) -> Any:
+    """The JSON decode of :func:`decode_stored` with the standard library alone (the orjson path's reference)."""
+    return _STRICT_DECODE(text.decode("utf-8") if isinstance(text, bytes) else text)
+
+
+_fast_loads: Callable[[str | bytes], Any] = _decode_standard if fast_json.loads is None else fast_json.loads
+_may_differ: Callable[[str | bytes], bool] = (lambda text: False) if fast_json.loads is None else fast_json.may_differ
 
 
 def check_value_kind(spec: DomainSpec, value: object) -> None:

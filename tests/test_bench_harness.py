@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from persist_core.bench import core_pairs, jsonl_pairs
+from persist_core.bench import codec_pairs, core_pairs, jsonl_pairs
 from persist_core.bench.harness import (
     Pair,
     PairResult,
@@ -248,3 +248,17 @@ def test_jsonl_pairs_run_append_what_they_say_and_clean_up() -> None:
         finally:
             pair.teardown()
         assert not os.path.exists(rows.root)
+
+
+def test_codec_pairs_time_the_same_work_on_both_sides() -> None:
+    """Each codec row's two sides give the same text or value, so the ratio compares like with like."""
+    pairs = codec_pairs.bench_pairs(quick=True)
+    operations = {p.operation for p in pairs}
+    assert {"validate+encode 1 KB", "decode 1 KB"} <= operations
+    for pair in pairs:
+        ours, raw = pair.ours(0), pair.raw(0)
+        if isinstance(raw, bytes):  # orjson.dumps
+            raw = raw.decode()
+        assert ours == raw
+        result = run_pair(dataclasses.replace(pair, n=5), warmup=1)
+        assert result.ours.n == result.raw.n == 5

@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
+import itertools
 import json
 import logging
 import os
@@ -61,7 +62,7 @@ from persist_core.urls import (
     parse_options,
     path_of,
 )
-from persist_core.validation import check_field, decode_stored
+from persist_core.validation import check_field, check_stored, decode_stored
 
 __all__ = ["FileBackend", "decode_segment", "encode_segment"]
 
@@ -352,16 +353,18 @@ class FileBackend(Backend):
         # The name stays short: an encoded key may already use 245 of the 255 bytes a file name may have.
         if folder not in self._swept:
             self._sweep_folder(folder)
-        tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.urandom(8).hex()}")
+        tmp = os.path.join(folder, f"{TEMP_PREFIX}{_temp_names.token}{next(_temp_names.counter):x}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
             makedirs_durably(folder, fsync=sync)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            written = os.write(fd, data)
+            if written < len(data):  # a regular file takes it whole, but write(2) may stop short
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(fd, view) :]
             if sync:
                 os.fsync(fd)
         except BaseException:
@@ -657,7 +660,7 @@ class FileBackend(Backend):
             raise _translate(exc, path) from exc
         try:
             record = _parse(data)
-            decode_stored(domain, record.payload)
+            check_stored(domain, record.payload)  # the store's decode takes the value: one decode per read
         except ValueError as exc:
             return self._unreadable(domain, folder, name, inode, f"unreadable record file: {exc}")
         return record
@@ -983,6 +986,25 @@ def _locked_folder(folder: str, *, create: bool, fsync: bool, timeout: float, ur
         yield True
     finally:
         os.close(fd)  # releases the lock
+
+
+class _TempNames:
+    """Unique temp file names without a system call each: a random token per process and a counter.
+
+    ``os.urandom`` per write was a ``getrandom(2)`` call on the write path. The token is drawn again in a
+    forked child, so parent and child never share it; ``O_EXCL`` still refuses a name that exists.
+    """
+
+    def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
+        self.token = os.urandom(6).hex()
+        self.counter = itertools.count()
+
+
+_temp_names = _TempNames()
+os.register_at_fork(after_in_child=_temp_names.renew)
 
 
 def _format(record: Record) -> bytes:

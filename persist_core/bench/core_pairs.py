@@ -28,9 +28,10 @@ from persist_core.stores import ObjectSlotStore
 
 __all__ = ["TARGETS", "bench_pairs", "sample_value"]
 
-#: Issue 2's targets: the smallest acceptable ratio ours/raw per (backend, operation).
+#: Issue 2's targets (the file write's raised by issue 13): the smallest acceptable ratio ours/raw per
+#: (backend, operation).
 TARGETS: dict[tuple[str, str], float] = {
-    ("file", "write"): 0.9,
+    ("file", "write"): 0.95,
     ("file", "read"): 0.8,
     ("memory", "write"): 0.8,
     ("memory", "read"): 0.8,

@@ -41,6 +41,7 @@ __all__ = [
 
 #: The modules asked for pairs, in this order. A missing module or server is reported, not fatal.
 PROVIDERS: tuple[str, ...] = (
+    "persist_core.bench.codec_pairs",
     "persist_core.bench.core_pairs",
     "persist_core.bench.jsonl_pairs",
     "persist_sql.bench",
