@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,11 +13,14 @@ from persist_core.domains import DOMAINS
 from persist_core.units import Write, WriteOp
 from persist_sql import SqlBackend, _units
 from tests.sql import servers
+from tests.sql.test_operations import _in_threads
+from tests.sql.test_operations import any_url as _any_url
 
 SIGNAL, STRATEGY, STORAGE, LOG, MEASURE = (
     DOMAINS[name] for name in ("signal", "strategy", "storage", "log", "measure")
 )
 CTX = ("UNIT/USDT", "ops", "x")
+any_url = _any_url  # the fixture of test_operations: every database and MariaDB driver
 
 
 def _step(n: int) -> list[Write]:
@@ -84,22 +85,11 @@ def test_a_unit_is_one_round_trip_on_postgresql_and_one_transaction_on_mariadb(
     assert backend.get(MEASURE, ("b", f"k{n - 1}")) == Record("1", None, True)
 
 
-@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
-def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'units.db'}"
-    url = servers.driver_url(request.param)
-    servers.reset(url)
-    return url
-
-
 def test_units_on_shared_rows_in_opposite_orders_do_not_deadlock(any_url: str) -> None:
     """Four threads apply units that write the same rows of three domains, half of them in the reverse order:
     the statements lock domains in name order and keys in key order, so none waits for another in a cycle
     (a deadlock would be retried once, then raised); the last unit of each row is whole."""
     keys = [(True, f"shared-{i}") for i in range(8)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
 
     def unit(who: int, n: int) -> list[Write]:
         writes = [Write(STORAGE, WriteOp.PUT, key, Record(f'{{"who":{who},"n":{n}}}')) for key in keys]
@@ -112,19 +102,10 @@ def test_units_on_shared_rows_in_opposite_orders_do_not_deadlock(any_url: str) -
     with SqlBackend(any_url) as backend:
 
         def run(who: int) -> None:
-            barrier.wait()
-            try:
-                for n in range(25):
-                    backend.apply_unit(unit(who, n))
-            except BaseException as exc:
-                errors.append(exc)
+            for n in range(25):
+                backend.apply_unit(unit(who, n))
 
-        threads = [threading.Thread(target=run, args=(who,)) for who in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        assert _in_threads(4, run) == [None] * 4
         last = backend.get(SIGNAL, CTX)
         assert last is not None
         assert backend.get(STRATEGY, CTX) == last  # one unit was last on every row
