@@ -598,7 +598,10 @@ class AsyncSqlBackend(AsyncBackend):
                         await cursor.execute(step.sql, step.params)
                 await cursor.connection.commit()
             except Exception:
-                await cursor.connection.rollback()
+                try:
+                    await cursor.connection.rollback()
+                except Exception:  # dropped by the server: closed, so that the pool discards it
+                    ready.driver.close(cursor.connection)
                 raise
 
         await self._run("writing", f"a unit of {len(writes)} writes", work)

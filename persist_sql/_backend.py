@@ -7,6 +7,7 @@ is asked of :mod:`persist_sql._dialects`; driver errors become library errors in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import threading
@@ -122,8 +123,19 @@ def _unit_in_transaction(cursor: Any, begin: str, steps: Sequence[_units.Step]) 
                 cursor.execute(step.sql, step.params)
         cursor.connection.commit()
     except Exception:
-        cursor.connection.rollback()
+        _roll_back(cursor.connection)
         raise
+
+
+def _roll_back(connection: Any) -> None:
+    # A connection that cannot roll back (the server dropped it, as after a too-large packet) must not be
+    # reused inside a transaction either: it is closed, so that its next use fails as a lost connection. The
+    # error raised is the unit's own.
+    try:
+        connection.rollback()
+    except Exception:
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 _engines: dict[tuple[str, float], sa.Engine] = {}
