@@ -115,35 +115,16 @@ def test_units_on_shared_rows_in_opposite_orders_do_not_deadlock(any_url: str) -
 
 
 @pytest.mark.parametrize("face", ["sync", "async"])
-def test_a_unit_with_a_value_over_max_allowed_packet_is_refused_whole(face: str) -> None:
-    """MariaDB: every record of the unit is checked against ``max_allowed_packet`` before anything is sent."""
-    url = servers.driver_url("mariadb")
-    servers.reset(url)
-    big = Record('{"blob":"' + "x" * (17 * 1024 * 1024) + '"}')
-    writes = [*_step(1), Write(DOMAINS["state"], WriteOp.PUT, ("s", "b"), big)]
-    with SqlBackend(url, pool_size=1) as backend:
-        native = AsyncSqlBackend(url, sync=backend)
-        try:
-            with pytest.raises(InvalidValueError, match="max_allowed_packet"):
-                if face == "async":
-                    run(native.apply_unit(writes))
-                else:
-                    backend.apply_unit(writes)
-            assert [backend.get(w.domain, w.key) for w in writes] == [None] * len(writes)
-            backend.apply_unit(_step(1))  # the backend is still usable
-            assert backend.get(STRATEGY, CTX) == Record('{"cursor":1}', 1)
-        finally:
-            run(native.close())
-
-
-@pytest.mark.parametrize("face", ["sync", "async"])
-def test_the_servers_packet_too_large_error_in_a_unit_stays_an_invalid_value(
-    face: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("checked", [True, False], ids=["checked", "server-refuses"])
+def test_a_unit_with_a_value_over_max_allowed_packet_is_refused_whole(
+    face: str, checked: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past the backend's own check (disabled here) the server answers 1153 and drops the connection, so the
-    unit's rollback fails too: the error is still the unit's own, nothing is written, and the next unit runs."""
-    monkeypatch.setattr("persist_sql._backend._check_packet", lambda *args: None)
-    monkeypatch.setattr("persist_sql._async_backend._check_packet", lambda *args: None)
+    """MariaDB: every record of the unit is checked against ``max_allowed_packet`` before anything is sent.
+    Past that check (disabled: ``server-refuses``) the server answers 1153 and drops the connection, so the
+    unit's rollback fails too: the error is still the unit's own, nothing is written, the next unit runs."""
+    if not checked:
+        monkeypatch.setattr("persist_sql._backend._check_packet", lambda *args: None)
+        monkeypatch.setattr("persist_sql._async_backend._check_packet", lambda *args: None)
     url = servers.driver_url("mariadb")
     servers.reset(url)
     big = Record('{"blob":"' + "x" * (17 * 1024 * 1024) + '"}')
@@ -155,7 +136,7 @@ def test_the_servers_packet_too_large_error_in_a_unit_stays_an_invalid_value(
             with pytest.raises(InvalidValueError, match="max_allowed_packet"):
                 apply(writes)
             assert [backend.get(w.domain, w.key) for w in writes] == [None] * len(writes)
-            apply(_step(1))
+            apply(_step(1))  # the backend is still usable
             assert backend.get(STRATEGY, CTX) == Record('{"cursor":1}', 1)
         finally:
             run(native.close())
