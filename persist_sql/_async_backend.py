@@ -547,14 +547,9 @@ class AsyncSqlBackend(AsyncBackend):
 
         async def work(cursor: Any) -> int:
             self._check_packet(domain, (record for _, record in items))
-            st = self._statements(domain)
-            rows = _rows.batch_values(st, items, insert_only=insert_only)
-            arrays = st.insert_new_arrays if insert_only else st.put_arrays
-            if arrays is not None:  # PostgreSQL: one statement of one array per column
-                await cursor.execute(arrays.text, arrays.bind(_rows.array_columns(rows)))
-            else:  # MariaDB/MySQL: the driver rewrites it into multi-row INSERTs (one per ~1 MB of rows)
-                sql = st.insert_new if insert_only else st.put
-                await cursor.executemany(sql.text, [sql.bind(row) for row in rows])
+            # PostgreSQL: one statement of one array per column; MariaDB/MySQL: executemany, which the driver
+            # rewrites into multi-row INSERTs (one per ~1 MB of rows).
+            await _execute(cursor, _units.batch_step(self._statements(domain), items, insert_only=insert_only))
             return int(cursor.rowcount)
 
         verb = "inserting" if insert_only else "writing"
@@ -592,10 +587,7 @@ class AsyncSqlBackend(AsyncBackend):
             await cursor.execute(_units.begin_statement(ready.kind))
             try:
                 for step in steps:
-                    if step.many:
-                        await cursor.executemany(step.sql, step.params)
-                    else:
-                        await cursor.execute(step.sql, step.params)
+                    await _execute(cursor, step)
                 await cursor.connection.commit()
             except Exception:
                 try:
@@ -647,6 +639,13 @@ class AsyncSqlBackend(AsyncBackend):
 
     def __repr__(self) -> str:
         return f"<AsyncSqlBackend {self.url}>"
+
+
+async def _execute(cursor: Any, step: _units.Step) -> None:
+    if step.many:
+        await cursor.executemany(step.sql, step.params)
+    else:
+        await cursor.execute(step.sql, step.params)
 
 
 def _split_timeout(url: str) -> tuple[str, str | None]:
