@@ -10,6 +10,7 @@ and SQLite run them in one transaction (docs/decisions.md, "Units of work on SQL
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ from persist_core.units import Write, WriteOp
 from persist_sql import _dialects, _rows
 from persist_sql._dialects import Kind
 from persist_sql._statements import DomainStatements, Sql
+
+_by_key = operator.itemgetter(0)
 
 __all__ = ["DomainEffects", "Step", "begin_statement", "net_effects", "one_statement", "unit_steps"]
 
@@ -46,35 +49,29 @@ class DomainEffects:
     puts: list[tuple[Key, Record]] = field(default_factory=list)
 
 
-class _Row:
-    """The net effect of a unit's writes on one key so far (see :func:`net_effects`)."""
+#: The net effect of a unit's writes on one key so far (see :func:`net_effects`): the op that decides it (PUT,
+#: INSERT, or REMOVE when only removes came), the record a PUT or the first INSERT stores, and whether the row
+#: as it was before the unit is to be marked removed (a remove before any put).
+_State = tuple[WriteOp, Record | None, bool]
 
-    __slots__ = ("op", "record", "remove_existing")
 
-    def __init__(self) -> None:
-        self.op: WriteOp | None = None  #: PUT, INSERT or REMOVE (only removes so far)
-        self.record: Record | None = None  #: the record a PUT or the first INSERT stores
-        self.remove_existing = False  #: a remove before any put: the row as it was before the unit is removed
-
-    def apply(self, write: Write) -> None:
-        record = self.record
-        if write.op is WriteOp.PUT:  # replaces whatever came before
-            self.op, self.record, self.remove_existing = WriteOp.PUT, write.record, False
-        elif write.op is WriteOp.INSERT:
-            if self.op is None or self.op is WriteOp.REMOVE:  # the key may still be absent: the first insert
-                self.op, self.record = WriteOp.INSERT, write.record
-        elif self.op is WriteOp.PUT:  # the key exists now: the record stored is removed
-            self.record = _removed(record)
-        else:  # a row that existed before the unit is removed; an inserted one is stored removed
-            self.remove_existing = True
-            self.op = self.op or WriteOp.REMOVE
-            if self.op is WriteOp.INSERT:
-                self.record = _removed(record)
+def _fold(state: _State | None, write: Write) -> _State:
+    op = write.op
+    if state is None or op is WriteOp.PUT:  # the first write of the key, or a put: replaces what came before
+        return op, write.record, op is WriteOp.REMOVE
+    last, record, remove_existing = state
+    if op is WriteOp.INSERT:  # after removes only, the key may still be absent: this is the first insert
+        return (op, write.record, remove_existing) if last is WriteOp.REMOVE else state
+    if last is WriteOp.PUT:  # a remove of what the unit put: the record is stored removed
+        return last, _removed(record), False
+    if last is WriteOp.INSERT:  # stored removed if inserted; the row as it was, if it existed, is removed
+        return last, _removed(record), True
+    return state
 
 
 def _removed(record: Record | None) -> Record:
-    if record is None:  # pragma: no cover - a PUT or INSERT row always has its record
-        raise PersistError("a unit's row lost its record")
+    if record is None:  # pragma: no cover - a PUT or INSERT write always has its record
+        raise PersistError("a unit's put or insert carries no record")
     return record if record.removed else Record(record.payload, record.when, True)
 
 
@@ -88,33 +85,36 @@ def net_effects(writes: Sequence[Write]) -> list[DomainEffects]:
     Raises:
         PersistError: a remove in a domain without soft delete (before anything is written).
     """
-    rows: dict[str, tuple[DomainSpec, dict[Key, _Row]]] = {}
+    rows: dict[str, tuple[DomainSpec, dict[Key, _State]]] = {}
     for write in writes:
-        if write.op is WriteOp.REMOVE and not write.domain.soft_delete:
-            raise PersistError(f"the {write.domain.name} domain has no soft delete")
-        if write.op is not WriteOp.REMOVE and write.record is None:  # pragma: no cover - collectors never do
-            raise PersistError(f"a {write.op.value} write of {write.domain.name} carries no record")
-        keyed = rows.get(write.domain.name)
+        domain = write.domain
+        if write.op is WriteOp.REMOVE and not domain.soft_delete:
+            raise PersistError(f"the {domain.name} domain has no soft delete")
+        keyed = rows.get(domain.name)
         if keyed is None:
-            keyed = rows[write.domain.name] = (write.domain, {})
-        row = keyed[1].get(write.key)
-        if row is None:
-            row = keyed[1][write.key] = _Row()
-        row.apply(write)
+            keyed = rows[domain.name] = (domain, {})
+        states = keyed[1]
+        states[write.key] = _fold(states.get(write.key), write)
     effects = []
     for name in sorted(rows):
-        domain, by_key = rows[name]
+        domain, states = rows[name]
         effect = DomainEffects(domain)
-        for key, row in by_key.items():
-            if row.remove_existing:
+        for key, (op, record, remove_existing) in states.items():
+            if remove_existing:
                 effect.removes.append(key)
-            if row.op is WriteOp.PUT and row.record is not None:
-                effect.puts.append((key, row.record))
-            elif row.op is WriteOp.INSERT and row.record is not None:
-                effect.inserts.append((key, row.record))
+            if op is WriteOp.PUT:
+                effect.puts.append((key, _stored(record)))
+            elif op is WriteOp.INSERT:
+                effect.inserts.append((key, _stored(record)))
         effect.removes.sort()  # one lock order for every writer, as the batches' rows (_rows.batch_values)
         effects.append(effect)
     return effects
+
+
+def _stored(record: Record | None) -> Record:
+    if record is None:  # pragma: no cover - a PUT or INSERT write always has its record
+        raise PersistError("a unit's put or insert carries no record")
+    return record
 
 
 def batch_step(st: DomainStatements, items: Sequence[tuple[Key, Record]], *, insert_only: bool) -> Step:
@@ -149,10 +149,17 @@ def unit_steps(statements: dict[str, DomainStatements], writes: Sequence[Write])
         if effect.removes:
             steps.append(_removes_step(st, effect.removes))
         if effect.inserts:
-            steps.append(batch_step(st, effect.inserts, insert_only=True))
+            steps.append(_step_of(st.insert_new, st.insert_new_arrays, _rows_of(st, effect.inserts)))
         if effect.puts:
-            steps.append(batch_step(st, effect.puts, insert_only=False))
+            steps.append(_step_of(st.put, st.put_arrays, _rows_of(st, effect.puts)))
     return steps
+
+
+def _rows_of(st: DomainStatements, items: list[tuple[Key, Record]]) -> list[tuple[Any, ...]]:
+    # Each key once (net_effects): only the key order of _rows.batch_values is needed.
+    if len(items) > 1:
+        items = sorted(items, key=_by_key)
+    return [_rows.values_of(st, key, record) for key, record in items]
 
 
 def one_statement(steps: Sequence[Step]) -> Step:
