@@ -3,9 +3,10 @@
 No I/O here. :func:`net_effects` folds a unit's writes into what they do to each row, so that a unit becomes
 at most three statements per domain whatever its length, none of which touches a row twice: marking removed
 (of rows that existed before the unit), inserting if absent, upserting. :func:`unit_steps` turns them into
-the backend's own batch statements (:mod:`persist_sql._statements`). PostgreSQL runs them as one statement,
-each a data-modifying ``WITH`` clause (:func:`one_statement`): atomic in autocommit, one round trip. MariaDB
-and SQLite run them in one transaction (docs/decisions.md, "Units of work on SQL").
+the backend's own statements (:mod:`persist_sql._statements`: one-row, or batch for several rows). PostgreSQL
+runs them as one statement, each a data-modifying ``WITH`` clause (:func:`one_statement`): atomic in
+autocommit, one round trip. MariaDB and SQLite run them in one transaction (docs/decisions.md, "Units of work
+on SQL").
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 
 from persist_core.backend import Record
 from persist_core.domains import DOMAINS
-from persist_core.errors import InvalidValueError
+from persist_core.errors import BackendUnavailableError, InvalidValueError
 from persist_core.testing.async_face import run
 from persist_core.units import Write, WriteOp
 from persist_sql import AsyncSqlBackend, SqlBackend, _units
@@ -120,8 +120,10 @@ def test_a_unit_with_a_value_over_max_allowed_packet_is_refused_whole(
     face: str, checked: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """MariaDB: every record of the unit is checked against ``max_allowed_packet`` before anything is sent.
-    Past that check (disabled: ``server-refuses``) the server answers 1153 and drops the connection, so the
-    unit's rollback fails too: the error is still the unit's own, nothing is written, the next unit runs."""
+    Past that check (disabled: ``server-refuses``) the server drops the connection in the middle of the unit's
+    transaction, after answering 1153, or before the client has sent the whole statement, which the client
+    sees as a lost connection (2006; a race the load of the machine decides). The unit's rollback then fails
+    too; either way nothing is written and the next unit runs."""
     if not checked:
         monkeypatch.setattr("persist_sql._backend._check_packet", lambda *args: None)
         monkeypatch.setattr("persist_sql._async_backend._check_packet", lambda *args: None)
@@ -133,8 +135,10 @@ def test_a_unit_with_a_value_over_max_allowed_packet_is_refused_whole(
         native = AsyncSqlBackend(url, sync=backend)
         try:
             apply = (lambda w: run(native.apply_unit(w))) if face == "async" else backend.apply_unit
-            with pytest.raises(InvalidValueError, match="max_allowed_packet"):
+            with pytest.raises((InvalidValueError, BackendUnavailableError)) as info:
                 apply(writes)
+            assert isinstance(info.value, InvalidValueError) or not checked
+            assert "max_allowed_packet" in str(info.value) or isinstance(info.value, BackendUnavailableError)
             assert [backend.get(w.domain, w.key) for w in writes] == [None] * len(writes)
             apply(_step(1))  # the backend is still usable
             assert backend.get(STRATEGY, CTX) == Record('{"cursor":1}', 1)
