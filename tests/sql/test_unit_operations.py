@@ -144,3 +144,31 @@ def test_a_unit_with_a_value_over_max_allowed_packet_is_refused_whole(
             assert backend.get(STRATEGY, CTX) == Record('{"cursor":1}', 1)
         finally:
             run(native.close())
+
+
+def test_a_unit_on_the_asyncio_face_of_postgresql_is_one_round_trip() -> None:
+    """The native asyncio backend sends the same one statement: one ``ReadyForQuery`` per unit, no BEGIN."""
+    url = servers.driver_url("postgresql")
+    servers.reset(url)
+    with SqlBackend(url) as backend:
+        native = AsyncSqlBackend(url, sync=backend, pool_size=1)
+
+        async def units(numbers: range) -> None:
+            for n in numbers:
+                await native.apply_unit(_step(n))
+
+        try:
+            run(units(range(6)))  # psycopg prepares a statement on its 5th execution
+            connection = native.pool._idle[-1].connection
+            with tempfile.TemporaryFile("w+") as trace:
+                connection.pgconn.trace(trace.fileno())
+                connection.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+                run(units(range(6, 16)))
+                connection.pgconn.untrace()
+                trace.seek(0)
+                lines = trace.read().splitlines()
+            assert sum("ReadyForQuery" in line for line in lines) == 10
+            assert not any("BEGIN" in line or "COMMIT" in line for line in lines)
+            assert backend.get(STRATEGY, CTX) == Record('{"cursor":15}', 15)
+        finally:
+            run(native.close())
