@@ -48,8 +48,9 @@ from persist_core.errors import (
     PersistError,
 )
 from persist_core.ownership import LeaseLog
+from persist_core.units import Write
 from persist_core.urls import mask_url, scrub_chain
-from persist_sql import _dialects, _errors, _listing, _rows
+from persist_sql import _dialects, _errors, _listing, _rows, _units
 from persist_sql._async_drivers import AsyncDriver, driver_for
 from persist_sql._backend import SqlBackend, _check_packet
 from persist_sql._dialects import Kind
@@ -480,6 +481,11 @@ class AsyncSqlBackend(AsyncBackend):
             for record in records:
                 _check_packet(record, ready.max_packet, domain)
 
+    def _check_packet_of(self, writes: Sequence[Write]) -> None:
+        for write in writes:
+            if write.record is not None:
+                self._check_packet(write.domain, (write.record,))
+
     def _statements(self, domain: DomainSpec) -> DomainStatements:
         ready = self._ready
         if ready is None:  # pragma: no cover - _attempt prepares before any work runs
@@ -541,14 +547,9 @@ class AsyncSqlBackend(AsyncBackend):
 
         async def work(cursor: Any) -> int:
             self._check_packet(domain, (record for _, record in items))
-            st = self._statements(domain)
-            rows = _rows.batch_values(st, items, insert_only=insert_only)
-            arrays = st.insert_new_arrays if insert_only else st.put_arrays
-            if arrays is not None:  # PostgreSQL: one statement of one array per column
-                await cursor.execute(arrays.text, arrays.bind(_rows.array_columns(rows)))
-            else:  # MariaDB/MySQL: the driver rewrites it into multi-row INSERTs (one per ~1 MB of rows)
-                sql = st.insert_new if insert_only else st.put
-                await cursor.executemany(sql.text, [sql.bind(row) for row in rows])
+            # PostgreSQL: one statement of one array per column; MariaDB/MySQL: executemany, which the driver
+            # rewrites into multi-row INSERTs (one per ~1 MB of rows).
+            await _execute(cursor, _units.batch_step(self._statements(domain), items, insert_only=insert_only))
             return int(cursor.rowcount)
 
         verb = "inserting" if insert_only else "writing"
@@ -565,6 +566,37 @@ class AsyncSqlBackend(AsyncBackend):
             await cursor.execute(sql.text, sql.bind(key))
 
         await self._run("removing", domain.name, work)
+
+    async def apply_unit(self, writes: Sequence[Write]) -> None:
+        """All or none, as :meth:`SqlBackend.apply_unit`: PostgreSQL one statement in one round trip, MariaDB/MySQL
+        one transaction."""
+        if not writes:
+            return
+
+        async def work(cursor: Any) -> None:
+            self._check_packet_of(writes)
+            ready = self._ready
+            if ready is None:  # pragma: no cover - _attempt prepares before any work runs
+                raise PersistError(f"{self.url} is not open")
+            steps = _units.unit_steps(ready.statements, writes)
+            if ready.kind == "postgresql":
+                step = _units.one_statement(steps)
+                await cursor.execute(step.sql, step.params)
+                return
+            # One transaction, rolled back on a failure so that the connection goes back to the pool idle.
+            await cursor.execute(_units.begin_statement(ready.kind))
+            try:
+                for step in steps:
+                    await _execute(cursor, step)
+                await cursor.connection.commit()
+            except Exception:
+                try:
+                    await cursor.connection.rollback()
+                except Exception:  # dropped by the server: closed, so that the pool discards it
+                    ready.driver.close(cursor.connection)
+                raise
+
+        await self._run("writing", f"a unit of {len(writes)} writes", work)
 
     async def list_contexts(
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE
@@ -607,6 +639,13 @@ class AsyncSqlBackend(AsyncBackend):
 
     def __repr__(self) -> str:
         return f"<AsyncSqlBackend {self.url}>"
+
+
+async def _execute(cursor: Any, step: _units.Step) -> None:
+    if step.many:
+        await cursor.executemany(step.sql, step.params)
+    else:
+        await cursor.execute(step.sql, step.params)
 
 
 def _split_timeout(url: str) -> tuple[str, str | None]:

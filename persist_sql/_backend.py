@@ -7,6 +7,7 @@ is asked of :mod:`persist_sql._dialects`; driver errors become library errors in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import threading
@@ -29,8 +30,9 @@ from persist_core.errors import (
 from persist_core.ownership import Lease as OwnershipLease
 from persist_core.ownership import LeaseLog
 from persist_core.registry import missing_driver
+from persist_core.units import Write
 from persist_core.urls import masks_driver_errors, parse_boolean
-from persist_sql import _dialects, _errors, _listing, _migrate, _rows
+from persist_sql import _dialects, _errors, _listing, _migrate, _rows, _units
 from persist_sql._deadline import Interrupt, Watch, interrupter, watchdog
 from persist_sql._dialects import Kind
 from persist_sql._pool import Lease, Pool
@@ -109,6 +111,33 @@ def _row_count_many_in_transaction(cursor: Any, sql: str, rows: Any) -> int:
     return count
 
 
+def _unit_in_transaction(cursor: Any, begin: str, steps: Sequence[_units.Step]) -> None:
+    # MariaDB/MySQL and SQLite: the unit's statements in one transaction; rolled back on any failure, so that
+    # the connection goes back to the pool idle (the backend discards it if the rollback itself fails).
+    cursor.execute(begin)
+    try:
+        for step in steps:
+            if step.many:
+                cursor.executemany(step.sql, step.params)
+            else:
+                cursor.execute(step.sql, step.params)
+        cursor.connection.commit()
+    except Exception:
+        _roll_back(cursor.connection)
+        raise
+
+
+def _roll_back(connection: Any) -> None:
+    # A connection that cannot roll back (the server dropped it, as after a too-large packet) must not be
+    # reused inside a transaction either: it is closed, so that its next use fails as a lost connection. The
+    # error raised is the unit's own.
+    try:
+        connection.rollback()
+    except Exception:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
 _engines: dict[tuple[str, float], sa.Engine] = {}
 _engines_lock = threading.Lock()
 
@@ -173,7 +202,7 @@ class SqlBackend(Backend):
             then raises :class:`~persist_core.errors.BackendTimeoutError` (docs/sql.md, "Deadlines").
     """
 
-    capabilities = Capabilities(ownership=True, listing=True, deletion=True)
+    capabilities = Capabilities(ownership=True, listing=True, deletion=True, atomic_units=True)
 
     def __init__(
         self,
@@ -466,6 +495,24 @@ class SqlBackend(Backend):
         if st.mark_removed is None:
             raise PersistError(f"the {domain.name} domain has no soft delete")
         self._run(_row_count, st.mark_removed.text, st.mark_removed.bind(key), "removing", domain.name)
+
+    def apply_unit(self, writes: Sequence[Write]) -> None:
+        """Apply a unit of work all or none (:mod:`persist_sql._units`): on PostgreSQL one statement, one
+        round trip; on MariaDB/MySQL and SQLite one transaction. Within the deadline, as every operation."""
+        if not writes:
+            return
+        state = self._started()
+        if state.max_packet is not None:
+            for write in writes:
+                if write.record is not None:
+                    _check_packet(write.record, state.max_packet, write.domain)
+        steps = _units.unit_steps(state.statements, writes)
+        what = f"a unit of {len(writes)} writes"
+        if state.kind == "postgresql":
+            step = _units.one_statement(steps)
+            self._run(_row_count, step.sql, step.params, "writing", what)
+        else:
+            self._run(_unit_in_transaction, _units.begin_statement(state.kind), steps, "writing", what)
 
     # ------------------------------------------------------------------ operating the state
 

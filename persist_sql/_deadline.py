@@ -135,6 +135,17 @@ class Watchdog:
 _watchdog = Watchdog()
 
 
+def _after_fork_in_child() -> None:
+    # A forked child has no watchdog thread, only the parent's record of one: without a new watchdog its
+    # watches would never fire (no client-side deadline) and never leave the queue.
+    global _watchdog, _firing
+    _watchdog = Watchdog()
+    _firing = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def watchdog() -> Watchdog:
     """The process' watchdog."""
     return _watchdog

@@ -70,6 +70,8 @@ class DomainStatements:
     insert_new_arrays: Sql | None
     mark_removed: Sql | None  #: soft-delete domains only
     soft_delete: bool
+    #: ``mark_removed`` of many keys over one array per key column (PostgreSQL, soft-delete domains), else ``None``
+    mark_removed_arrays: Sql | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +148,16 @@ def _domain(kind: Kind, dialect: Dialect, spec: DomainSpec) -> DomainStatements:
         put_arrays = _compile(_dialects.upsert(kind, from_arrays, key, update), dialect, columns, arrays=True)
         insert_new_arrays = _compile(_dialects.insert_new(kind, from_arrays, key), dialect, columns, arrays=True)
 
-    mark_removed = None
+    mark_removed = mark_removed_arrays = None
     if spec.soft_delete:
-        remove = (
-            sa.update(table)
-            .where(*key_match, table.c.removed == sa.false())
-            .values(removed=sa.true(), updated_at=sa.func.current_timestamp())
-        )
-        mark_removed = _compile(remove, dialect, key_names)
+        remove = sa.update(table).values(removed=sa.true(), updated_at=sa.func.current_timestamp())
+        mark_removed = _compile(remove.where(*key_match, table.c.removed == sa.false()), dialect, key_names)
+        if _dialects.batch_by_arrays(kind):
+            names = [column.name for column in key]
+            keys = _arrays(table, names)
+            matches = [column == keys.c[name] for column, name in zip(key, names, strict=True)]
+            remove_many = remove.where(*matches, table.c.removed == sa.false())
+            mark_removed_arrays = _compile(remove_many, dialect, names, arrays=True)
 
     return DomainStatements(
         spec=spec,
@@ -165,6 +169,7 @@ def _domain(kind: Kind, dialect: Dialect, spec: DomainSpec) -> DomainStatements:
         insert_new_arrays=insert_new_arrays,
         mark_removed=mark_removed,
         soft_delete=spec.soft_delete,
+        mark_removed_arrays=mark_removed_arrays,
     )
 
 
@@ -174,14 +179,19 @@ def _unnest(table: sa.Table, columns: list[str]) -> sa.Select[Any]:
     One statement text serves every batch size, so PostgreSQL prepares it once; the payloads travel as
     ``text[]`` and become ``json`` in the select list.
     """
+    rows = _arrays(table, columns)
+    picked = [sa.cast(rows.c[n], table.c[n].type) if n == "payload" else rows.c[n] for n in columns]
+    return sa.select(*picked)
+
+
+def _arrays(table: sa.Table, columns: list[str]) -> Any:
+    """``unnest(:col1, :col2, ...) AS batch(col1, col2, ...)``: one array parameter per column of ``table``."""
     arrays = []
     for name in columns:
         column_type = table.c[name].type
         element: sa.types.TypeEngine[Any] = sa.Text() if isinstance(column_type, (sa.String, sa.JSON)) else column_type
         arrays.append(sa.bindparam(name, type_=postgresql.ARRAY(element)))
-    rows = sa.func.unnest(*arrays).table_valued(*columns).render_derived(name="batch")
-    picked = [sa.cast(rows.c[n], table.c[n].type) if n == "payload" else rows.c[n] for n in columns]
-    return sa.select(*picked)
+    return sa.func.unnest(*arrays).table_valued(*columns).render_derived(name="batch")
 
 
 def _leases(kind: Kind, dialect: Dialect) -> LeaseStatements:

@@ -31,6 +31,8 @@ from persist_core.units import PendingWrites, Write
 __all__ = ["UnitClauses", "UnitKillReport", "run_unit_kill_test"]
 
 _CLOCK_MS = 1_900_000_000_000
+#: How long the kill check lets a server settle before it reads a unit that looked partial again.
+_SETTLE_S = 0.5
 _CANDLE_BASE_MS = 1_600_000_000_000
 #: The domains a unit of the kill test writes, in the order :func:`_visible` checks them: the demo's step and a
 #: soft delete.
@@ -130,8 +132,9 @@ def _verify_units(backend: Backend, report: UnitKillReport) -> None:
             report.problems.append(f"unit {seq} is visible in part: {seen}")
         elif seq <= acked:
             report.problems.append(f"acknowledged unit {seq} is lost")
-    if acked >= 1 and not all(_visible(backend, ns, acked - 1)[2:4]):
-        report.problems.append(f"acknowledged unit {acked - 1} lost its log or storage row")
+    last = max(report.found, acked)
+    if last >= 1 and not all(_visible(backend, ns, last - 1)[2:4]):
+        report.problems.append(f"acknowledged unit {last - 1} lost its log or storage row")
 
 
 def run_unit_kill_test(
@@ -181,6 +184,13 @@ def run_unit_kill_test(
         try:
             backend.open()
             _verify_units(backend, report)
+            if report.problems:
+                # A database server may still be finishing the killed writer's last unit (it notices a lost
+                # client only when it answers): one that commits while it is being read looks partial. A unit
+                # left partial by the crash stays so: the settled state decides.
+                time.sleep(_SETTLE_S)
+                report.problems, report.found = [], -1
+                _verify_units(backend, report)
         except PersistError as exc:
             report.problems.append(f"reopening or reading after the kill failed: {exc!r}")
         finally:
@@ -201,7 +211,8 @@ def _model_ops() -> st.SearchStrategy[list[list[tuple[str, int, int]]]]:
 class UnitClauses:
     """Mixed into :class:`~persist_core.testing.contract.BackendContractTests`."""
 
-    #: The kill rounds of :meth:`test_sigkill_leaves_each_unit_all_or_none` (tests/test_unit_kill.py runs more).
+    #: The kill rounds of :meth:`test_sigkill_leaves_each_unit_all_or_none`. Our own backends also run the issue's
+    #: 200 to 1,000 (tests/test_unit_kill_file.py, tests/sql/test_unit_kill.py, tests/mongo/test_unit_kill.py).
     unit_kill_rounds: ClassVar[int] = 20
     face: ClassVar[str]
 

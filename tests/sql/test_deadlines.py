@@ -9,8 +9,10 @@ backend object works again afterwards. Run with ``-s`` to see the measured times
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +25,7 @@ from persist_core import registry
 from persist_core.backend import Record
 from persist_core.domains import DOMAINS
 from persist_core.errors import BackendTimeoutError, BackendUnavailableError, ConfigurationError
-from persist_sql import SqlBackend
+from persist_sql import SqlBackend, _deadline
 from persist_sql._dialects import DEFAULT_TIMEOUT_S
 from tests.proxy import FreezableProxy
 from tests.sql import servers
@@ -238,3 +240,32 @@ def test_sqlite_write_lock_held_by_another_connection(sqlite_file: Path) -> None
             holder.close()
         backend.put(SIGNAL, KEY, Record('{"v":2}'))
         assert backend.get(SIGNAL, KEY) == Record('{"v":2}')
+
+
+# ------------------------------------------------------------------------------------------------ fork
+
+
+def _watch_fires_within(seconds: float) -> bool:
+    fired = threading.Event()
+    _deadline.watchdog().arm(time.monotonic() + 0.02, None, lambda _: fired.set())
+    return fired.wait(seconds)
+
+
+def _report_watch(sender: Any) -> None:
+    sender.send(_watch_fires_within(2.0))
+
+
+def test_a_forked_child_has_a_watchdog_of_its_own() -> None:
+    """A writer forked from a process that used the backend (the unit kill tests' writers) keeps its deadline:
+    the parent's watchdog thread is not in the child, so the child must start one of its own."""
+    assert _watch_fires_within(2.0)  # the parent's watchdog thread runs
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_report_watch, args=(sender,), daemon=True)
+    child.start()
+    try:
+        assert receiver.poll(10.0), "the forked child did not report"
+        assert receiver.recv() is True
+    finally:
+        child.join(10.0)
+        child.kill()

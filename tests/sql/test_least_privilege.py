@@ -27,6 +27,7 @@ from persist_core.errors import ConfigurationError, PersistError, SchemaBehindEr
 from persist_core.ownership import Owner, ProcessIdentity
 from persist_core.testing import state_machine_for
 from persist_core.testing.samples import context_for
+from persist_core.units import Write, WriteOp
 from persist_sql import SqlBackend, admin
 from persist_sql._schema import LEASE_TABLE
 from tests.services import service_url
@@ -175,6 +176,26 @@ def test_check_reports_the_privileges_of_the_role(app_url: str) -> None:
 def test_every_operation_on_every_domain_as_the_role(app_url: str) -> None:
     with SqlBackend(app_url) as backend:
         _write_every_domain(backend, f"lp-{uuid.uuid4().hex[:8]}-")
+
+
+def test_a_unit_of_every_domain_as_the_role(app_url: str) -> None:
+    """A unit needs no more than the single writes: SELECT, INSERT and UPDATE (no DDL, no DELETE)."""
+    tag = f"lpu-{uuid.uuid4().hex[:8]}-"
+    writes = []
+    for spec in DOMAINS.values():
+        key = tuple(context_for(spec, 1, tag).values())
+        if spec.item is not None:
+            key = (*key, 1_700_000_000_000 if spec.item.type is FieldType.INT else f"{tag}a")
+        op = WriteOp.INSERT if spec.first_write_wins else WriteOp.PUT
+        writes.append(Write(spec, op, key, Record(f'{{"domain":"{spec.name}"}}', 1)))
+        if spec.soft_delete:
+            writes.append(Write(spec, WriteOp.REMOVE, key))
+    with SqlBackend(app_url) as backend:
+        backend.apply_unit(writes)
+        for write in writes:
+            assert backend.get(write.domain, write.key) == Record(
+                f'{{"domain":"{write.domain.name}"}}', 1, write.domain.soft_delete
+            )
 
 
 @pytest.mark.parametrize("may_delete", [True, False], ids=["delete-granted", "no-delete"])
