@@ -121,6 +121,10 @@ def _verify_units(backend: Backend, report: UnitKillReport) -> None:
         if seq < 0:
             continue
         seen = _visible(backend, ns, seq)
+        if seq == acked and report.found == acked + 1:
+            # The next unit is whole (committed, killed before its acknowledgement arrived): it overwrote this
+            # one's slots (signal, risk, strategy), so only this one's own rows can still be seen.
+            seen = seen[2:5]
         if all(seen):
             report.found = max(report.found, seq)
         elif any(seen):
