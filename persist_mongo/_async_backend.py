@@ -32,8 +32,10 @@ from persist_core.backend import PAGE_SIZE, ItemKey, Key, Record
 from persist_core.domains import DOMAINS, DomainSpec
 from persist_core.errors import ConfigurationError, PersistError
 from persist_core.ownership import LeaseLog
+from persist_core.units import Write
 from persist_core.urls import scrub_chain
 from persist_mongo import _operations as operations
+from persist_mongo import _units as units
 from persist_mongo._backend import MongoBackend
 from persist_mongo._cache import CacheStats
 from persist_mongo._deadline import deadline
@@ -152,9 +154,18 @@ class AsyncMongoBackend(AsyncBackend):
             return current
         db = client[sync.database]
         collections = {name: db[settings.layout(spec).collection] for name, spec in DOMAINS.items()}
-        state = self._state = _Opened(
-            loop, client, collections, db[LOCK_COLLECTION], db[LEASE_COLLECTION], redis, asyncio.sleep
-        )
+        state = _Opened(loop, client, collections, db[LOCK_COLLECTION], db[LEASE_COLLECTION], redis, asyncio.sleep)
+        try:
+            with deadline(settings.timeout):  # units whose writer died, before any write of ours
+                await run_async(units.replay(settings, state))
+        except BaseException:
+            await _close(client, redis)
+            raise
+        current = self._state
+        if current is not None and current.loop is loop:  # another coroutine opened it meanwhile: use that one
+            await _close(client, redis)
+            return current
+        self._state = state
         return state
 
     async def close(self) -> None:
@@ -241,6 +252,10 @@ class AsyncMongoBackend(AsyncBackend):
 
     async def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
         return await self._run_whole(operations.delete_records, domain, keys)
+
+    async def apply_unit(self, writes: Sequence[Write]) -> None:
+        # Whole, as a locked write: a cancelled unit still ends with its journal deleted or left for replay.
+        await self._run_whole(units.apply_unit, writes)
 
     def lease_log(self) -> LeaseLog:
         return self._sync.lease_log()
