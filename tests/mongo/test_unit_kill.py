@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -16,10 +17,11 @@ from typing import Any
 
 import pymongo
 import pytest
+from pymongo import monitoring
 
 from persist_core.backend import Key, Record
 from persist_core.domains import DOMAINS
-from persist_core.errors import UnitOfWorkError
+from persist_core.errors import BackendTimeoutError, CorruptRecordError, UnitOfWorkError
 from persist_core.ownership import _process_start
 from persist_core.testing.units import run_unit_kill_test
 from persist_core.units import Write, WriteOp
@@ -27,6 +29,7 @@ from persist_mongo import AsyncMongoBackend, MongoBackend
 from persist_mongo import _units as units
 from persist_mongo._deadline import deadline
 from tests.mongo import servers
+from tests.proxy import FreezableProxy
 
 #: The issue's count for Mongo; about 40 s on the shared FerretDB.
 KILLS = 200
@@ -245,7 +248,7 @@ def test_a_key_lock_of_a_dead_process_here_is_broken_at_once(factory: Callable[[
         name = cache_key(backend.settings.namespace, DOMAINS["measure"], ("bucket", "k"))
         expires = time.time_ns() // 1_000_000 + 60_000
         raw[LOCK_COLLECTION].insert_one(
-            {"lock": name, "expires": expires, "host": os.uname().nodename, "pid": gone.pid, "started": started}
+            {"lock": name, "expires": expires, "host": socket.gethostname(), "pid": gone.pid, "started": started}
         )
         began = time.monotonic()
         backend.mark_removed(DOMAINS["measure"], ("bucket", "k"))
@@ -253,3 +256,68 @@ def test_a_key_lock_of_a_dead_process_here_is_broken_at_once(factory: Callable[[
         assert _payload(backend, "measure", ("bucket", "k")) == (1, True)
     finally:
         backend.close()
+
+
+class _FreezeAfterJournal(monitoring.CommandListener):
+    """Freezes the proxy as soon as a unit's journal insert is acknowledged: MongoDB goes away mid-unit."""
+
+    def __init__(self, proxy: FreezableProxy) -> None:
+        self.proxy = proxy
+        self.armed = False
+        self._journal_inserts: set[int] = set()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.armed and event.command_name == "insert" and event.command["insert"] == units.JOURNAL_COLLECTION:
+            self._journal_inserts.add(event.request_id)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.request_id in self._journal_inserts:
+            self._journal_inserts.clear()
+            self.armed = False
+            self.proxy.freeze()
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_a_unit_that_raised_after_its_commit_is_completed_by_the_next_unit(
+    database: servers.ScratchDatabase, raw: Any
+) -> None:
+    """MongoDB freezes right after a unit's journal is in: apply_unit raises BackendTimeoutError, the unit stays
+    committed, and the same backend's next unit, once MongoDB is back, completes it before its own writes."""
+    port = int(database.server_url.rsplit(":", 1)[1].split("/")[0])
+    with FreezableProxy(port) as proxy:
+        freezer = _FreezeAfterJournal(proxy)
+        url = database.url.replace(f":{port}/", f":{proxy.port}/") + "?timeout=1"
+        backend = MongoBackend.from_url(url, redis_url="none", client_options={"event_listeners": [freezer]})
+        try:
+            backend.open()
+            freezer.armed = True
+            with pytest.raises(BackendTimeoutError):
+                backend.apply_unit(_writes("new"))
+            assert raw[units.JOURNAL_COLLECTION].count_documents({}) == 1
+            assert raw[DOMAINS["strategy"].collection_name].count_documents({}) == 0
+            proxy.thaw()
+            backend.apply_unit(
+                [
+                    Write(DOMAINS["risk"], WriteOp.PUT, ("r", "kit"), Record("{}")),
+                    Write(DOMAINS["log"], WriteOp.INSERT, ("log-2",), Record("{}")),
+                ]
+            )
+            assert raw[units.JOURNAL_COLLECTION].count_documents({}) == 0
+            assert _state(backend) == [({"tag": "new"}, False)] * 3 + [None, ({"tag": "new"}, False)]
+            assert backend.get(DOMAINS["log"], ("log-2",)) == Record("{}")
+        finally:
+            proxy.thaw()
+            backend.close()
+
+
+def test_a_journal_that_is_not_ours_fails_the_open(factory: Callable[[], MongoBackend], raw: Any) -> None:
+    """A document in persist-units that is no unit journal is named, not skipped: its unit might be lost."""
+    raw[units.JOURNAL_COLLECTION].insert_one({"at": 1, "expires": 1, "writes": [{"d": "no-such-domain"}]})
+    backend = factory()
+    with pytest.raises(CorruptRecordError, match="not a unit journal"):
+        backend.open()
+    raw[units.JOURNAL_COLLECTION].delete_many({})
+    backend.open()
+    backend.close()
