@@ -72,8 +72,9 @@ def net_writes(writes: Sequence[Write]) -> list[Write]:
     keys were first written.
 
     A put replaces whatever came before; a remove after a put is the put with the removed flag; a second
-    remove, an insert after a put or an insert, change nothing. Only a remove followed by an insert (no domain
-    takes both) keeps two writes. Applied one by one, the result leaves what ``writes`` leave.
+    remove, an insert after a put or an insert, change nothing. Only inserts and removes of one key (no domain
+    takes both) may keep several writes, as whether the key exists is not known here. Applied one by one, the
+    result leaves what ``writes`` leave.
     """
     net: dict[tuple[str, Any], list[Write]] = {}
     for write in writes:

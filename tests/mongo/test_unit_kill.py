@@ -17,6 +17,8 @@ from typing import Any
 
 import pymongo
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pymongo import monitoring
 
 from persist_core.backend import Key, Record
@@ -321,3 +323,33 @@ def test_a_journal_that_is_not_ours_fails_the_open(factory: Callable[[], MongoBa
     raw[units.JOURNAL_COLLECTION].delete_many({})
     backend.open()
     backend.close()
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(list(WriteOp)), st.integers(0, 2), st.integers(0, 9)), max_size=12)
+
+
+def _model(state: dict[Key, tuple[str, bool]], writes: list[Write]) -> dict[Key, tuple[str, bool]]:
+    """What ``writes`` applied one by one leave: put replaces, insert only if absent, remove sets the flag."""
+    state = dict(state)
+    for write in writes:
+        if write.op is WriteOp.REMOVE:
+            if write.key in state:
+                state[write.key] = (state[write.key][0], True)
+        elif write.record is not None and (write.op is WriteOp.PUT or write.key not in state):
+            state[write.key] = (write.record.payload, write.record.removed)
+    return state
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_OPS, before=st.dictionaries(st.integers(0, 2), st.tuples(st.integers(0, 9), st.booleans())))
+def test_net_writes_leave_what_the_writes_leave(ops: list[tuple[WriteOp, int, int]], before: dict[int, Any]) -> None:
+    """Property: the reduced unit (what the journal holds and replay applies) ends as the unit, from any stored
+    state, with one write per key but where inserts and removes of one key mix (no domain takes both)."""
+    domain = DOMAINS["measure"]
+    writes = [Write(domain, op, ("b", str(k)), None if op is WriteOp.REMOVE else Record(str(v))) for op, k, v in ops]
+    state = {("b", str(k)): (str(v), removed) for k, (v, removed) in before.items()}
+    net = units.net_writes(writes)
+    assert _model(state, net) == _model(state, writes)
+    for key in {w.key for w in net}:
+        ops_of_key = {w.op for w in net if w.key == key}
+        assert len([w for w in net if w.key == key]) == 1 or ops_of_key == {WriteOp.INSERT, WriteOp.REMOVE}
