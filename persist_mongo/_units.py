@@ -16,7 +16,8 @@ applied, or a later write that supersedes it. An insert is first-write-wins anyw
 
 Only abandoned journals are replayed: the writer's deadline has passed (``expires``), or it ran on this host
 and is dead (pid and start time, as ownership leases tell), or it is this process's own and no longer being
-applied (a unit that raised half-way is completed by the next unit or open).
+applied (a unit that raised half-way is completed by the next unit or open). Besides every open, a unit
+looks again once a lease (10 s) has passed since the last look.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ _ENTRY_OVERHEAD = 2048
 # first completes it. Process-wide sets, because several backends of one process may share a database.
 _in_flight: set[ObjectId] = set()
 _unfinished: set[tuple[str, str]] = set()
+# When each backend last looked for abandoned journals (time.monotonic()): a unit looks again once a lease has
+# passed, so that a unit whose writer died after this process opened (an owner taken over) is completed within
+# about a lease, not only at the next open. One query per lease (10 s), nothing per unit.
+_swept: dict[tuple[str, str], float] = {}
 
 
 def _now_ms() -> int:
@@ -180,7 +185,9 @@ def apply_unit(s: Settings, h: Handles, writes: Sequence[Write]) -> Steps[None]:
     _check(s, h, writes)
     writes = net_writes(writes)
     backend = (s.url, s.namespace)
-    if backend in _unfinished:  # a unit of ours raised half-way: complete it before this one (its keys first)
+    # A unit of ours that raised half-way is completed before this one (its keys first), and so is any unit
+    # abandoned since the last look.
+    if backend in _unfinished or time.monotonic() - _swept.get(backend, 0.0) > s.lock_lease_ms / 1000:
         yield from replay(s, h)
         _unfinished.discard(backend)
     if len(writes) <= 1:  # one document write is atomic by itself
@@ -255,12 +262,14 @@ def _complete(s: Settings, h: Handles, doc: dict[str, Any]) -> Steps[int]:
 
 
 def replay(s: Settings, h: Handles) -> Steps[int]:
-    """Complete every abandoned unit journal, oldest first (at open, before any write); how many there were."""
+    """Complete every abandoned unit journal, oldest first (at open, before any write, and from a unit once a
+    lease has passed since the last look); how many there were."""
     journal = h.locks.database[JOURNAL_COLLECTION]
     try:
         docs = yield journal.find({}).sort("_id", 1).to_list()
     except DRIVER_ERRORS as exc:
         raise s.translate(exc, "reading the unit journal") from exc
+    _swept[(s.url, s.namespace)] = time.monotonic()
     now_ms = _now_ms()
     done = 0
     for doc in docs:

@@ -353,3 +353,27 @@ def test_net_writes_leave_what_the_writes_leave(ops: list[tuple[WriteOp, int, in
     for key in {w.key for w in net}:
         ops_of_key = {w.op for w in net if w.key == key}
         assert len([w for w in net if w.key == key]) == 1 or ops_of_key == {WriteOp.INSERT, WriteOp.REMOVE}
+
+
+def test_a_unit_abandoned_after_the_open_is_completed_by_a_later_unit(
+    factory: Callable[[], MongoBackend], raw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that dies after this backend opened (an owner taken over) leaves its journal: a unit of this
+    backend looks for abandoned journals again once a lease has passed since its last look, and completes it."""
+    survivor = factory()
+    survivor.open()
+    try:
+        _seed(survivor)
+        _killed_midway(factory, _writes("new"), calls=1)
+        risk = Write(DOMAINS["risk"], WriteOp.PUT, ("r", "kit"), Record("{}"))
+        log = Write(DOMAINS["log"], WriteOp.INSERT, ("log-2",), Record("{}"))
+        survivor.apply_unit([risk, log])  # within the lease since the open's look: the journal stays
+        assert raw[units.JOURNAL_COLLECTION].count_documents({}) == 1
+        # A lease later (10 s; moved back rather than waited for).
+        key = (survivor.settings.url, survivor.settings.namespace)
+        monkeypatch.setitem(units._swept, key, units._swept[key] - survivor.settings.lock_lease_ms / 1000 - 1)
+        survivor.apply_unit([risk, log])
+        assert raw[units.JOURNAL_COLLECTION].count_documents({}) == 0
+        assert _state(survivor) == _NEW
+    finally:
+        survivor.close()
