@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import multiprocessing
 import os
@@ -29,7 +30,6 @@ from persist_core.testing.units import run_unit_kill_test
 from persist_core.units import Write, WriteOp
 from persist_mongo import AsyncMongoBackend, MongoBackend
 from persist_mongo import _units as units
-from persist_mongo._deadline import deadline
 from tests.mongo import servers
 from tests.proxy import FreezableProxy
 
@@ -81,24 +81,51 @@ def _writes(tag: str) -> list[Write]:
     ]
 
 
-def _die_after(factory: Callable[[], MongoBackend], writes: list[Write], calls: int) -> None:
-    """Forked child: apply a unit driver call by driver call and SIGKILL itself after ``calls`` of them (the
-    first is the journal's insert), as a crash at that point would."""
-    backend = factory()
+class _KillAfter(monitoring.CommandListener):
+    """SIGKILLs its own process once ``commands`` commands (the first is the unit's journal insert) have been
+    acknowledged after it was armed: a crash at that point of a unit, whichever thread runs the command."""
+
+    def __init__(self, commands: int) -> None:
+        self.commands = commands
+        self.armed = False
+        self._acked = itertools.count(1)
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if self.armed and next(self._acked) >= self.commands:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def _die_after(url: str, writes: list[Write], commands: int) -> None:
+    """Forked child: apply a unit on a backend of its own and die after ``commands`` acknowledged commands."""
+    killer = _KillAfter(commands)
+    backend = MongoBackend.from_url(
+        url, redis_url=servers.shared_redis_url(), client_options={"event_listeners": [killer]}
+    )
     backend.open()
-    steps = units.apply_unit(backend.settings, backend._started(), writes)
-    with deadline(backend.timeout):
-        value = None
-        for _ in range(calls):
-            value = steps.send(value)  # on the sync face each yielded value is the call's result, already made
-    os.kill(os.getpid(), signal.SIGKILL)
+    killer.armed = True
+    backend.apply_unit(writes)
+    raise AssertionError("the unit ended before its writer was killed")
 
 
-def _killed_midway(factory: Callable[[], MongoBackend], writes: list[Write], calls: int) -> None:
-    proc = multiprocessing.get_context("fork").Process(target=_die_after, args=(factory, writes, calls))
+def _killed_midway(url: str, writes: list[Write], commands: int) -> None:
+    proc = multiprocessing.get_context("fork").Process(target=_die_after, args=(url, writes, commands))
     proc.start()
     proc.join(30)
     assert proc.exitcode == -signal.SIGKILL
+
+
+def _stored_new(raw: Any) -> int:
+    """How many of :func:`_writes`'s five writes the storage holds, read without opening a backend."""
+    new = json.dumps({"tag": "new"})
+    names = ("signal", "storage", "log", "strategy")
+    found = sum(raw[DOMAINS[name].collection_name].count_documents({"payload": new}) for name in names)
+    return found + raw[DOMAINS["measure"].collection_name].count_documents({"removed": True})
 
 
 def _payload(backend: MongoBackend, name: str, key: Key) -> Any:
@@ -137,10 +164,10 @@ def test_a_killed_writers_journal_is_completed_by_the_next_open(
     reader.open()  # opened (and so replayed) before the kill: the async face's own open must replay
     try:
         _seed(reader)
-        _killed_midway(factory, _writes("new"), calls=3)  # journal, the signal's write, its cache update
+        _killed_midway(reader.settings.url, _writes("new"), commands=3)  # the journal and two more commands
         [journal] = raw[units.JOURNAL_COLLECTION].find().to_list()
         assert journal["pid"] != os.getpid() and len(journal["writes"]) == 5
-        assert raw[DOMAINS["strategy"].collection_name].find_one()["payload"] == json.dumps({"tag": "old"})
+        assert _stored_new(raw) < 5
         if face == "sync":
             fresh = factory()
             fresh.open()
@@ -166,7 +193,8 @@ def test_replay_never_undoes_a_newer_write(factory: Callable[[], MongoBackend], 
     survivor.open()
     try:
         _seed(survivor)
-        _killed_midway(factory, _writes("new"), calls=1)  # the journal only
+        _killed_midway(survivor.settings.url, _writes("new"), commands=1)  # the journal only
+        assert _stored_new(raw) == 0
         survivor.put(DOMAINS["strategy"], _CTX, Record(json.dumps({"tag": "newer"})))
         fresh = factory()
         fresh.open()
@@ -364,7 +392,7 @@ def test_a_unit_abandoned_after_the_open_is_completed_by_a_later_unit(
     survivor.open()
     try:
         _seed(survivor)
-        _killed_midway(factory, _writes("new"), calls=1)
+        _killed_midway(survivor.settings.url, _writes("new"), commands=1)
         risk = Write(DOMAINS["risk"], WriteOp.PUT, ("r", "kit"), Record("{}"))
         log = Write(DOMAINS["log"], WriteOp.INSERT, ("log-2",), Record("{}"))
         survivor.apply_unit([risk, log])  # within the lease since the open's look: the journal stays
