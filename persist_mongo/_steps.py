@@ -12,7 +12,8 @@ Each time one needs the server it yields the value of the driver call, ``doc = y
 
 So the queries, documents, cache logic, key locks and error translation are the same code on both faces,
 and only the I/O differs. The rule for a body: every ``yield`` is the value of one driver call (or of the
-face's ``sleep``), made inside the ``try`` that handles its errors.
+face's ``sleep``), made inside the ``try`` that handles its errors, or a :class:`Together` of independent
+operations, which each face runs at the same time.
 """
 
 from __future__ import annotations
