@@ -139,28 +139,19 @@ class AsyncMongoBackend(AsyncBackend):
                 raise settings.translate(exc, "opening") from exc
             cache = settings.cache
             redis = None if cache is None else cache.async_client()
+            db = client[sync.database]
+            collections = {name: db[settings.layout(spec).collection] for name, spec in DOMAINS.items()}
+            state = _Opened(loop, client, collections, db[LOCK_COLLECTION], db[LEASE_COLLECTION], redis, asyncio.sleep)
             try:
                 await client.admin.command("ping")  # fail fast (CONTRACTS.md 3.6)
                 if cache is not None:  # a dead Redis is logged and counted, never fatal (bounded by its timeout)
                     await run_async(cache.ping(redis))
+                await run_async(units.replay(settings, state))  # units whose writer died, before any write of ours
             except BaseException as exc:
                 await _close(client, redis)
                 if isinstance(exc, DRIVER_ERRORS):
                     raise settings.translate(exc, "opening") from exc
                 raise
-        current = self._state
-        if current is not None and current.loop is loop:  # another coroutine opened it meanwhile: use that one
-            await _close(client, redis)
-            return current
-        db = client[sync.database]
-        collections = {name: db[settings.layout(spec).collection] for name, spec in DOMAINS.items()}
-        state = _Opened(loop, client, collections, db[LOCK_COLLECTION], db[LEASE_COLLECTION], redis, asyncio.sleep)
-        try:
-            with deadline(settings.timeout):  # units whose writer died, before any write of ours
-                await run_async(units.replay(settings, state))
-        except BaseException:
-            await _close(client, redis)
-            raise
         current = self._state
         if current is not None and current.loop is loop:  # another coroutine opened it meanwhile: use that one
             await _close(client, redis)
