@@ -15,8 +15,8 @@ the unit began (its ``updatedDate`` is later than the journal's ``at``): that is
 applied, or a later write that supersedes it. An insert is first-write-wins anyway.
 
 Only abandoned journals are replayed: the writer's deadline has passed (``expires``), or it ran on this host
-and is dead (pid and start time, as ownership leases tell), or it is this process's own and no longer being
-applied (a unit that raised half-way is completed by the next unit or open). Besides every open, a unit
+and is dead (pid and start time, as ownership leases tell), or it is this process's own and its unit raised
+(it is completed by the backend's next unit, or the next open). Besides every open, a unit
 looks again once a lease (10 s) has passed since the last look.
 """
 
@@ -62,6 +62,9 @@ _ENTRY_OVERHEAD = 2048
 # first completes it. Process-wide sets, because several backends of one process may share a database.
 _in_flight: set[ObjectId] = set()
 _unfinished: set[tuple[str, str]] = set()
+# Journals of this process whose unit raised (or whose delete failed): the only journals of a live process of
+# ours that a replay takes. Any other journal of ours it reads is in flight or was finished after it was read.
+_failed: set[ObjectId] = set()
 # When each backend last looked for abandoned journals (time.monotonic()): a unit looks again once a lease has
 # passed, so that a unit whose writer died after this process opened (an owner taken over) is completed within
 # about a lease, not only at the next open. One query per lease (10 s), nothing per unit.
@@ -212,33 +215,34 @@ def apply_unit(s: Settings, h: Handles, writes: Sequence[Write]) -> Steps[None]:
     _in_flight.add(journal_id)
     try:
         try:
-            yield journal.insert_one(doc)
-        except DRIVER_ERRORS as exc:
-            raise s.translate(exc, "committing a unit of work") from exc
-        yield from _apply_together(s, h, writes)
-    except BaseException:
-        # The journal may be in (an insert whose reply was lost counts): the unit is then committed, and the next
-        # unit of this backend, or the next open anywhere, completes it.
-        _unfinished.add(backend)
-        raise
-    finally:
+            try:
+                yield journal.insert_one(doc)
+            except DRIVER_ERRORS as exc:
+                raise s.translate(exc, "committing a unit of work") from exc
+            yield from _apply_together(s, h, writes)
+        except BaseException:
+            # The journal may be in (an insert whose reply was lost counts): the unit is then committed, and the
+            # next unit of this backend, or the next open anywhere, completes it.
+            _failed.add(journal_id)
+            _unfinished.add(backend)
+            raise
+        try:
+            yield journal.delete_one({"_id": journal_id})
+        except DRIVER_ERRORS as exc:  # the unit is stored whole; replaying a finished journal changes nothing
+            log.warning("unit journal %s stays until the next open: %s", journal_id, s.translate(exc, "deleting it"))
+            _failed.add(journal_id)
+            _unfinished.add(backend)
+    finally:  # only now may another backend of this process take the journal for abandoned
         _in_flight.discard(journal_id)
-    try:
-        yield journal.delete_one({"_id": journal_id})
-    except DRIVER_ERRORS as exc:  # the unit is stored whole; replaying a finished journal changes nothing
-        log.warning("unit journal %s stays until the next open: %s", journal_id, s.translate(exc, "deleting it"))
-        _unfinished.add(backend)
 
 
 def _abandoned(doc: dict[str, Any], now_ms: int) -> bool:
     """Whether the journal ``doc`` belongs to no unit in flight: past its writer's deadline, or written by a dead
-    process of this host, or by this process and not being applied now."""
+    process of this host, or by a unit of this process that raised."""
     if doc["_id"] in _in_flight:
         return False
     expires = doc.get("expires")
-    if not isinstance(expires, int) or expires < now_ms:
-        return True
-    return all(doc.get(name) == value for name, value in holder_fields().items()) or _died_here(doc)
+    return not isinstance(expires, int) or expires < now_ms or doc["_id"] in _failed or _died_here(doc)
 
 
 def _updated_ms(value: Any) -> int | None:
@@ -271,6 +275,7 @@ def _complete(s: Settings, h: Handles, doc: dict[str, Any]) -> Steps[int]:
         yield h.locks.database[JOURNAL_COLLECTION].delete_one({"_id": doc["_id"]})
     except DRIVER_ERRORS as exc:
         raise s.translate(exc, "deleting a replayed unit journal") from exc
+    _failed.discard(doc["_id"])
     return applied
 
 
