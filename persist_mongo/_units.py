@@ -296,7 +296,7 @@ def replay(s: Settings, h: Handles) -> Steps[int]:
         applied = yield from _complete(s, h, doc)
         done += 1
         log.warning(
-            "completed the unit of work %s left by %s (pid %s): %d of its %d writes applied, the others stored already",
+            "completed the unit of work %s left by %s (pid %s): %d of its %d writes applied (the rest were stored)",
             doc["_id"],
             doc.get("host"),
             doc.get("pid"),
