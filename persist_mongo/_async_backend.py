@@ -32,8 +32,10 @@ from persist_core.backend import PAGE_SIZE, ItemKey, Key, Record
 from persist_core.domains import DOMAINS, DomainSpec
 from persist_core.errors import ConfigurationError, PersistError
 from persist_core.ownership import LeaseLog
+from persist_core.units import Write
 from persist_core.urls import scrub_chain
 from persist_mongo import _operations as operations
+from persist_mongo import _units as units
 from persist_mongo._backend import MongoBackend
 from persist_mongo._cache import CacheStats
 from persist_mongo._deadline import deadline
@@ -137,10 +139,14 @@ class AsyncMongoBackend(AsyncBackend):
                 raise settings.translate(exc, "opening") from exc
             cache = settings.cache
             redis = None if cache is None else cache.async_client()
+            db = client[sync.database]
+            collections = {name: db[settings.layout(spec).collection] for name, spec in DOMAINS.items()}
+            state = _Opened(loop, client, collections, db[LOCK_COLLECTION], db[LEASE_COLLECTION], redis, asyncio.sleep)
             try:
                 await client.admin.command("ping")  # fail fast (CONTRACTS.md 3.6)
                 if cache is not None:  # a dead Redis is logged and counted, never fatal (bounded by its timeout)
                     await run_async(cache.ping(redis))
+                await run_async(units.replay(settings, state))  # units whose writer died, before any write of ours
             except BaseException as exc:
                 await _close(client, redis)
                 if isinstance(exc, DRIVER_ERRORS):
@@ -150,11 +156,7 @@ class AsyncMongoBackend(AsyncBackend):
         if current is not None and current.loop is loop:  # another coroutine opened it meanwhile: use that one
             await _close(client, redis)
             return current
-        db = client[sync.database]
-        collections = {name: db[settings.layout(spec).collection] for name, spec in DOMAINS.items()}
-        state = self._state = _Opened(
-            loop, client, collections, db[LOCK_COLLECTION], db[LEASE_COLLECTION], redis, asyncio.sleep
-        )
+        self._state = state
         return state
 
     async def close(self) -> None:
@@ -241,6 +243,10 @@ class AsyncMongoBackend(AsyncBackend):
 
     async def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
         return await self._run_whole(operations.delete_records, domain, keys)
+
+    async def apply_unit(self, writes: Sequence[Write]) -> None:
+        # Whole, as a locked write: a cancelled unit still ends with its journal deleted or left for replay.
+        await self._run_whole(units.apply_unit, writes)
 
     def lease_log(self) -> LeaseLog:
         return self._sync.lease_log()

@@ -22,8 +22,10 @@ from persist_core.backend import PAGE_SIZE, Backend, Capabilities, ItemKey, Key,
 from persist_core.config import resolve_redis_url
 from persist_core.domains import DOMAINS, DomainSpec
 from persist_core.errors import ConfigurationError, PersistError
+from persist_core.units import Write
 from persist_core.urls import check_credentials, mask_url, masks_driver_errors, parse_options
 from persist_mongo import _operations as operations
+from persist_mongo import _units as units
 from persist_mongo._cache import DISABLED, CacheStats, IdCache, namespace_of
 from persist_mongo._deadline import DEFAULT_TIMEOUT, deadline, parse_timeout, remaining, split_timeout
 from persist_mongo._errors import DRIVER_ERRORS, timed_out, translate
@@ -122,7 +124,7 @@ class MongoBackend(Backend):
     collection, never in Redis.
     """
 
-    capabilities = Capabilities(ownership=True, listing=True, deletion=True)
+    capabilities = Capabilities(ownership=True, listing=True, deletion=True, atomic_units=True)
 
     def __init__(
         self,
@@ -255,14 +257,16 @@ class MongoBackend(Backend):
                         _ensured.add((self._client_url, self.database))
                 finally:
                     _ensured_lock.release()
+                redis = None if self._cache is None else self._cache.client
+                state = Handles(client, collections, locks, db[LEASE_COLLECTION], redis, time.sleep)
+                run(units.replay(self.settings, state))  # units whose writer died, before any write of ours
             except BaseException as exc:
                 with contextlib.suppress(*DRIVER_ERRORS):
                     client.close()
                 if isinstance(exc, DRIVER_ERRORS):
                     raise self._translate(exc, "opening") from exc
                 raise
-            redis = None if self._cache is None else self._cache.client
-            state = self._state = Handles(client, collections, locks, db[LEASE_COLLECTION], redis, time.sleep)
+            self._state = state
         finally:
             self._lock.release()
         if self._cache is not None:  # a dead Redis is logged and counted here, never fatal (bounded by its timeout)
@@ -292,14 +296,16 @@ class MongoBackend(Backend):
             layout = self.settings.layout(DOMAINS[name])
             collection.create_index(layout.index, unique=True, name=layout.index_name)
         locks.create_index("lock", unique=True, name=LOCK_INDEX)
-        # The lease collection needs no index of its own (claims rely on the _id index every collection
-        # has). It is created here rather than by the first claim, so that a claim costs no table creation
-        # (FerretDB) and the one-winner race never depends on concurrent implicit creation.
-        try:
-            db.command("create", LEASE_COLLECTION)
-        except OperationFailure as exc:
-            if exc.code != _NAMESPACE_EXISTS:
-                raise
+        # The lease and unit journal collections need no index of their own (claims and journals rely on the
+        # _id index every collection has). They are created here rather than by the first claim or unit, so
+        # that neither costs a table creation (FerretDB) and the one-winner race of claims never depends on
+        # concurrent implicit creation.
+        for name in (LEASE_COLLECTION, units.JOURNAL_COLLECTION):
+            try:
+                db.command("create", name)
+            except OperationFailure as exc:
+                if exc.code != _NAMESPACE_EXISTS:
+                    raise
 
     def close(self) -> None:
         # docstring inherited
@@ -384,3 +390,7 @@ class MongoBackend(Backend):
 
     def delete_records(self, domain: DomainSpec, keys: Sequence[Key]) -> int:
         return self._run(operations.delete_records, domain, keys)
+
+    def apply_unit(self, writes: Sequence[Write]) -> None:
+        # docstring inherited; one journal document commits the unit (persist_mongo._units, docs/mongo.md)
+        self._run(units.apply_unit, writes)

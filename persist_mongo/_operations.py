@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from persist_core.backend import PAGE_SIZE, ContextTally, ItemKey, Key, Record
 from persist_core.domains import DomainSpec, FieldType
 from persist_core.errors import ConfigurationError, InvalidValueError, PersistError
+from persist_core.ownership import ProcessIdentity, this_process
 from persist_mongo._cache import IdCache, cache_key
 from persist_mongo._codec import REMOVED, UPDATED, Layout
 from persist_mongo._deadline import remaining
@@ -62,6 +65,7 @@ LOCK_COLLECTION = "persist-locks"
 LOCK_INDEX = "persist_locks_uq"
 _LOCK_BACKOFF_MAX = 0.02
 _first = itemgetter(0)
+_identity: ProcessIdentity | None = None
 
 
 def _utcnow() -> dt.datetime:
@@ -414,10 +418,11 @@ def _delete_one(collection: Any, query: dict[str, Any]) -> Steps[int]:
 def _locked(s: Settings, h: Handles, domain: DomainSpec, key: Key, what: str, body: Steps[Any]) -> Steps[Any]:
     """Run ``body`` holding the lock of one record's key (soft-delete domains only); its result.
 
-    Taking it inserts ``{lock: <key>, expires}`` into the unique index of :data:`LOCK_COLLECTION`; a
-    duplicate key means another holder, and the caller waits (0.5 ms, doubling to 20 ms) until the
-    operation's deadline, then raises :class:`BackendTimeoutError`. A lock past its lease belongs to a
-    holder that died and is deleted by its ``_id``, so that only that very lock goes. The body runs with a
+    Taking it inserts ``{lock: <key>, expires, host, pid, started}`` into the unique index of
+    :data:`LOCK_COLLECTION`; a duplicate key means another holder, and the caller waits (0.5 ms, doubling to
+    20 ms) until the operation's deadline, then raises :class:`BackendTimeoutError`. A lock past its lease, or
+    whose holder was a process of this host that is gone (SIGKILL between taking and releasing it), belongs to
+    a holder that died and is deleted by its ``_id``, so that only that very lock goes. The body runs with a
     part of the deadline kept back for the release, which deletes the lock by its ``_id`` (also when the
     body failed or, on the asyncio face, was cancelled); if that fails, the lease frees the key.
     """
@@ -426,20 +431,21 @@ def _locked(s: Settings, h: Handles, domain: DomainSpec, key: Key, what: str, bo
     lock_id = ObjectId()
     delay = 0.0005
     lease_ms = s.lock_lease_ms
+    me = holder_fields()
     held_by = ""  # set once another writer was seen holding the lock
     try:
         while True:
             now_ms = time.time_ns() // 1_000_000
             try:
-                yield locks.insert_one({"_id": lock_id, "lock": name, "expires": Int64(now_ms + lease_ms)})
+                yield locks.insert_one({"_id": lock_id, "lock": name, "expires": Int64(now_ms + lease_ms), **me})
                 break
             except DuplicateKeyError:
                 holder = yield locks.find_one({"lock": name})
                 if holder is None:
                     continue  # released meanwhile
                 expires = holder.get("expires")
-                if not isinstance(expires, int) or expires < now_ms:
-                    log.warning("breaking the expired lock of %s (a writer died holding it)", name)
+                if not isinstance(expires, int) or expires < now_ms or _died_here(holder):
+                    log.warning("breaking the lock of %s: a writer died holding it", name)
                     yield locks.delete_one({"_id": holder["_id"]})
                     continue
                 held_by = f"the key's lock is held by another writer (lock {name!r}, lease until {expires} ms)"
@@ -467,6 +473,25 @@ def _locked(s: Settings, h: Handles, domain: DomainSpec, key: Key, what: str, bo
             return (yield from body)
     finally:
         yield from _release(locks, lock_id, name, lease_ms)
+
+
+def holder_fields() -> dict[str, Any]:
+    """The fields naming this process in a lock or a unit journal (see :func:`_died_here`)."""
+    global _identity
+    if _identity is None or _identity.pid != os.getpid():  # computed again in a forked child
+        _identity = this_process()
+    return {"host": _identity.host, "pid": _identity.pid, "started": _identity.started}
+
+
+def _died_here(doc: Mapping[str, Any]) -> bool:
+    """Whether ``doc`` (a lock or a unit journal) was written by a process of this host that is gone.
+
+    A writer on another host cannot be asked: its lock or journal waits for its lease (``expires``) instead.
+    """
+    host, pid, started = doc.get("host"), doc.get("pid"), doc.get("started")
+    if host != socket.gethostname() or not isinstance(pid, int) or not isinstance(started, str):
+        return False
+    return not ProcessIdentity(host, pid, started).is_alive_here()
 
 
 def _release(locks: Any, lock_id: ObjectId, name: str, lease_ms: int) -> Steps[None]:

@@ -23,6 +23,7 @@ import redis
 
 from persist_core.domains import DOMAINS
 from persist_mongo._leases import LEASE_COLLECTION
+from persist_mongo._units import JOURNAL_COLLECTION
 from tests.services import require
 
 MONGO = "PERSIST_TEST_MONGO_URL"
@@ -80,7 +81,7 @@ class ScratchDatabase:
         )
 
     def wipe(self, redis_url: str | None) -> None:
-        """Empty the 16 collections and the ownership leases (indexes stay), delete the database's Redis keys.
+        """Empty the 16 collections, the leases and the unit journal (indexes stay), delete the database's Redis keys.
 
         Deleting documents is much faster than dropping the database on FerretDB, where creating a
         collection and its index costs a PostgreSQL table and index.
@@ -89,6 +90,7 @@ class ScratchDatabase:
         for spec in DOMAINS.values():
             db[spec.collection_name].delete_many({})
         db[LEASE_COLLECTION].delete_many({})
+        db[JOURNAL_COLLECTION].delete_many({})
         if redis_url is not None:
             delete_redis_namespace(redis_url, self.name)
 
