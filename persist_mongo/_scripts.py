@@ -19,13 +19,24 @@ from __future__ import annotations
 __all__ = ["BEGIN", "COMMIT", "FILL", "FORGET", "READ", "RELEASE", "SEED", "TOMBSTONE"]
 
 # Shared: whether the string entry ``cur`` may be replaced by a value of version ``v`` (not a marker or a
-# tombstone, and not a value as new or newer).
-_REPLACEABLE = """
+# tombstone, and not a value as new or newer); and storing ``entry`` where ``allowed`` says so of the string
+# there (a key of another type is not ours and is replaced).
+_STORE = """
 local function replaceable(cur, v)
   local tag = string.sub(cur, 1, 2)
   if tag == 'W|' or tag == 'D|' then return false end
   local have = tonumber(string.match(cur, '^R1|(%d+)|'))
   return not (have and have >= v)
+end
+local function store(key, entry, ttl, allowed)
+  local t = redis.call('TYPE', key).ok
+  if t == 'string' then
+    if not allowed(redis.call('GET', key)) then return 0 end
+  elseif t ~= 'none' then
+    redis.call('DEL', key)
+  end
+  redis.call('SET', key, entry, 'PX', ttl)
+  return 1
 end
 """
 
@@ -50,17 +61,10 @@ return {stamp, kind}
 
 #: KEYS: entry, stamp. ARGV: the stamp seen at the miss, version, entry, ttl ms. 1 if stored.
 FILL = (
-    _REPLACEABLE
+    _STORE
     + """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'string' then
-  if not replaceable(redis.call('GET', KEYS[1]), tonumber(ARGV[2])) then return 0 end
-elseif t ~= 'none' then
-  redis.call('DEL', KEYS[1])
-end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-return 1
+return store(KEYS[1], ARGV[3], ARGV[4], function(cur) return replaceable(cur, tonumber(ARGV[2])) end)
 """
 )
 
@@ -85,17 +89,10 @@ return 0
 #: KEYS: entry. ARGV: token ('' if the write could not begin in Redis), version, entry, ttl ms. 1 if stored: over
 #: our own marker, nothing, or an older value; never over another writer's marker or a tombstone.
 COMMIT = (
-    _REPLACEABLE
+    _STORE
     + """
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'string' then
-  local cur = redis.call('GET', KEYS[1])
-  if cur ~= 'W|' .. ARGV[1] and not replaceable(cur, tonumber(ARGV[2])) then return 0 end
-elseif t ~= 'none' then
-  redis.call('DEL', KEYS[1])
-end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-return 1
+local function allowed(cur) return cur == 'W|' .. ARGV[1] or replaceable(cur, tonumber(ARGV[2])) end
+return store(KEYS[1], ARGV[3], ARGV[4], allowed)
 """
 )
 

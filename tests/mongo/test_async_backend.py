@@ -1,4 +1,4 @@
-"""The native asyncio Mongo backend (AsyncMongoBackend): served by asetup, the Redis id cache on redis.asyncio,
+"""The native asyncio Mongo backend (AsyncMongoBackend): served by asetup, the Redis value cache on redis.asyncio,
 deadlines on a frozen MongoDB and a frozen Redis, a held key lock (issue 10). Cancellation:
 tests/asyncio_face/test_cancellation.py.
 
