@@ -16,8 +16,9 @@ as on the sync one; a Redis command takes at most its share (``redis_socket_time
 
 Cancellation: a cancelled ``await`` of a read or of a one-command write makes pymongo (or redis-py) close the
 connection in use, never reusing it; a MongoDB write is one command, applied whole or not at all. A write
-under a key lock (soft-delete domains) runs on to its end in a task of its own, as a thread-pool call does,
-so that its lock is taken and released in order (:meth:`AsyncMongoBackend._run_whole`).
+under a key lock (soft-delete domains, and every write while the Redis cache holds its key's marker) runs on to
+its end in a task of its own, as a thread-pool call does, so that its lock is taken and released in order
+(:meth:`AsyncMongoBackend._run_whole`).
 """
 
 from __future__ import annotations
@@ -211,14 +212,17 @@ class AsyncMongoBackend(AsyncBackend):
     ) -> list[tuple[ItemKey, Record]]:
         return await self._run(operations.read_window, domain, context, start, stop, step)
 
+    # With the Redis cache every write holds its key's marker there (a lock), so it runs on to its end as a
+    # locked write does; without it, only the soft-delete domains' writes hold a lock (MongoDB's).
+
     async def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
-        if domain.soft_delete:
+        if domain.soft_delete or self.settings.cache is not None:
             await self._run_whole(operations.put, domain, key, record)
         else:
             await self._run(operations.put, domain, key, record)
 
     async def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
-        if domain.soft_delete:
+        if domain.soft_delete or self.settings.cache is not None:
             await self._run_whole(operations.put_many, domain, items)
         else:
             await self._run(operations.put_many, domain, items)

@@ -240,38 +240,36 @@ def _write(s: Settings, h: Handles, domain: DomainSpec, key: Key, what: str, bod
         doc = yield from (_locked(s, h, domain, key, what, body) if domain.soft_delete else body)
         return None if doc is None else s.layout(domain).version(doc)
     ckey = cache_key(s.namespace, domain, key)
-    token = yield from _claim(s, h, cache, ckey, what)
+    token = os.urandom(12).hex()
     try:
-        if domain.soft_delete or token is None:
+        claimed = yield from _claim(s, h, cache, ckey, token, what)
+        if domain.soft_delete or not claimed:
             doc = yield from _locked(s, h, domain, key, what, body)
         else:
             doc = yield from body
-        found = None if doc is None else (s.layout(domain).record(doc), s.layout(domain).version(doc))
+        if doc is not None:
+            version = s.layout(domain).version(doc)
+            yield from cache.commit(h.redis, ckey, token if claimed else None, version, s.layout(domain).record(doc))
+            return version
     except GeneratorExit:  # pragma: no cover - the runners never close a body early
         raise
-    except BaseException:  # failed or cancelled: the write may or may not have landed; let the next writer in
-        if token is not None:
-            yield from cache.release(h.redis, ckey, token)
+    except BaseException:  # failed or cancelled, maybe with our marker in Redis (a command that landed late)
+        yield from cache.release(h.redis, ckey, token)  # the write may or may not have landed; let the next in
         raise
-    if found is None:
-        if token is not None:
-            yield from cache.release(h.redis, ckey, token)
-        return None
-    yield from cache.commit(h.redis, ckey, token, found[1], found[0])
-    return found[1]
+    yield from cache.release(h.redis, ckey, token)  # no document (a remove of a missing key)
+    return None
 
 
-def _claim(s: Settings, h: Handles, cache: ValueCache, ckey: str, what: str) -> Steps[str | None]:
-    """Put this write's marker on ``ckey`` in Redis, waiting while another writer's stands (as for a key lock);
-    its token, or ``None`` if Redis could not be told (the caller then takes the key's lock in MongoDB)."""
-    token = os.urandom(12).hex()
+def _claim(s: Settings, h: Handles, cache: ValueCache, ckey: str, token: str, what: str) -> Steps[bool]:
+    """Put this write's marker (``token``) on ``ckey`` in Redis, waiting while another writer's stands (as for a
+    key lock); ``False`` if Redis could not be told (the caller then takes the key's lock in MongoDB)."""
     delay = 0.0005
     while True:
         held = yield from cache.begin(h.redis, ckey, token)
         if held is None:
-            return None
+            return False
         if held == 0:
-            return token
+            return True
         left = remaining()
         if left <= delay:  # the other writer will not finish in time (its marker stands for the lease)
             yield h.sleep(max(left, 0.0))
