@@ -360,10 +360,11 @@ class ValueCache:
         return int(reply) if sent else None
 
     def commit(self, face: Face, key: str, token: str | None, version: int, record: Record) -> Steps[None]:
-        """Store a written record over our marker, nothing or an older copy (``token`` ``None``: no marker)."""
-        args = [token or "", version, encode_entry(version, record), self.ttl_ms]
+        """Store a written record over a marker or an older copy (``token`` ``None``: no marker of ours), and
+        replace the key's stamp."""
+        args = [token or "", version, encode_entry(version, record), self.ttl_ms, _token()]
         sent, stored = yield from self._command(
-            face, lambda: face.commit(keys=[key], args=args), writes=[key], token=token or ""
+            face, lambda: face.commit(keys=[key, stamp_key(key)], args=args), writes=[key], token=token or ""
         )
         if sent:
             self._count("stores" if stored else "refused")

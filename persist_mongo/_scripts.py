@@ -3,14 +3,16 @@
 A cache entry is one Redis string under the record's key (:func:`persist_mongo._cache.cache_key`):
 
 - ``R1|<version>|<when>|<removed>|<payload>``: a record and the version of its document (a value);
-- ``W|<token>``: a writer is writing the key (its marker, with the lock lease as its expiry);
+- ``W|<token>|<floor>``: a writer is writing the key (its marker, with the lock lease as its expiry); ``floor``
+  is the newest version another writer's commit met it with (writers overlap only when a flush or an eviction
+  took a marker away): this writer stores its copy only if its version is above it;
 - ``D|``: the key was deleted (a tombstone, expiring like a marker): a writer that was writing it meanwhile must
   not store its record over it.
 
 Each key also has a *stamp*, one of 1,024 per database (``<database>:stamp:<n>``, no expiry): a random token
-that every writer replaces when it begins. A reader that misses notes the stamp, reads MongoDB, and fills the
-entry only if the stamp is unchanged, so that no value read before a write began can land after it, even if
-the entry was flushed, evicted or expired meanwhile. Every script runs atomically in Redis: a
+that every writer replaces when it begins and when it commits. A reader that misses notes the stamp, reads
+MongoDB, and fills the entry only if the stamp is unchanged, so that no value read before or during a write can
+land after it, even if the entry was flushed, evicted or expired meanwhile. Every script runs atomically in Redis: a
 compare-and-set in one round trip.
 """
 
@@ -81,24 +83,47 @@ if t == 'string' then
 elseif t ~= 'none' then
   redis.call('DEL', KEYS[1])
 end
-redis.call('SET', KEYS[1], 'W|' .. ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[1], 'W|' .. ARGV[1] .. '|0', 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1])
 return 0
 """
 
-#: KEYS: entry. ARGV: token ('' if the write could not begin in Redis), version, entry, ttl ms. 1 if stored: over
-#: our own marker, nothing, or an older value; never over another writer's marker or a tombstone.
+#: KEYS: entry, stamp. ARGV: token ('' if the write could not begin in Redis), version, entry, ttl ms, a new
+#: token. 1 if stored: over our own marker if our version is above its floor (else the marker goes: a newer write
+#: overlapped ours), or over an older copy. Over another writer's marker, raise its floor to our version. Never
+#: over nothing (a flush since our begin: a newer write may have been stored and flushed since) or a tombstone.
+#: The stamp is replaced either way, so that no miss that began during the write fills what it read.
 COMMIT = (
     _STORE
     + """
-local function allowed(cur) return cur == 'W|' .. ARGV[1] or replaceable(cur, tonumber(ARGV[2])) end
-return store(KEYS[1], ARGV[3], ARGV[4], allowed)
+local v = tonumber(ARGV[2])
+local result = 0
+local cur = redis.pcall('GET', KEYS[1])
+if type(cur) == 'string' and string.sub(cur, 1, 2) == 'W|' then
+  local token, floor = string.match(cur, '^W|([^|]*)|(%d+)$')
+  floor = tonumber(floor) or 0
+  if token == ARGV[1] then
+    if v > floor then
+      redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+      result = 1
+    else
+      redis.call('DEL', KEYS[1])
+    end
+  elseif v > floor then
+    redis.call('SET', KEYS[1], 'W|' .. (token or '') .. '|' .. v, 'KEEPTTL')
+  end
+elseif cur then
+  result = store(KEYS[1], ARGV[3], ARGV[4], function(c) return replaceable(c, v) end)
+end
+redis.call('SET', KEYS[2], ARGV[5])
+return result
 """
 )
 
 #: KEYS: entry. ARGV: token. Delete our marker (a write that failed), leaving anything else.
 RELEASE = """
-if redis.call('GET', KEYS[1]) == 'W|' .. ARGV[1] then redis.call('DEL', KEYS[1]) end
+local cur = redis.pcall('GET', KEYS[1])
+if type(cur) == 'string' and string.match(cur, '^W|([^|]*)|') == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -119,7 +144,8 @@ FORGET = """
 for i = 1, #KEYS, 2 do
   local cur = redis.pcall('GET', KEYS[i])
   local theirs = type(cur) == 'string' and string.sub(cur, 1, 2) == 'W|'
-  if theirs and string.find(ARGV[(i + 1) / 2 + 1], ',' .. string.sub(cur, 3) .. ',', 1, true) then theirs = false end
+  local token = theirs and string.match(cur, '^W|([^|]*)|') or ''
+  if theirs and string.find(ARGV[(i + 1) / 2 + 1], ',' .. token .. ',', 1, true) then theirs = false end
   if not theirs then
     redis.call('DEL', KEYS[i])
   end
