@@ -1,4 +1,4 @@
-"""The MongoDB backend of backtest-persist, with a Redis cache of document ids (extra ``mongo``).
+"""The MongoDB backend of backtest-persist, with a Redis cache of its records (extra ``mongo``).
 
 ``mongodb://host:port/database`` URLs open a :class:`MongoBackend`, and on the asyncio face (``asetup``) an
 :class:`AsyncMongoBackend` beside it; see docs/mongo.md.

@@ -1,11 +1,11 @@
 """The asyncio Mongo backend: pymongo's ``AsyncMongoClient`` and ``redis.asyncio``, no thread hop per call (issue 10).
 
 :class:`AsyncMongoBackend` runs the very operations of :class:`~persist_mongo.MongoBackend`
-(:mod:`persist_mongo._operations`: the same documents, codec, id cache logic, key locks, first-write-wins
+(:mod:`persist_mongo._operations`: the same documents, codec, value cache logic, key locks, first-write-wins
 inserts and error translation) on the asyncio drivers; only the I/O differs (:mod:`persist_mongo._steps`).
 
 It holds the sync :class:`~persist_mongo.MongoBackend` of the same URL for what is not on the hot path and
-for what both faces share: its settings (deadline, Redis share, lock lease), its id cache's health and
+for what both faces share: its settings (deadline, Redis share, lock lease), its value cache's health and
 counters (``cache_stats`` counts both faces), the indexes it creates at open, and the ownership leases (the
 facade runs the owner's calls in the thread pool).
 
@@ -16,8 +16,9 @@ as on the sync one; a Redis command takes at most its share (``redis_socket_time
 
 Cancellation: a cancelled ``await`` of a read or of a one-command write makes pymongo (or redis-py) close the
 connection in use, never reusing it; a MongoDB write is one command, applied whole or not at all. A write
-under a key lock (soft-delete domains) runs on to its end in a task of its own, as a thread-pool call does,
-so that its lock is taken and released in order (:meth:`AsyncMongoBackend._run_whole`).
+under a key lock (soft-delete domains, and every write while the Redis cache holds its key's marker) runs on to
+its end in a task of its own, as a thread-pool call does, so that its lock is taken and released in order
+(:meth:`AsyncMongoBackend._run_whole`).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class _Opened(Handles):
 
 
 class AsyncMongoBackend(AsyncBackend):
-    """Records in MongoDB on ``AsyncMongoClient``, ``_id`` s cached in Redis on ``redis.asyncio``: the asyncio
+    """Records in MongoDB on ``AsyncMongoClient``, copies cached in Redis on ``redis.asyncio``: the asyncio
     twin of :class:`~persist_mongo.MongoBackend`.
 
     It opens lazily, in the event loop of its first call (or :meth:`open`); used from another event loop (a
@@ -69,7 +70,7 @@ class AsyncMongoBackend(AsyncBackend):
     Args:
         url: the ``mongodb://`` URL; its password never appears in messages.
         sync: the sync backend of the same URL, opened by the caller and kept open while this one is used
-            (``asetup`` passes the facade's own); its settings, id cache and leases are used, and it is not
+            (``asetup`` passes the facade's own); its settings, value cache and leases are used, and it is not
             closed here. Without it the backend makes and closes one of its own from ``url`` and ``options``.
         options: keyword options of :class:`~persist_mongo.MongoBackend` (``redis_url``, ``timeout``,
             ``client_options``, ...); ignored when ``sync`` is given, which was built with them.
@@ -100,7 +101,7 @@ class AsyncMongoBackend(AsyncBackend):
 
     @property
     def cache_stats(self) -> CacheStats:
-        """The id cache's counters, shared with the sync backend (see :class:`CacheStats`)."""
+        """The value cache's counters, shared with the sync backend (see :class:`CacheStats`)."""
         return self._sync.cache_stats
 
     @property
@@ -138,13 +139,13 @@ class AsyncMongoBackend(AsyncBackend):
             except DRIVER_ERRORS as exc:
                 raise settings.translate(exc, "opening") from exc
             cache = settings.cache
-            redis = None if cache is None else cache.async_client()
+            redis = None if cache is None else cache.async_face()
             db = client[sync.database]
             collections = {name: db[settings.layout(spec).collection] for name, spec in DOMAINS.items()}
             state = _Opened(loop, client, collections, db[LOCK_COLLECTION], db[LEASE_COLLECTION], redis, asyncio.sleep)
             try:
                 await client.admin.command("ping")  # fail fast (CONTRACTS.md 3.6)
-                if cache is not None:  # a dead Redis is logged and counted, never fatal (bounded by its timeout)
+                if cache is not None and redis is not None:  # a dead Redis is logged and counted, never fatal
                     await run_async(cache.ping(redis))
                 await run_async(units.replay(settings, state))  # units whose writer died, before any write of ours
             except BaseException as exc:
@@ -213,14 +214,17 @@ class AsyncMongoBackend(AsyncBackend):
     ) -> list[tuple[ItemKey, Record]]:
         return await self._run(operations.read_window, domain, context, start, stop, step)
 
+    # With the Redis cache every write holds its key's marker there (a lock), so it runs on to its end as a
+    # locked write does; without it, only the soft-delete domains' writes hold a lock (MongoDB's).
+
     async def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
-        if domain.soft_delete:
+        if domain.soft_delete or self.settings.cache is not None:
             await self._run_whole(operations.put, domain, key, record)
         else:
             await self._run(operations.put, domain, key, record)
 
     async def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
-        if domain.soft_delete:
+        if domain.soft_delete or self.settings.cache is not None:
             await self._run_whole(operations.put_many, domain, items)
         else:
             await self._run(operations.put_many, domain, items)
@@ -261,7 +265,7 @@ async def _close(client: Any, redis: Any) -> None:
         await client.close()
     if redis is not None:
         with contextlib.suppress(Exception):  # redis-py raises its own errors or OSError on a dead connection
-            await redis.aclose()
+            await redis.client.aclose()
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

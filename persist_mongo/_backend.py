@@ -1,4 +1,4 @@
-"""The MongoDB backend with its Redis id cache (CONTRACTS.md 6.4). Design notes: docs/mongo.md."""
+"""The MongoDB backend with its Redis value cache (CONTRACTS.md 6.4). Design notes: docs/mongo.md."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from persist_core.units import Write
 from persist_core.urls import check_credentials, mask_url, masks_driver_errors, parse_options
 from persist_mongo import _operations as operations
 from persist_mongo import _units as units
-from persist_mongo._cache import DISABLED, CacheStats, IdCache, namespace_of
+from persist_mongo._cache import DISABLED, CacheStats, ValueCache, namespace_of
 from persist_mongo._deadline import DEFAULT_TIMEOUT, deadline, parse_timeout, remaining, split_timeout
 from persist_mongo._errors import DRIVER_ERRORS, timed_out, translate
 from persist_mongo._leases import LEASE_COLLECTION, MongoLeaseLog
@@ -116,9 +116,10 @@ def _bounded(method: Callable[Concatenate[MongoBackend, _P], _T]) -> Callable[Co
 
 
 class MongoBackend(Backend):
-    """Records in MongoDB (one ``<domain>-items`` collection per domain), ``_id`` s cached in Redis.
+    """Records in MongoDB (one ``<domain>-items`` collection per domain), copies of them cached in Redis.
 
-    MongoDB is the source of truth; Redis only spares the indexed query of a read. Without Redis (down,
+    MongoDB is the source of truth; a read that Redis holds is one Redis round trip, never older than a write
+    acknowledged before it began (docs/mongo.md, "The Redis value cache"). Without Redis (down,
     flushed, or ``redis_url="none"``) every operation works against MongoDB alone. Thread-safe: the
     MongoClient and redis-py's connection pool are. Ownership leases live in the ``persist-leases``
     collection, never in Redis.
@@ -133,6 +134,7 @@ class MongoBackend(Backend):
         redis_url: str | None = None,
         redis_socket_timeout: float = 0.25,
         redis_retry_interval: float = 2.0,
+        redis_ttl: float = 600.0,
         client_options: Mapping[str, Any] | None = None,
         timeout: float | str | None = None,
     ) -> None:
@@ -140,17 +142,18 @@ class MongoBackend(Backend):
 
         Args:
             url: ``mongodb://[user:password@]host[:port][,host...]/database[?options]``.
-            redis_url: the Redis id cache, e.g. ``redis://127.0.0.1:6379/0``; ``"none"`` runs without Redis;
+            redis_url: the Redis value cache, e.g. ``redis://127.0.0.1:6379/0``; ``"none"`` runs without Redis;
                 ``None`` resolves it like ``setup()`` does (``PERSIST_REDIS_URL``, then ``CC_REDIS_*``).
             redis_socket_timeout: seconds before a Redis command counts as failed (keep it short: a
                 blackholed Redis must not stall the trading loop).
             redis_retry_interval: seconds between probes of Redis while it is down.
+            redis_ttl: seconds a record's copy lives in Redis (it bounds Redis's memory; docs/mongo.md).
             client_options: extra keyword arguments for :class:`pymongo.MongoClient`.
             timeout: seconds within which every operation completes or raises ``BackendTimeoutError``
                 (default 5; overrides the URL's ``timeout`` option). Redis gets at most a quarter of it.
         """
-        if redis_socket_timeout <= 0 or redis_retry_interval <= 0:
-            raise ConfigurationError("redis_socket_timeout and redis_retry_interval must be positive")
+        if not all(value > 0 for value in (redis_socket_timeout, redis_retry_interval, redis_ttl)):
+            raise ConfigurationError("redis_socket_timeout, redis_retry_interval and redis_ttl must be positive")
         check_credentials(url)
         self._raw_url = url
         self.url = mask_url(url)
@@ -170,14 +173,17 @@ class MongoBackend(Backend):
         self._client_options.update(client_options or {})
         if not redis_url:
             redis_url = resolve_redis_url(None, os.environ)
-        cache: IdCache | None = None
+        lease_ms = max(_LOCK_LEASE_MS, round(2_000 * self._timeout))
+        cache: ValueCache | None = None
         if redis_url.strip().lower() not in DISABLED:
             check_credentials(redis_url)
             try:
-                cache = IdCache(
+                cache = ValueCache(
                     redis_url,
                     socket_timeout=min(redis_socket_timeout, _REDIS_SHARE * self._timeout),
                     retry_interval=redis_retry_interval,
+                    ttl=redis_ttl,
+                    lease_ms=lease_ms,
                 )
             except ValueError as exc:  # redis-py's verdict on a malformed URL
                 raise ConfigurationError(f"bad Redis URL {mask_url(redis_url)!r}: {mask_url(str(exc))}") from exc
@@ -187,7 +193,7 @@ class MongoBackend(Backend):
             url=url,
             namespace=namespace_of(self.database),
             timeout=self._timeout,
-            lock_lease_ms=max(_LOCK_LEASE_MS, round(2_000 * self._timeout)),
+            lock_lease_ms=lease_ms,
             release_reserve=min(1.0, _RELEASE_SHARE * self._timeout),
             cache=cache,
         )
@@ -218,12 +224,12 @@ class MongoBackend(Backend):
 
     @property
     def redis_url(self) -> str | None:
-        """The Redis URL of the id cache (password masked), or ``None`` when running without Redis."""
+        """The Redis URL of the value cache (password masked), or ``None`` when running without Redis."""
         return None if self._cache is None else self._cache.url
 
     @property
     def cache_stats(self) -> CacheStats:
-        """Counters of the id cache: hits, misses, stale ids, outages, ... (see :class:`CacheStats`)."""
+        """Counters of the value cache: hits, misses, stores, outages, ... (see :class:`CacheStats`)."""
         if self._cache is None:
             return CacheStats(enabled=False, available=False)
         return self._cache.stats()
@@ -257,7 +263,7 @@ class MongoBackend(Backend):
                         _ensured.add((self._client_url, self.database))
                 finally:
                     _ensured_lock.release()
-                redis = None if self._cache is None else self._cache.client
+                redis = None if self._cache is None else self._cache.face
                 state = Handles(client, collections, locks, db[LEASE_COLLECTION], redis, time.sleep)
                 run(units.replay(self.settings, state))  # units whose writer died, before any write of ours
             except BaseException as exc:
@@ -368,6 +374,15 @@ class MongoBackend(Backend):
 
     def put(self, domain: DomainSpec, key: Key, record: Record) -> None:
         self._run(operations.put, domain, key, record)
+
+    def get_versioned(self, domain: DomainSpec, key: Key) -> tuple[Record, int] | None:
+        """:meth:`get`, with the version of the record's document: how many times it was written (the order the
+        Redis cache keeps; 0 for a document written before versions existed)."""
+        return self._run(operations.get_versioned, domain, key)
+
+    def put_versioned(self, domain: DomainSpec, key: Key, record: Record) -> int:
+        """:meth:`put`, returning the version the write gave the record's document."""
+        return self._run(operations.put, domain, key, record)
 
     def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
         self._run(operations.put_many, domain, items)

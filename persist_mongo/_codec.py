@@ -1,9 +1,10 @@
 """The document layout of one domain's collection, and the payload encoding.
 
 A document holds the domain's key fields under upstream's camelCase names (``symbol``, ``strategyName``,
-``timestamp``, ``backtest``), ``payload``, ``when``, ``removed`` (soft-delete domains only) and
-``createDate``/``updatedDate``. Why the payload is the record's canonical JSON *text* and not a native
-sub-document: docs/mongo.md ("Payload encoding").
+``timestamp``, ``backtest``), ``payload``, ``when``, ``removed`` (soft-delete domains only), ``version`` (how
+many times the document was written: the order of the Redis value cache) and ``createDate``/``updatedDate``.
+Why the payload is the record's canonical JSON *text* and not a native sub-document: docs/mongo.md ("Payload
+encoding").
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from persist_core.backend import ItemKey, Key, Record
 from persist_core.domains import DomainSpec, FieldType
 from persist_core.errors import CorruptRecordError
 
-__all__ = ["PAYLOAD", "Layout"]
+__all__ = ["PAYLOAD", "VERSION", "Layout"]
 
 PAYLOAD = "payload"
 WHEN = "when"
 REMOVED = "removed"
 CREATED = "createDate"
 UPDATED = "updatedDate"
+VERSION = "version"
+#: The update part that counts a write: every write of a document increments its version in the same command.
+BUMP = {"$inc": {VERSION: Int64(1)}}
 
 
 def _stored(field_type: FieldType, value: Any) -> Any:
@@ -132,16 +136,16 @@ class Layout:
 
     def upsert(self, record: Record, now: dt.datetime) -> dict[str, Any]:
         """The update of a replacing write: ``$set`` the record, ``createDate`` only on insert."""
-        return {"$set": self.fields(record, now), "$setOnInsert": {CREATED: now}}
+        return {"$set": self.fields(record, now), "$setOnInsert": {CREATED: now}, **BUMP}
 
     def insert_only(self, record: Record, now: dt.datetime, object_id: Any) -> dict[str, Any]:
         """The update of a first-write-wins write: everything under ``$setOnInsert``, with our own ``_id``
         so that the returned document tells whether this call inserted it."""
-        return {"$setOnInsert": {"_id": object_id, CREATED: now, **self.fields(record, now)}}
+        return {"$setOnInsert": {"_id": object_id, CREATED: now, VERSION: Int64(1), **self.fields(record, now)}}
 
     def document(self, key: Key, record: Record, now: dt.datetime, object_id: Any) -> dict[str, Any]:
         """A whole new document (batch inserts)."""
-        return {"_id": object_id, **self.key_filter(key), CREATED: now, **self.fields(record, now)}
+        return {"_id": object_id, **self.key_filter(key), CREATED: now, VERSION: Int64(1), **self.fields(record, now)}
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -160,6 +164,14 @@ class Layout:
                 f"(payload must be a JSON string, when an int or null, removed a bool)"
             )
         return Record(payload, None if when is None else int(when), removed)
+
+    @staticmethod
+    def version(doc: Mapping[str, Any]) -> int:
+        """How many times the document was written (0 for a document written before versions existed)."""
+        version = doc.get(VERSION, 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise CorruptRecordError(f"document {doc.get('_id')!r} has a bad version {version!r}")
+        return int(version)
 
     def item_of(self, doc: Mapping[str, Any]) -> ItemKey:
         """The item key a scanned document carries, as the Python type of the field."""

@@ -1,7 +1,7 @@
 """The Mongo backend's operations, written once for its sync and asyncio faces (issue 10).
 
 Each operation is a generator (:mod:`persist_mongo._steps`) over the driver objects of one face
-(:class:`Handles`): the queries and documents (:class:`~persist_mongo._codec.Layout`), the Redis id cache
+(:class:`Handles`): the queries and documents (:class:`~persist_mongo._codec.Layout`), the Redis value cache
 (:mod:`persist_mongo._cache`), the key locks of the soft-delete domains, first-write-wins inserts and the
 translation of driver errors (:func:`persist_mongo._errors.translate`) are the same on both faces.
 :class:`~persist_mongo.MongoBackend` runs them on pymongo's ``MongoClient`` and redis-py,
@@ -31,8 +31,8 @@ from persist_core.backend import PAGE_SIZE, ContextTally, ItemKey, Key, Record
 from persist_core.domains import DomainSpec, FieldType
 from persist_core.errors import ConfigurationError, InvalidValueError, PersistError
 from persist_core.ownership import ProcessIdentity, this_process
-from persist_mongo._cache import IdCache, cache_key
-from persist_mongo._codec import REMOVED, UPDATED, Layout
+from persist_mongo._cache import ValueCache, cache_key
+from persist_mongo._codec import BUMP, REMOVED, UPDATED, Layout
 from persist_mongo._deadline import remaining
 from persist_mongo._errors import DRIVER_ERRORS, timed_out, translate
 from persist_mongo._steps import Steps
@@ -96,7 +96,7 @@ class Settings:
     timeout: float
     lock_lease_ms: int
     release_reserve: float
-    cache: IdCache | None
+    cache: ValueCache | None
     layouts: dict[str, Layout] = field(default_factory=dict)
 
     def layout(self, domain: DomainSpec) -> Layout:
@@ -113,7 +113,8 @@ class Settings:
 
 class Handles:
     """The driver objects of one opened backend on one face: pymongo's sync or async client and collections,
-    the cache's Redis client (``None`` without Redis) and the face's ``sleep``."""
+    the cache's Redis client and scripts (a :class:`~persist_mongo._cache.Face`; ``None`` without Redis) and the
+    face's ``sleep``."""
 
     __slots__ = ("client", "collections", "leases", "locks", "redis", "sleep")
 
@@ -145,34 +146,33 @@ class Handles:
 
 
 def get(s: Settings, h: Handles, domain: DomainSpec, key: Key) -> Steps[Record | None]:
-    """Read one record: by the ``_id`` cached in Redis when there is one, else by the unique key."""
-    collection = h.collection(domain)
-    layout = s.layout(domain)
+    """Read one record: from Redis in one round trip when it holds it, else by the unique key."""
+    found = yield from get_versioned(s, h, domain, key)
+    return None if found is None else found[0]
+
+
+def get_versioned(s: Settings, h: Handles, domain: DomainSpec, key: Key) -> Steps[tuple[Record, int] | None]:
+    """Read one record and the version of its document: a Redis hit, or one ``find_one`` on the unique key whose
+    result fills Redis unless a write of the key began since the miss (docs/mongo.md)."""
     cache = s.cache if h.redis is not None else None
     ckey = ""
-    object_id = None
+    stamp = None
+    if cache is not None:
+        ckey = cache_key(s.namespace, domain, key)
+        hit, stamp = yield from cache.read(h.redis, ckey)
+        if hit is not None:
+            return hit
+    layout = s.layout(domain)
     try:
-        if cache is not None:
-            ckey = cache_key(s.namespace, domain, key)
-            object_id = yield from cache.get(h.redis, ckey)
-            if object_id is not None:
-                doc = yield collection.find_one({"_id": object_id})
-                # The cached id must lead to this very key's document: a flushed-and-refilled or
-                # shared Redis, or a dropped and recreated database, can leave ids of other documents.
-                if doc is not None and layout.matches(doc, key):
-                    cache.hit()
-                    return layout.record(doc)
-                cache.stale()
-        doc = yield collection.find_one(layout.key_filter(key))
+        doc = yield h.collection(domain).find_one(layout.key_filter(key))
     except DRIVER_ERRORS as exc:
         raise s.translate(exc, f"reading {domain.name}") from exc
     if doc is None:
-        if object_id is not None and cache is not None:
-            yield from cache.delete(h.redis, ckey)  # a stale id of a key that has no document: do not follow it
         return None
-    if cache is not None:
-        yield from cache.set(h.redis, ckey, doc["_id"])
-    return layout.record(doc)
+    found = layout.record(doc), layout.version(doc)
+    if cache is not None and stamp is not None:
+        yield from cache.fill(h.redis, ckey, stamp, found[1], found[0])
+    return found
 
 
 def scan(
@@ -219,35 +219,85 @@ def _find(
 # ---------------------------------------------------------------------------------------------- writes
 
 
-def put(s: Settings, h: Handles, domain: DomainSpec, key: Key, record: Record) -> Steps[None]:
-    """Replace one record (insert it if absent)."""
+def put(s: Settings, h: Handles, domain: DomainSpec, key: Key, record: Record) -> Steps[int]:
+    """Replace one record (insert it if absent); the version its document got."""
     _check_size(domain, record)
-    if domain.soft_delete:
-        # Serialised with mark_removed of the key, whose update is a read-modify-write on FerretDB.
-        yield from _locked(s, h, domain, key, f"writing {domain.name}", _upsert(s, h, domain, key, record))
-    else:
-        # A full $set of every stored field is safe without a lock even on FerretDB: the document it
-        # leaves does not depend on what the server read first (docs/mongo.md, "Atomicity on FerretDB").
-        yield from _upsert(s, h, domain, key, record)
+    version = yield from _write(s, h, domain, key, f"writing {domain.name}", _upsert(s, h, domain, key, record))
+    if version is None:  # pragma: no cover - an upsert returning AFTER always returns the document
+        raise PersistError(f"MongoDB returned no document for an upsert into {domain.name}")
+    return version
 
 
-def _upsert(s: Settings, h: Handles, domain: DomainSpec, key: Key, record: Record) -> Steps[None]:
+def _write(s: Settings, h: Handles, domain: DomainSpec, key: Key, what: str, body: Steps[Any]) -> Steps[int | None]:
+    """Run ``body``, one ``find_one_and_update`` that increments the document's version, as one write of the key:
+    the version of the document it returned (``None``: no document).
+
+    Writes of one key are serialised, because FerretDB's updates are not atomic (two concurrent increments can
+    give one version to two writes, or store an older one last; docs/mongo.md): by the writer's marker in Redis
+    when Redis is up, else (and always in the soft-delete domains) by the key's lock in MongoDB. With the cache,
+    the written record then replaces the marker in Redis unless Redis holds something newer.
+    """
+    cache = s.cache if h.redis is not None else None
+    if cache is None:
+        # No cache to keep in order: a full $set is safe unlocked outside the soft-delete domains.
+        doc = yield from (_locked(s, h, domain, key, what, body) if domain.soft_delete else body)
+        return None if doc is None else s.layout(domain).version(doc)
+    ckey = cache_key(s.namespace, domain, key)
+    token = os.urandom(12).hex()
+    try:
+        claimed = yield from _claim(s, h, cache, ckey, token, what)
+        if domain.soft_delete or not claimed:
+            doc = yield from _locked(s, h, domain, key, what, body)
+        else:
+            doc = yield from body
+        if doc is not None:
+            version = s.layout(domain).version(doc)
+            yield from cache.commit(h.redis, ckey, token if claimed else None, version, s.layout(domain).record(doc))
+            return version
+    except GeneratorExit:  # pragma: no cover - the runners never close a body early
+        raise
+    except BaseException:  # failed or cancelled, maybe with our marker in Redis (a command that landed late)
+        yield from cache.release(h.redis, ckey, token)  # the write may or may not have landed; let the next in
+        raise
+    yield from cache.release(h.redis, ckey, token)  # no document (a remove of a missing key)
+    return None
+
+
+def _claim(s: Settings, h: Handles, cache: ValueCache, ckey: str, token: str, what: str) -> Steps[bool]:
+    """Put this write's marker (``token``) on ``ckey`` in Redis, waiting while another writer's stands (as for a
+    key lock); ``False`` if Redis could not be told (the caller then takes the key's lock in MongoDB)."""
+    delay = 0.0005
+    while True:
+        held = yield from cache.begin(h.redis, ckey, token)
+        if held is None:
+            return False
+        if held == 0:
+            return True
+        left = remaining()
+        if left <= delay:  # the other writer will not finish in time (its marker stands for the lease)
+            yield h.sleep(max(left, 0.0))
+            why = f"another writer is writing the key (Redis marker {ckey!r}, {held} ms left on its lease)"
+            raise timed_out(s.url, what, s.timeout, why)
+        yield h.sleep(delay)
+        delay = min(delay * 2, _LOCK_BACKOFF_MAX)
+
+
+def _upsert(s: Settings, h: Handles, domain: DomainSpec, key: Key, record: Record) -> Steps[Any]:
     collection = h.collection(domain)
     layout = s.layout(domain)
     query = layout.key_filter(key)
     update = layout.upsert(record, _utcnow())
-    doc = None
     for attempt in range(_UPSERT_ATTEMPTS):
         try:
-            doc = yield collection.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.AFTER)
-            break
+            return (
+                yield collection.find_one_and_update(query, update, upsert=True, return_document=ReturnDocument.AFTER)
+            )
         except DuplicateKeyError as exc:  # a concurrent upsert inserted the key first: update it now
             if attempt + 1 == _UPSERT_ATTEMPTS:
                 raise s.translate(exc, f"writing {domain.name}") from exc
         except DRIVER_ERRORS as exc:
             raise s.translate(exc, f"writing {domain.name}") from exc
-    if s.cache is not None and h.redis is not None and doc is not None:
-        yield from s.cache.set(h.redis, cache_key(s.namespace, domain, key), doc["_id"])
+    return None  # pragma: no cover - the last attempt returns or raises
 
 
 def put_many(s: Settings, h: Handles, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> Steps[None]:
@@ -291,13 +341,13 @@ def insert_many(s: Settings, h: Handles, domain: DomainSpec, items: Sequence[tup
     except DRIVER_ERRORS as exc:
         raise s.translate(exc, f"inserting {domain.name}") from exc
     if s.cache is not None and h.redis is not None and inserted == len(docs) - len(lost):
-        yield from s.cache.set_many(
+        yield from s.cache.seed(
             h.redis,
-            (
-                (cache_key(s.namespace, domain, key), doc["_id"])
-                for index, ((key, _), doc) in enumerate(zip(items, docs, strict=True))
+            [
+                (cache_key(s.namespace, domain, key), record)
+                for index, (key, record) in enumerate(items)
                 if index not in lost
-            ),
+            ],
         )
     return inserted
 
@@ -319,8 +369,8 @@ def _insert_one(s: Settings, h: Handles, domain: DomainSpec, key: Key, record: R
         raise s.translate(exc, f"inserting {domain.name}") from exc
     if doc is None:  # pragma: no cover - an upsert returning AFTER always returns the document
         return 0
-    if s.cache is not None and h.redis is not None:
-        yield from s.cache.set(h.redis, cache_key(s.namespace, domain, key), doc["_id"])
+    if s.cache is not None and h.redis is not None:  # ours or the first writer's: never changed by a later insert
+        yield from s.cache.seed(h.redis, [(cache_key(s.namespace, domain, key), layout.record(doc))])
     # Our _id came back only if this call inserted the document; otherwise it is the first writer's.
     return 1 if doc["_id"] == object_id else 0
 
@@ -329,11 +379,9 @@ def mark_removed(s: Settings, h: Handles, domain: DomainSpec, key: Key) -> Steps
     """Mark one record removed (soft-delete domains), under the key's lock."""
     if not domain.soft_delete:
         raise TypeError(f"the {domain.name} domain has no soft delete")
-    # Under the key's lock: on FerretDB this update rewrites the whole document as the server read it,
-    # payload included, and would undo a put that landed in between (docs/mongo.md).
-    doc = yield from _locked(s, h, domain, key, f"removing from {domain.name}", _set_removed(s, h, domain, key))
-    if doc is not None and s.cache is not None and h.redis is not None:
-        yield from s.cache.set(h.redis, cache_key(s.namespace, domain, key), doc["_id"])
+    # Under the key's lock (_write, soft-delete domain): on FerretDB this update rewrites the whole document as
+    # the server read it, payload included, and would undo a put that landed in between (docs/mongo.md).
+    yield from _write(s, h, domain, key, f"removing from {domain.name}", _set_removed(s, h, domain, key))
 
 
 def _set_removed(s: Settings, h: Handles, domain: DomainSpec, key: Key) -> Steps[Any]:
@@ -341,7 +389,7 @@ def _set_removed(s: Settings, h: Handles, domain: DomainSpec, key: Key) -> Steps
         return (
             yield h.collection(domain).find_one_and_update(
                 s.layout(domain).key_filter(key),
-                {"$set": {REMOVED: True, UPDATED: _utcnow()}},
+                {"$set": {REMOVED: True, UPDATED: _utcnow()}, **BUMP},
                 return_document=ReturnDocument.AFTER,
             )
         )
@@ -382,7 +430,7 @@ def list_contexts(
 
 def delete_records(s: Settings, h: Handles, domain: DomainSpec, keys: Sequence[Key]) -> Steps[int]:
     """Delete records by key: one ``delete_many``, or each under its key's lock in a soft-delete domain
-    (a revive racing the delete is a read-modify-write on FerretDB); their cached ids go too."""
+    (a revive racing the delete is a read-modify-write on FerretDB); their cached copies are tombstoned."""
     keys = sorted(set(keys))
     if not keys:
         return 0
@@ -402,8 +450,7 @@ def delete_records(s: Settings, h: Handles, domain: DomainSpec, keys: Sequence[K
     except DRIVER_ERRORS as exc:
         raise s.translate(exc, f"deleting from {domain.name}") from exc
     if s.cache is not None and h.redis is not None:
-        for key in keys:
-            yield from s.cache.delete(h.redis, cache_key(s.namespace, domain, key))
+        yield from s.cache.tombstone(h.redis, [cache_key(s.namespace, domain, key) for key in keys])
     return deleted
 
 

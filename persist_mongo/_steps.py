@@ -1,6 +1,6 @@
 """One body for both faces: an operation is a generator that yields its driver calls (issue 10).
 
-The Mongo backend's operations (:mod:`persist_mongo._operations`) and the id cache's commands
+The Mongo backend's operations (:mod:`persist_mongo._operations`) and the value cache's commands
 (:mod:`persist_mongo._cache`) are written once, as generators, against the driver objects they are given.
 Each time one needs the server it yields the value of the driver call, ``doc = yield collection.find_one(q)``:
 

@@ -1,13 +1,14 @@
 """Benchmark pairs of the Mongo backend: each operation next to raw pymongo / redis-py doing the same round trips.
 
-Rows (issue 5's targets in :data:`TARGETS`), all on a 1 KB signal row unless named otherwise:
+Rows (issue 13's targets in :data:`TARGETS`), all on a 1 KB signal row unless named otherwise:
 
-- ``cached read``: ``persist.live.signal(...).read()`` with the Redis id cache warm, against (b) raw redis-py
-  ``GET`` of the id followed by raw pymongo ``find_one({"_id": ...})`` and ``json.loads`` of the payload;
-- ``cached read vs key query``: the same read of ours against (a) raw pymongo ``find_one`` on the unique key:
-  whether the cache makes a read faster or slower than asking MongoDB directly;
+- ``cached read``: ``persist.live.signal(...).read()`` with the Redis value cache warm, against (a) raw pymongo
+  ``find_one`` on the unique key and ``json.loads`` of the payload: what the cache saves over asking MongoDB;
+- ``cached read vs id cache``: the same read of ours against (b) upstream's id cache done raw: redis-py ``GET``
+  of the id, then ``find_one({"_id": ...})`` and ``json.loads``;
 - ``read without Redis``: ours with ``redis_url="none"`` against (a);
-- ``write``: ``.write(value)`` against raw ``find_one_and_update(upsert=True)`` plus a Redis ``SET`` of the id;
+- ``write``: ``.write(value)`` against raw ``find_one_and_update(upsert=True)`` plus a Redis ``SET`` of the
+  payload (a write-through cache without any ordering);
 - ``write without Redis``: ours with ``redis_url="none"`` against raw ``find_one_and_update`` alone;
 - ``window read 1000``: a 1,000-candle window against raw ``find`` of the same range, sorted, plus
   ``json.loads`` of each payload;
@@ -41,10 +42,10 @@ from persist_core.stores import CandleStore, ObjectSlotStore
 
 __all__ = ["TARGETS", "bench_pairs"]
 
-#: Issue 5's targets: the smallest acceptable ratio ours/raw per (backend, operation).
+#: Issue 13's targets: the smallest acceptable ratio ours/raw per (backend, operation).
 TARGETS: dict[tuple[str, str], float] = {
-    ("mongo", "cached read"): 0.9,
-    ("mongo", "write"): 0.8,
+    ("mongo", "cached read"): 1.3,
+    ("mongo", "write"): 0.9,
 }
 
 _DEFAULT_URLS = {
@@ -72,6 +73,7 @@ def raw_update(value: Any) -> dict[str, Any]:
     return {
         "$set": {"payload": _dumps(value), "when": None, "updatedDate": now},
         "$setOnInsert": {"createDate": now},
+        "$inc": {"version": Int64(1)},
     }
 
 
@@ -94,6 +96,7 @@ class RunDatabase:
         self.value = sample_value()
         self.raw_filter = {"symbol": "bench-raw", "strategyName": "bench", "exchangeName": "bench"}
         self.raw_key = f"{self.database}:raw:signal"
+        self.raw_value_key = f"{self.database}:raw:signal-value"
 
 
 class _Rows(RunDatabase):
@@ -136,6 +139,7 @@ class _Rows(RunDatabase):
         self.redis = redis.Redis.from_url(self.redis_url)
         self.cached.write(self.value)
         self.raw_write(0)
+        self.redis.set(self.raw_key, str(self._raw_upsert()["_id"]))  # for (b), the id cache
         batch = [self._candle(k) for k in range(_WINDOW)]
         if self.window.write(batch) != _WINDOW:
             raise RuntimeError("the benchmark window could not be written")
@@ -236,10 +240,10 @@ class _Rows(RunDatabase):
         return doc
 
     def raw_write(self, i: int) -> None:
-        """find_one_and_update(upsert=True), then a Redis SET of the returned _id."""
+        """find_one_and_update(upsert=True), then a Redis SET of the returned payload."""
         assert self.redis is not None
         doc = self._raw_upsert()
-        self.redis.set(self.raw_key, str(doc["_id"]))
+        self.redis.set(self.raw_value_key, doc["payload"])
 
     def raw_plain_write(self, i: int) -> None:
         self._raw_upsert()
@@ -279,8 +283,8 @@ def bench_pairs(quick: bool) -> list[Pair]:
     b = "(b) redis GET + find_one _id"
     a = "(a) find_one unique key"
     return [
-        Pair("mongo", "cached read", rows.ours_cached_read, rows.raw_cached_read, b, n=n, setup=rows.setup),
-        Pair("mongo", "cached read vs key query", rows.ours_cached_read, rows.raw_key_read, a, n=n),
+        Pair("mongo", "cached read", rows.ours_cached_read, rows.raw_key_read, a, n=n, setup=rows.setup),
+        Pair("mongo", "cached read vs id cache", rows.ours_cached_read, rows.raw_cached_read, b, n=n),
         Pair("mongo", "read without Redis", rows.ours_plain_read, rows.raw_key_read, a, n=n),
         Pair("mongo", "write", rows.ours_cached_write, rows.raw_write, "find_one_and_update + redis SET", n=n),
         Pair("mongo", "write without Redis", rows.ours_plain_write, rows.raw_plain_write, "find_one_and_update", n=n),

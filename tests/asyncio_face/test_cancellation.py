@@ -80,8 +80,9 @@ def test_cancelled_writes_leave_whole_records_and_no_connection_on_mariadb() -> 
 
 def test_cancelled_writes_leave_whole_records_no_lock_and_no_connection_on_mongodb() -> None:
     """The native Mongo backend (AsyncMongoClient, redis.asyncio): a MongoDB write is one command, whole or not
-    at all; a cancelled bucket write (a soft-delete domain, under a key lock) deletes its lock on the way out;
-    every pooled connection (pymongo's and redis.asyncio's) is back or closed."""
+    at all; a cancelled write (under its key's marker in Redis, and in a soft-delete domain under its key lock
+    in MongoDB too) runs on to its end and leaves neither behind; every pooled connection (pymongo's and
+    redis.asyncio's) is back or closed."""
     pytest.importorskip("pymongo")
     from persist_mongo import AsyncMongoBackend
     from tests.mongo import servers
@@ -111,16 +112,25 @@ def test_cancelled_writes_leave_whole_records_no_lock_and_no_connection_on_mongo
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 seen += [await signal.read(), await bucket.read("k")]
-            await asyncio.sleep(0.3)  # a cancelled locked write runs on to its end in its own task
             native = persist._natives[persist.sync.route("live", "signal")[0]]
             assert isinstance(native, AsyncMongoBackend)
             state = native._state
-            assert state is not None
-            assert await state.locks.count_documents({}) == 0, "a cancelled write left its key lock behind"
+            assert state is not None and state.redis is not None
+            client = state.redis.client
+            locks, markers = -1, [b""]
+            for _ in range(100):  # cancelled writes run on to their ends in their own tasks, one after the other
+                await asyncio.sleep(0.1)
+                locks = await state.locks.count_documents({})
+                entries = [(k, await client.get(k)) async for k in client.scan_iter(f"{database.name}:*_cache:*")]
+                markers = [k for k, e in entries if e and e.startswith(b"W|")]
+                if not locks and not markers:
+                    break
+            assert locks == 0, "a cancelled write left its key lock behind"
+            assert markers == [], "a cancelled write left its Redis marker"
             started = asyncio.get_running_loop().time()
             await bucket.write("k", {"n": 99, "blob": BLOB})  # the key is free: no wait for a lease
             assert asyncio.get_running_loop().time() - started < 0.5
-            assert state.redis is not None and not state.redis.connection_pool._in_use_connections
+            assert not client.connection_pool._in_use_connections
             await asyncio.sleep(0.1)  # the monitor's own checkouts settle
             assert checkouts.checked_out == checkouts.checked_in, "a cancelled call kept its MongoDB connection"
             return seen

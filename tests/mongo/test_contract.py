@@ -1,4 +1,4 @@
-"""The contract kit against the Mongo backend on FerretDB: once with the Redis id cache, once with Redis down."""
+"""The contract kit against the Mongo backend on FerretDB: once with the Redis value cache, once with Redis down."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class TestMongoWithRedisDown(BackendContractTests):
 
 class TestMongoAsyncFace(NativeAsyncFace, TestMongoWithRedis):
     """Every store clause again on the asyncio face, through the native AsyncMongoBackend (AsyncMongoClient and
-    redis.asyncio), sharing the sync backend's settings, id cache and indexes."""
+    redis.asyncio), sharing the sync backend's settings, value cache and indexes."""
 
     @classmethod
     def native_for(cls, backend: Backend) -> AsyncBackend:
