@@ -369,6 +369,15 @@ class ValueCache:
         if sent:
             self._count("stores" if stored else "refused")
 
+    def marker(self, face: Face, key: str) -> Steps[str | None]:
+        """The token of the writer's marker on ``key``, or ``None`` (no marker, or Redis not reachable)."""
+        sent, reply = yield from self._command(face, lambda: face.client.get(key))
+        if not sent or not isinstance(reply, bytes | str):
+            return None
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+        parts = text.split("|")
+        return parts[1] if len(parts) >= 3 and parts[0] == "W" else None
+
     def release(self, face: Face, key: str, token: str) -> Steps[None]:
         """Delete our marker after a write that failed (its record may or may not have been written)."""
         yield from self._command(face, lambda: face.release(keys=[key], args=[token]), writes=[key], token=token)

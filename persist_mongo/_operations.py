@@ -243,7 +243,7 @@ def _write(s: Settings, h: Handles, domain: DomainSpec, key: Key, what: str, bod
         doc = yield from (_locked(s, h, domain, key, what, body) if domain.soft_delete else body)
         return None if doc is None else s.layout(domain).version(doc)
     ckey = cache_key(s.namespace, domain, key)
-    token = os.urandom(12).hex()
+    token = _marker_token()
     try:
         claimed = yield from _claim(s, h, cache, ckey, token, what)
         if domain.soft_delete or not claimed:
@@ -273,6 +273,12 @@ def _claim(s: Settings, h: Handles, cache: ValueCache, ckey: str, token: str, wh
             return False
         if held == 0:
             return True
+        holder = yield from cache.marker(h.redis, ckey)
+        if holder is not None and _marker_died_here(holder):
+            # Its writer was killed between its begin and its commit (it may or may not have written MongoDB,
+            # as after a failed write): let the next writer in at once rather than after the marker's lease.
+            yield from cache.release(h.redis, ckey, holder)
+            continue
         left = remaining()
         if left <= delay:  # the other writer will not finish in time (its marker stands for the lease)
             yield h.sleep(max(left, 0.0))
@@ -528,6 +534,26 @@ def holder_fields() -> dict[str, Any]:
     if _identity is None or _identity.pid != os.getpid():  # computed again in a forked child
         _identity = this_process()
     return {"host": _identity.host, "pid": _identity.pid, "started": _identity.started}
+
+
+def _marker_token() -> str:
+    """A writer's marker token in Redis: random, and naming this process so that a writer of this host can tell
+    a marker whose writer died (``host.pid.started.random``; the host hex-encoded, since the marker's own text
+    is ``|``-separated)."""
+    holder = holder_fields()
+    return f"{holder['host'].encode().hex()}.{holder['pid']}.{holder['started']}.{os.urandom(8).hex()}"
+
+
+def _marker_died_here(token: str) -> bool:
+    """Whether the marker ``token`` (see :func:`_marker_token`) is a dead process's of this host."""
+    parts = token.split(".")
+    if len(parts) != 4 or not parts[1].isdigit():
+        return False
+    try:
+        host = bytes.fromhex(parts[0]).decode()
+    except ValueError:
+        return False
+    return _died_here({"host": host, "pid": int(parts[1]), "started": parts[2]})
 
 
 def _died_here(doc: Mapping[str, Any]) -> bool:
