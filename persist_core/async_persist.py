@@ -42,17 +42,19 @@ from persist_core.urls import UrlLike
 __all__ = ["AsyncModeStores", "AsyncPersist", "AsyncUnit", "asetup"]
 
 
-class AsyncModeStores(
-    _Stores[
-        AsyncObjectSlotStore,
-        AsyncMappingSlotStore,
-        AsyncValueSlotStore,
-        AsyncKeyedStore,
-        AsyncCandleStore,
-        AsyncCollectionStore,
-        AsyncBucketStore,
-    ]
-):
+#: The accessors of the asyncio face, typed with its store classes (the base of its mode stores and units).
+_AsyncStores = _Stores[
+    AsyncObjectSlotStore,
+    AsyncMappingSlotStore,
+    AsyncValueSlotStore,
+    AsyncKeyedStore,
+    AsyncCandleStore,
+    AsyncCollectionStore,
+    AsyncBucketStore,
+]
+
+
+class AsyncModeStores(_AsyncStores):
     """The 16 typed stores of one mode on the asyncio face (``persist.live`` / ``persist.backtest``)."""
 
     def unit(self) -> AsyncUnit:
@@ -68,17 +70,7 @@ class AsyncModeStores(
         return cast(AsyncUnit, self._unit())
 
 
-class AsyncUnit(
-    _Stores[
-        AsyncObjectSlotStore,
-        AsyncMappingSlotStore,
-        AsyncValueSlotStore,
-        AsyncKeyedStore,
-        AsyncCandleStore,
-        AsyncCollectionStore,
-        AsyncBucketStore,
-    ]
-):
+class AsyncUnit(_AsyncStores):
     """A unit of work of the asyncio face; see :meth:`persist_core.persist.ModeStores.unit`.
 
     Its stores' writes are coroutines that only collect (nothing is sent before the commit).

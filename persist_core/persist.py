@@ -203,9 +203,13 @@ class _Stores(Generic[_ObjectSlot, _MappingSlot, _ValueSlot, _Keyed, _Candle, _C
         )
 
 
-class ModeStores(
-    _Stores[ObjectSlotStore, MappingSlotStore, ValueSlotStore, KeyedStore, CandleStore, CollectionStore, BucketStore]
-):
+#: The accessors of the sync face, typed with its store classes (the base of its mode stores and units).
+_SyncStores = _Stores[
+    ObjectSlotStore, MappingSlotStore, ValueSlotStore, KeyedStore, CandleStore, CollectionStore, BucketStore
+]
+
+
+class ModeStores(_SyncStores):
     """The 16 typed stores of one mode on the sync face (``persist.live`` / ``persist.backtest``)."""
 
     def unit(self) -> Unit:
@@ -236,9 +240,7 @@ class ModeStores(
         return cast(Unit, self._unit())
 
 
-class Unit(
-    _Stores[ObjectSlotStore, MappingSlotStore, ValueSlotStore, KeyedStore, CandleStore, CollectionStore, BucketStore]
-):
+class Unit(_SyncStores):
     """A unit of work of the sync face; see :meth:`ModeStores.unit`."""
 
     def __init__(self, persist: Persist, mode: str) -> None:

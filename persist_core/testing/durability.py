@@ -8,9 +8,9 @@ nothing acknowledged is lost.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +19,7 @@ from persist_core.backend import Backend
 from persist_core.domains import DOMAINS
 from persist_core.errors import PersistError
 from persist_core.stores import CandleStore, CollectionStore, ObjectSlotStore, SlotStore, make_store
+from persist_core.testing.killing import kill_writer
 
 __all__ = ["KillReport", "expected_slot_value", "run_kill_test"]
 
@@ -150,31 +151,14 @@ def run_kill_test(
     reports = []
     for round_no in range(rounds):
         report = KillReport(namespace=f"{namespace}r{round_no}-{seed}-")
-        receiver, sender = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_writer, args=(factory, report.namespace, sender), daemon=True)
-        proc.start()
-        sender.close()
-        if not receiver.poll(start_timeout):
-            proc.kill()
-            proc.join()
-            raise AssertionError(f"the writer process did not acknowledge a write within {start_timeout}s")
-        deadline = time.monotonic() + rng.uniform(min_delay, max_delay)
-        try:
-            while time.monotonic() < deadline and proc.is_alive():
-                if receiver.poll(0.005):
-                    _ack(receiver, report)
-        except EOFError:
-            pass
-        if not proc.is_alive():
-            raise AssertionError(f"the writer process died on its own (exit code {proc.exitcode})")
-        proc.kill()  # SIGKILL
-        proc.join()
-        try:
-            while receiver.poll(0):
-                _ack(receiver, report)
-        except EOFError:
-            pass
-        receiver.close()
+        kill_writer(
+            ctx,
+            _writer,
+            (factory, report.namespace),
+            delay=rng.uniform(min_delay, max_delay),
+            start_timeout=start_timeout,
+            on_message=functools.partial(_ack, report=report),
+        )
         backend = factory()
         try:
             backend.open()
@@ -187,6 +171,5 @@ def run_kill_test(
     return reports
 
 
-def _ack(receiver: Any, report: KillReport) -> None:
-    message = receiver.recv_bytes()
+def _ack(message: bytes, report: KillReport) -> None:
     report.acked[message[0]] = int.from_bytes(message[1:], "little")

@@ -26,6 +26,7 @@ from persist_core.domains import DOMAINS
 from persist_core.errors import PersistError
 from persist_core.stores import make_store
 from persist_core.testing.async_face import run
+from persist_core.testing.killing import kill_writer
 from persist_core.units import PendingWrites, Write
 
 __all__ = ["UnitClauses", "UnitKillReport", "run_unit_kill_test"]
@@ -158,28 +159,18 @@ def run_unit_kill_test(
     reports = []
     for round_no in range(rounds):
         report = UnitKillReport(namespace=f"{namespace}k{round_no}-")
-        receiver, sender = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_unit_writer, args=(factory, report.namespace, sender), daemon=True)
-        proc.start()
-        sender.close()
-        try:
-            if not receiver.poll(start_timeout):
-                raise AssertionError(f"the unit writer committed nothing within {start_timeout}s")
-            deadline = time.monotonic() + rng.uniform(min_delay, max_delay)
-            while time.monotonic() < deadline and proc.is_alive():
-                if receiver.poll(0.001):
-                    report.acked = int.from_bytes(receiver.recv_bytes(), "little")
-            if not proc.is_alive():
-                raise AssertionError(f"the unit writer died on its own (exit code {proc.exitcode})")
-        finally:
-            proc.kill()  # SIGKILL
-            proc.join()
-        try:
-            while receiver.poll(0):
-                report.acked = int.from_bytes(receiver.recv_bytes(), "little")
-        except EOFError:
-            pass
-        receiver.close()
+
+        def ack(message: bytes, report: UnitKillReport = report) -> None:
+            report.acked = int.from_bytes(message, "little")
+
+        kill_writer(
+            ctx,
+            _unit_writer,
+            (factory, report.namespace),
+            delay=rng.uniform(min_delay, max_delay),
+            start_timeout=start_timeout,
+            on_message=ack,
+        )
         backend = factory()
         try:
             backend.open()
