@@ -138,13 +138,8 @@ class Layout:
         """The update of a replacing write: ``$set`` the record, ``createDate`` only on insert."""
         return {"$set": self.fields(record, now), "$setOnInsert": {CREATED: now}, **BUMP}
 
-    def insert_only(self, record: Record, now: dt.datetime, object_id: Any) -> dict[str, Any]:
-        """The update of a first-write-wins write: everything under ``$setOnInsert``, with our own ``_id``
-        so that the returned document tells whether this call inserted it."""
-        return {"$setOnInsert": {"_id": object_id, CREATED: now, VERSION: Int64(1), **self.fields(record, now)}}
-
     def document(self, key: Key, record: Record, now: dt.datetime, object_id: Any) -> dict[str, Any]:
-        """A whole new document (batch inserts)."""
+        """A whole new document (first-write-wins inserts)."""
         return {"_id": object_id, **self.key_filter(key), CREATED: now, VERSION: Int64(1), **self.fields(record, now)}
 
     # -- reading -----------------------------------------------------------------------------------
