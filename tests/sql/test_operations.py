@@ -244,19 +244,29 @@ def test_the_servers_packet_too_large_error_is_an_invalid_value_without_a_retry(
     monkeypatch.setattr("persist_sql._backend._check_packet", lambda *args: None)
     url = servers.driver_url(driver)
     servers.reset(url)
-    sent: list[int] = []
+    sent: list[object] = []  # per send: the server's error number, or None when it answered
     row_count = backend_module._row_count
 
     def counting_row_count(*args: Any) -> Any:
-        sent.append(1)
-        return row_count(*args)
+        try:
+            result = row_count(*args)
+        except Exception as exc:
+            orig = getattr(exc, "orig", exc)
+            sent.append(orig.args[0] if getattr(orig, "args", None) else type(exc).__name__)
+            raise
+        sent.append(None)
+        return result
 
     monkeypatch.setattr(backend_module, "_row_count", counting_row_count)
     with SqlBackend(url, pool_size=1) as backend:
         with pytest.raises(InvalidValueError, match="max_allowed_packet") as info:
             backend.put(DOMAINS["state"], ("s", "b"), Record('{"blob":"' + "x" * (17 * _MIB) + '"}'))
         assert getattr(info.value.__cause__, "code", None) == 1153  # the masked stand-in keeps the error number
-        assert sent == [1]
+        # A 1153 is never sent again. Under load the server may instead reset the connection mid-send (2006 or
+        # 2013, an outage to the client), which is retried once, as every lost connection is; the retry then
+        # meets the 1153.
+        assert sent[-1] == 1153 and 1153 not in sent[:-1], sent
+        assert sent == [1153] or (len(sent) == 2 and sent[0] in (2006, 2013)), sent
         assert backend.get(DOMAINS["state"], ("s", "b")) is None
 
 

@@ -36,13 +36,21 @@ TIMEOUT = 1.0
 LIMIT = TIMEOUT + 1.0
 
 
-def _kill_rounds(factory: Callable[[], Backend], rounds: int, max_delay: float = 0.03) -> None:
+def _kill_rounds(
+    factory: Callable[[], Backend], rounds: int, max_delay: float = 0.03, *, require_in_flight: bool = True
+) -> None:
     namespace = f"{uuid.uuid4().hex[:8]}-"
     reports = run_unit_kill_test(factory, rounds=rounds, namespace=namespace, seed=rounds, max_delay=max_delay)
     assert all(r.acked >= 0 for r in reports)
     assert [p for r in reports for p in r.problems] == []
-    # The kills land between units and inside them: some rounds find the unit after the acknowledged one.
-    assert any(r.found > r.acked for r in reports), "no kill landed after a commit and before its acknowledgement"
+    # Kills land inside units too, which shows as the unit after the acknowledged one found whole (killed
+    # between the commit and the acknowledgement). How often depends on the machine: SQLite's commit is so
+    # short on a quiet one that a CI run saw none in 1,000 rounds, so it is reported, not required; the
+    # servers' rounds (a commit round trip) are required to show some.
+    caught = sum(r.found > r.acked for r in reports)
+    print(f"{caught} of {rounds} kills landed between a unit's commit and its acknowledgement")
+    if require_in_flight:
+        assert caught, "no kill landed after a commit and before its acknowledgement"
 
 
 @pytest.fixture
@@ -68,7 +76,9 @@ def test_sqlite_units_survive_1000_kills(sqlite_template: Path, memory_folder: P
     path = memory_folder / "state.db"
     shutil.copyfile(sqlite_template, path)
     # A SQLite unit takes about a millisecond: 15 ms reach a dozen units in, and keep 1,000 rounds short.
-    _kill_rounds(functools.partial(SqlBackend.from_url, f"sqlite:///{path}"), 1000, max_delay=0.015)
+    _kill_rounds(
+        functools.partial(SqlBackend.from_url, f"sqlite:///{path}"), 1000, max_delay=0.015, require_in_flight=False
+    )
 
 
 @pytest.mark.parametrize("name", [servers.POSTGRES, servers.MYSQL], ids=["postgresql", "mariadb"])
