@@ -96,16 +96,10 @@ class AsyncBackend(abc.ABC):
 
     async def apply_unit(self, writes: Sequence[Write]) -> None:
         """See :meth:`persist_core.backend.Backend.apply_unit`; the default is as not atomic as the sync one."""
-        from persist_core.units import WriteOp, batches  # units imports persist_core.backend
+        from persist_core.units import calls  # units imports persist_core.backend
 
-        for batch in batches(writes):
-            if batch.op is WriteOp.PUT:
-                await self.put_many(batch.domain, batch.items)
-            elif batch.op is WriteOp.INSERT:
-                await self.insert_many(batch.domain, batch.items)
-            else:
-                for key in batch.keys:
-                    await self.mark_removed(batch.domain, key)
+        for name, args in calls(writes):
+            await getattr(self, name)(*args)
 
     async def list_contexts(
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE

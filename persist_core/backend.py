@@ -202,9 +202,10 @@ class Backend(abc.ABC):
         applies :func:`~persist_core.units.batches` of the writes through :meth:`put_many`,
         :meth:`insert_many` and :meth:`mark_removed`: not atomic.
         """
-        from persist_core.units import write_ops  # units imports this module
+        from persist_core.units import calls  # units imports this module
 
-        write_ops(self, writes)
+        for name, args in calls(writes):
+            getattr(self, name)(*args)
 
     # ------------------------------------------------------------------ operating the state (3.8)
     #

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from persist_core.async_backend import AsyncBackend
     from persist_core.backend import Backend
 
-__all__ = ["Batch", "PendingWrites", "Write", "WriteOp", "batches", "refuse_read", "write_ops"]
+__all__ = ["Batch", "PendingWrites", "Write", "WriteOp", "batches", "calls", "refuse_read"]
 
 log = logging.getLogger("persist")
 
@@ -95,19 +95,20 @@ def batches(writes: Sequence[Write]) -> Iterator[Batch]:
         yield current
 
 
-def write_ops(backend: Backend, writes: Sequence[Write]) -> None:
-    """Apply ``writes`` through ``backend``'s single-write calls, one call per :func:`batches` run.
+def calls(writes: Sequence[Write]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """The single-write backend calls that apply ``writes`` in order, as ``(method name, arguments)``: one
+    ``put_many`` / ``insert_many`` per :func:`batches` run, one ``mark_removed`` per removed key.
 
-    The default :meth:`~persist_core.backend.Backend.apply_unit`: in order, not atomic.
+    The default :meth:`~persist_core.backend.Backend.apply_unit` of both faces makes these calls: not atomic.
     """
     for batch in batches(writes):
         if batch.op is WriteOp.PUT:
-            backend.put_many(batch.domain, batch.items)
+            yield "put_many", (batch.domain, batch.items)
         elif batch.op is WriteOp.INSERT:
-            backend.insert_many(batch.domain, batch.items)
+            yield "insert_many", (batch.domain, batch.items)
         else:
             for key in batch.keys:
-                backend.mark_removed(batch.domain, key)
+                yield "mark_removed", (batch.domain, key)
 
 
 class PendingWrites(Generic[T]):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import operator
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +41,6 @@ __all__ = ["SqlBackend", "SqlLeaseLog"]
 
 log = logging.getLogger("persist.sql")
 
-_by_key = operator.itemgetter(0)
 
 #: How one operation uses its connection: ``work(cursor, sql, parameters) -> result``.
 Work = Callable[[Any, str, Any], Any]
@@ -412,21 +410,14 @@ class SqlBackend(Backend):
             return 0
         state = self._started()
         st = state.statements[domain.name]
-        if not insert_only:
-            # A key twice in one upsert batch: the last one wins, as with put() one after the other (and
-            # PostgreSQL refuses to update one row twice in one statement).
-            items = list(dict(items).items())
-        # One key order for every writer: two batches that share keys then lock them in the same order
-        # and cannot deadlock each other (PostgreSQL and InnoDB lock row by row).
         if state.max_packet is not None:
             for _, record in items:  # the whole batch first: a driver may split it into several statements
                 _check_packet(record, state.max_packet, domain)
-        rows = [self._values(st, key, record) for key, record in sorted(items, key=_by_key)]
+        rows = _rows.batch_values(st, items, insert_only=insert_only)  # last record of a key, in key order
         verb, what = ("inserting" if insert_only else "writing"), f"a batch of {len(rows)} {domain.name} records"
         arrays_sql = st.insert_new_arrays if insert_only else st.put_arrays
         if arrays_sql is not None:
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            return int(self._run(_row_count, arrays_sql.text, arrays_sql.bind(columns), verb, what))
+            return int(self._run(_row_count, arrays_sql.text, arrays_sql.bind(_rows.array_columns(rows)), verb, what))
         sql = st.insert_new if insert_only else st.put
         if sql.order is not None:
             rows = [tuple(sql.bind(row)) for row in rows]

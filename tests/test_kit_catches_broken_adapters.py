@@ -423,17 +423,11 @@ VARIANTS = {
     # A unit of work applied batch by batch in reverse: a later put no longer wins over an earlier one.
     "unit_applied_out_of_order": (
         """
-        from persist_core.units import batches, WriteOp
+        from persist_core.units import calls
         class Broken(MemoryBackend):
             def apply_unit(self, writes):
-                for batch in reversed(list(batches(writes))):
-                    if batch.op is WriteOp.PUT:
-                        self.put_many(batch.domain, batch.items)
-                    elif batch.op is WriteOp.INSERT:
-                        self.insert_many(batch.domain, batch.items)
-                    else:
-                        for key in batch.keys:
-                            self.mark_removed(batch.domain, key)
+                for name, args in reversed(list(calls(writes))):
+                    getattr(self, name)(*args)
         FACTORY = Broken
         """,
         "test_apply_unit_ends_as_the_writes_one_by_one",
