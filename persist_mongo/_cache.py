@@ -15,7 +15,6 @@ Redis is back. Keys written while Redis could not be told are forgotten there as
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -131,11 +130,12 @@ class Face:
     def send(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Start ``script`` now and read its reply later with :meth:`receive`, doing other I/O meanwhile.
 
-        Sync: the command is written to a connection of the pool at once, and the value yielded is a
-        :class:`_Sent` holding that connection. asyncio: the value is a coroutine that starts a task.
+        The command is written to a connection taken from the pool, which is held until :meth:`receive` reads the
+        reply: at once on the sync face (the value yielded is the :class:`_Sent`), when the coroutine returned is
+        awaited on the asyncio face.
         """
         if self.is_async:
-            return _start(script(keys=keys, args=args))
+            return _send_async(self.client, script, keys, args)
         pool = self.client.connection_pool
         connection = pool.get_connection()
         try:
@@ -147,10 +147,11 @@ class Face:
         return _Sent(connection, script, keys, args)
 
     def receive(self, sent: Any) -> Any:
-        """The reply of a command started by :meth:`send` (sync: read now; asyncio: the task to await)."""
-        if self.is_async:
-            return sent
+        """The reply of a command started by :meth:`send` (sync: read now; asyncio: a coroutine that reads it),
+        which releases its connection; a connection whose reply could not be read is closed."""
         assert isinstance(sent, _Sent)
+        if self.is_async:
+            return _receive_async(self.client, sent)
         pool = self.client.connection_pool
         try:
             reply = self.client.parse_response(sent.connection, "EVALSHA")
@@ -175,8 +176,31 @@ class _Sent:
     args: Sequence[Any]
 
 
-async def _start(command: Any) -> Any:
-    return asyncio.ensure_future(command)
+async def _send_async(client: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> _Sent:
+    pool = client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        await connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    except BaseException:
+        await connection.disconnect()
+        await pool.release(connection)
+        raise
+    return _Sent(connection, script, keys, args)
+
+
+async def _receive_async(client: Any, sent: _Sent) -> Any:
+    pool = client.connection_pool
+    try:
+        reply = await client.parse_response(sent.connection, "EVALSHA")
+    except redis.exceptions.NoScriptError:  # as in Face.receive
+        await pool.release(sent.connection)
+        return await sent.script(keys=sent.keys, args=sent.args)
+    except BaseException:
+        await sent.connection.disconnect()
+        await pool.release(sent.connection)
+        raise
+    await pool.release(sent.connection)
+    return reply
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ A cache entry is one Redis string under the record's key (:func:`persist_mongo._
 - ``R1|<version>|<when>|<removed>|<payload>``: a record and the version of its document (a value);
 - ``W|<token>|<floor>``: a writer is writing the key (its marker, with the lock lease as its expiry); ``floor``
   is the newest version another writer's commit met it with (writers overlap only when a flush or an eviction
-  took a marker away): this writer stores its copy only if its version is above it;
+  took a marker away), or the version of the copy the live owner's begin replaced, or :data:`OVERLAPPED`: this
+  writer stores its copy only if its version is above it;
 - ``D|``: the key was deleted (a tombstone, expiring like a marker): a writer that was writing it meanwhile must
   not store its record over it.
 

@@ -8,6 +8,7 @@ forked child) goes back to waiting for markers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 
+from persist_core.async_persist import asetup
 from persist_core.backend import Record
 from persist_core.domains import DOMAINS
 from persist_core.persist import Persist
@@ -144,3 +146,21 @@ def test_a_forked_child_of_the_owner_does_not_take_the_owners_path(owner: Persis
         os._exit(0 if not holding.fresh() else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_asyncio_face_of_the_live_owner_takes_the_same_path(database: servers.ScratchDatabase) -> None:
+    async def main() -> tuple[list[Any], Any]:
+        persist = await asetup(database.url, redis_url=servers.shared_redis_url())
+        try:
+            store = persist.live.signal(**CONTEXT)
+            seen = []
+            for i in range(5):
+                await store.write({"i": i})
+                seen.append(await store.read())
+            return seen, persist.sync.backend("live", "signal").cache_stats
+        finally:
+            await persist.close()
+
+    seen, stats = asyncio.run(main())
+    assert seen == [{"i": i} for i in range(5)]
+    assert (stats.owner_writes, stats.raced, stats.hits) == (5, 0, 5)
