@@ -21,7 +21,7 @@ from persist_core.backend import Record
 from persist_core.domains import DOMAINS
 from persist_core.persist import Persist
 from persist_mongo import MongoBackend
-from persist_mongo._cache import cache_key, namespace_of
+from persist_mongo._cache import Face, ValueCache, cache_key, namespace_of
 from persist_mongo._scripts import OVERLAPPED
 from persist_mongo._steps import run
 from tests.mongo import servers
@@ -52,6 +52,13 @@ def _backend(persist: Persist) -> MongoBackend:
     backend = persist.backend("live", "signal")
     assert isinstance(backend, MongoBackend)
     return backend
+
+
+def _cache_of(backend: MongoBackend) -> tuple[ValueCache, Face, str]:
+    """The backend's value cache, its sync face, and the Redis key of :data:`KEY`."""
+    cache = backend.settings.cache
+    assert cache is not None
+    return cache, backend._started().redis, cache_key(backend.settings.namespace, SPEC, KEY)
 
 
 def _entry(database: servers.ScratchDatabase) -> bytes | None:
@@ -107,9 +114,7 @@ def test_an_owner_write_that_meets_another_writers_marker_leaves_no_copy_and_tha
     store = owner.live.signal(**CONTEXT)
     store.write({"i": 0})
     backend = _backend(owner)
-    cache, face = backend.settings.cache, backend._started().redis
-    assert cache is not None
-    ckey = cache_key(backend.settings.namespace, SPEC, KEY)
+    cache, face, ckey = _cache_of(backend)
     # A writer that does not own the storage (a bare backend of another process) is between its begin and its
     # commit: its update may race the owner's, so neither may store its copy.
     assert run(cache.begin(face, ckey, "other-writer")) == 0
@@ -124,12 +129,8 @@ def test_an_owner_write_that_meets_another_writers_marker_leaves_no_copy_and_tha
 
 
 def test_an_owners_begin_that_lands_after_a_deletion_keeps_the_tombstone(owner: Persist) -> None:
-    store = owner.live.signal(**CONTEXT)
-    store.write({"i": 0})
-    backend = _backend(owner)
-    cache, face = backend.settings.cache, backend._started().redis
-    assert cache is not None
-    ckey = cache_key(backend.settings.namespace, SPEC, KEY)
+    owner.live.signal(**CONTEXT).write({"i": 0})
+    cache, face, ckey = _cache_of(_backend(owner))
     run(cache.tombstone(face, [ckey]))  # a deletion of the key (its update may have come before or after it)
     sent = run(cache.send_begin(face, ckey, "owner-write"))
     assert run(cache.begun(face, sent, ckey, "owner-write")) == -1

@@ -14,7 +14,7 @@ import multiprocessing
 import queue
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -97,17 +97,17 @@ def _stale(writes: list[tuple[int, int]], reads: list[tuple[int, int]]) -> list[
     return out
 
 
-def test_no_read_is_older_than_an_acknowledged_write_through_flushes_and_outages(
-    database: servers.ScratchDatabase, private_redis: servers.PrivateRedis
-) -> None:
-    setup = MongoBackend.from_url(database.url, redis_url=private_redis.url)
+def _race(url: str, redis_url: str, roles: list[tuple[float, bool]], phases: Callable[[], None]) -> list[Any]:
+    """Seed the key, start one spawned worker per role (``(writes_share, owns)``), run ``phases`` once they are
+    ready, stop them and return their reports."""
+    setup = MongoBackend.from_url(url, redis_url=redis_url)
     setup.put(SPEC, KEY, Record('{"by":-1}'))
     setup.close()
     context = multiprocessing.get_context("spawn")
     ready, out, stop = context.Queue(), context.Queue(), context.Event()
     procs = [
-        context.Process(target=_worker, args=(database.url, private_redis.url, n, ready, stop, out))
-        for n in range(WORKERS)
+        context.Process(target=_worker, args=(url, redis_url, n, ready, stop, out, share, owns))
+        for n, (share, owns) in enumerate(roles)
     ]
     for proc in procs:
         proc.start()
@@ -115,11 +115,31 @@ def test_no_read_is_older_than_an_acknowledged_write_through_flushes_and_outages
     try:
         for _ in procs:
             ready.get(timeout=60)
-        bounds = [time.monotonic_ns()]
+        phases()
+        stop.set()
+        for _ in procs:
+            results.append(out.get(timeout=60))
+    except queue.Empty:  # pragma: no cover - a worker died: its exit code says why
+        pytest.fail(f"a worker did not report: exit codes {[proc.exitcode for proc in procs]}")
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(timeout=30)
+    return results
+
+
+def test_no_read_is_older_than_an_acknowledged_write_through_flushes_and_outages(
+    database: servers.ScratchDatabase, private_redis: servers.PrivateRedis
+) -> None:
+    bounds: list[int] = []
+    flushes = 0
+
+    def run_phases() -> None:
+        nonlocal flushes
+        bounds.append(time.monotonic_ns())
         time.sleep(PHASE_SECONDS)  # up
         bounds.append(time.monotonic_ns())
         client = redis.Redis.from_url(private_redis.url)
-        flushes = 0
         while time.monotonic_ns() < bounds[-1] + PHASE_SECONDS * 1e9:  # flushed, again and again
             client.flushall()
             flushes += 1
@@ -132,15 +152,8 @@ def test_no_read_is_older_than_an_acknowledged_write_through_flushes_and_outages
         private_redis.start()  # back, empty
         time.sleep(PHASE_SECONDS)
         bounds.append(time.monotonic_ns())
-        stop.set()
-        for _ in procs:
-            results.append(out.get(timeout=60))
-    except queue.Empty:  # pragma: no cover - a worker died: its exit code says why
-        pytest.fail(f"a worker did not report: exit codes {[proc.exitcode for proc in procs]}")
-    finally:
-        stop.set()
-        for proc in procs:
-            proc.join(timeout=30)
+
+    results = _race(database.url, private_redis.url, [(1 / 3, False)] * WORKERS, run_phases)
     writes = [w for result in results for w in result[0]]
     reads = [r for result in results for r in result[1]]
     hits = sum(result[3] for result in results)
@@ -168,32 +181,8 @@ def test_the_live_owner_racing_a_writer_that_does_not_own_the_storage_serves_no_
     storage and writes, one that does not own it writes the same key too (which the contract leaves to bare
     backends only), and two only read. No flush: a flush between the other writer's commit and the owner's begin
     is the overlap docs/mongo.md leaves out."""
-    setup = MongoBackend.from_url(database.url, redis_url=private_redis.url)
-    setup.put(SPEC, KEY, Record('{"by":-1}'))
-    setup.close()
-    context = multiprocessing.get_context("spawn")
-    ready, out, stop = context.Queue(), context.Queue(), context.Event()
     roles = [(1 / 3, True), (1 / 3, False), (0.0, False), (0.0, False)]
-    procs = [
-        context.Process(target=_worker, args=(database.url, private_redis.url, n, ready, stop, out, share, owns))
-        for n, (share, owns) in enumerate(roles)
-    ]
-    for proc in procs:
-        proc.start()
-    results = []
-    try:
-        for _ in procs:
-            ready.get(timeout=60)
-        time.sleep(2 * PHASE_SECONDS)
-        stop.set()
-        for _ in procs:
-            results.append(out.get(timeout=60))
-    except queue.Empty:  # pragma: no cover - a worker died: its exit code says why
-        pytest.fail(f"a worker did not report: exit codes {[proc.exitcode for proc in procs]}")
-    finally:
-        stop.set()
-        for proc in procs:
-            proc.join(timeout=30)
+    results = _race(database.url, private_redis.url, roles, lambda: time.sleep(2 * PHASE_SECONDS))
     writes = [w for result in results for w in result[0]]
     reads = [r for result in results for r in result[1]]
     owner_writes = sum(result[5] for result in results)
