@@ -39,7 +39,6 @@ from persist_core.errors import BackendUnavailableError, OwnershipError
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
-    "SAFETY_FRACTION",
     "Lease",
     "LeaseLog",
     "Owner",
@@ -52,7 +51,7 @@ log = logging.getLogger("persist.ownership")
 #: How long a lease lasts without renewal: a crashed owner on another host is replaced after this long.
 DEFAULT_LEASE_SECONDS = 10.0
 #: The owner stops writing this fraction of the lease before it expires (clock drift, a slow renewal).
-SAFETY_FRACTION = 0.2
+_SAFETY_FRACTION = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +261,7 @@ class Owner:
             raise OwnershipError(f"{self._where} was just claimed by another live process ({holder})")
         previous = self._generation
         self._generation, self._lease = generation + 1, lease
-        self._valid_until = started + self._ttl_ms / 1000 * (1 - SAFETY_FRACTION)
+        self._valid_until = started + self._ttl_ms / 1000 * (1 - _SAFETY_FRACTION)
         if previous is None:
             log.info("%s: this process (pid %d) owns the live state now", self._where, self._identity.pid)
             if head is not None and head[1].expires_ms > now and not self._mine(head[1]):
@@ -285,7 +284,7 @@ class Owner:
         if head is None or head[0] != self._generation:
             raise self._lose(head[1] if head is not None else None)
         self._lease = lease
-        self._valid_until = started + self._ttl_ms / 1000 * (1 - SAFETY_FRACTION)
+        self._valid_until = started + self._ttl_ms / 1000 * (1 - _SAFETY_FRACTION)
 
     def _lose(self, holder: Lease | None) -> OwnershipError:
         who = holder.describe() if holder is not None else "another process"

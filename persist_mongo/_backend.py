@@ -29,7 +29,7 @@ from persist_mongo import _units as units
 from persist_mongo._cache import DISABLED, CacheStats, ValueCache, namespace_of
 from persist_mongo._deadline import DEFAULT_TIMEOUT, deadline, parse_timeout, remaining, split_timeout
 from persist_mongo._errors import DRIVER_ERRORS, timed_out, translate
-from persist_mongo._leases import LEASE_COLLECTION, MongoLeaseLog, holding_for
+from persist_mongo._leases import LEASE_COLLECTION, MongoLeaseLog
 from persist_mongo._operations import LOCK_COLLECTION, LOCK_INDEX, Handles, Settings
 from persist_mongo._steps import Steps, run
 
@@ -196,7 +196,6 @@ class MongoBackend(Backend):
             lock_lease_ms=lease_ms,
             release_reserve=min(1.0, _RELEASE_SHARE * self._timeout),
             cache=cache,
-            holding=holding_for(url),
         )
         self._lock = threading.Lock()
         self._state: Handles | None = None
@@ -326,7 +325,7 @@ class MongoBackend(Backend):
 
     def lease_log(self) -> MongoLeaseLog:
         # docstring inherited
-        return MongoLeaseLog(self._lease_collection, self._raw_url, self._timeout, self.settings.holding)
+        return MongoLeaseLog(self._lease_collection, self._raw_url, self._timeout)
 
     # ---------------------------------------------------------------------------------- plumbing
 

@@ -129,11 +129,10 @@ class Face:
     called, one returns the reply, the other a coroutine: a generator yields either (:mod:`persist_mongo._steps`).
     """
 
-    __slots__ = ("begin", "client", "commit", "fill", "forget", "is_async", "read", "release", "seed", "tombstone")
+    __slots__ = ("begin", "client", "commit", "fill", "forget", "read", "release", "seed", "tombstone")
 
-    def __init__(self, client: Any, *, is_async: bool = False) -> None:
+    def __init__(self, client: Any) -> None:
         self.client = client
-        self.is_async = is_async
         self.read = client.register_script(_scripts.READ)
         self.fill = client.register_script(_scripts.FILL)
         self.begin = client.register_script(_scripts.BEGIN)
@@ -142,81 +141,6 @@ class Face:
         self.tombstone = client.register_script(_scripts.TOMBSTONE)
         self.forget = client.register_script(_scripts.FORGET)
         self.seed = client.register_script(_scripts.SEED)
-
-    def send(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Start ``script`` now and read its reply later with :meth:`receive`, doing other I/O meanwhile.
-
-        The command is written to a connection taken from the pool, which is held until :meth:`receive` reads the
-        reply: at once on the sync face (the value yielded is the :class:`_Sent`), when the coroutine returned is
-        awaited on the asyncio face.
-        """
-        if self.is_async:
-            return _send_async(self.client, script, keys, args)
-        pool = self.client.connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        except BaseException:
-            connection.disconnect()
-            pool.release(connection)
-            raise
-        return _Sent(connection, script, keys, args)
-
-    def receive(self, sent: Any) -> Any:
-        """The reply of a command started by :meth:`send` (sync: read now; asyncio: a coroutine that reads it),
-        which releases its connection; a connection whose reply could not be read is closed."""
-        assert isinstance(sent, _Sent)
-        if self.is_async:
-            return _receive_async(self.client, sent)
-        pool = self.client.connection_pool
-        try:
-            reply = self.client.parse_response(sent.connection, "EVALSHA")
-        except redis.exceptions.NoScriptError:  # a restarted Redis: load the script and run it (it is idempotent)
-            pool.release(sent.connection)
-            return sent.script(keys=sent.keys, args=sent.args)
-        except BaseException:
-            sent.connection.disconnect()
-            pool.release(sent.connection)
-            raise
-        pool.release(sent.connection)
-        return reply
-
-
-@dataclass(frozen=True, slots=True)
-class _Sent:
-    """A command written to ``connection`` whose reply is still to be read (:meth:`Face.send`)."""
-
-    connection: Any
-    script: Any
-    keys: Sequence[str]
-    args: Sequence[Any]
-
-
-async def _send_async(client: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> _Sent:
-    pool = client.connection_pool
-    connection = await pool.get_connection()
-    try:
-        await connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-    except BaseException:
-        await connection.disconnect()
-        await pool.release(connection)
-        raise
-    return _Sent(connection, script, keys, args)
-
-
-async def _receive_async(client: Any, sent: _Sent) -> Any:
-    pool = client.connection_pool
-    try:
-        reply = await client.parse_response(sent.connection, "EVALSHA")
-    except redis.exceptions.NoScriptError:  # as in Face.receive
-        await pool.release(sent.connection)
-        return await sent.script(keys=sent.keys, args=sent.args)
-    except BaseException:
-        await sent.connection.disconnect()
-        await pool.release(sent.connection)
-        raise
-    await pool.release(sent.connection)
-    return reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,9 +159,6 @@ class CacheStats:
         errors: Redis commands that failed.
         outages: times Redis went from available to unavailable (one warning each).
         bypassed: operations that skipped Redis because it was down or backing off.
-        owner_writes: writes of the live owner whose ``begin`` went with the MongoDB update (docs/mongo.md,
-            "The live owner's writes").
-        raced: owner writes that met another writer's marker or a tombstone, and so stored no copy.
     """
 
     enabled: bool
@@ -250,8 +171,6 @@ class CacheStats:
     errors: int = 0
     outages: int = 0
     bypassed: int = 0
-    owner_writes: int = 0
-    raced: int = 0
 
 
 class ValueCache:
@@ -291,8 +210,7 @@ class ValueCache:
         self._warned_foreign = False
         self._retry_at = 0.0
         self._counts = dict.fromkeys(
-            ("hits", "misses", "stale", "stores", "refused", "errors", "outages", "bypassed", "owner_writes", "raced"),
-            0,
+            ("hits", "misses", "stale", "stores", "refused", "errors", "outages", "bypassed"), 0
         )
 
     def async_face(self) -> Face:
@@ -303,8 +221,7 @@ class ValueCache:
         return Face(
             redis.asyncio.Redis.from_url(
                 self._raw_url, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), **self._options
-            ),
-            is_async=True,
+            )
         )
 
     # -- state ---------------------------------------------------------------------------------------
@@ -476,44 +393,6 @@ class ValueCache:
         text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
         parts = text.split("|")
         return parts[1] if len(parts) >= 3 and parts[0] == "W" else None
-
-    def send_begin(self, face: Face, key: str, token: str) -> Steps[Any]:
-        """Start the ``begin`` of a write that goes to MongoDB without waiting for it (the live owner's); its reply
-        is read by :meth:`begun`. ``None`` if it could not be sent (the key is then forgotten in Redis later)."""
-        args = [token, self.lease_ms, "1"]
-        sent, handle = yield from self._command(
-            face, lambda: face.send(face.begin, [key, stamp_key(key)], args), writes=[key], token=token
-        )
-        return handle if sent else None
-
-    def begun(self, face: Face, sent: Any, key: str, token: str) -> Steps[int | None]:
-        """The reply of :meth:`send_begin`'s command: 0 if the marker is ours, -1 if the write raced another
-        writer or a deletion, ``None`` if Redis failed (the key is then forgotten in Redis later)."""
-        try:
-            reply = yield face.receive(sent)
-        except redis.RedisError as exc:
-            self._failed(exc)
-            self._remember([key], token)
-            return None
-        self._succeeded()
-        self._count("owner_writes" if int(reply) == 0 else "raced")
-        return int(reply)
-
-    def settle(self, face: Face, key: str, token: str, begun: int | None, version: int, record: Record) -> Steps[None]:
-        """End a write whose ``begin`` went with its update (``begun``: :meth:`begun`'s answer): store its copy
-        over its marker; or, if it raced another writer or a deletion, delete the key's copy (not another
-        writer's marker, which now stores nothing) and replace its stamp, so that the next read fills from
-        MongoDB; or nothing if Redis could not be told (the key is forgotten there later)."""
-        if begun == 0:
-            yield from self.commit(face, key, token, version, record)
-        elif begun is not None:
-            args = [_token(), f",{token},"]
-            yield from self._command(face, lambda: face.forget(keys=[key, stamp_key(key)], args=args), writes=[key])
-
-    @property
-    def available(self) -> bool:
-        """Whether Redis answered the last command."""
-        return self._available
 
     def release(self, face: Face, key: str, token: str) -> Steps[None]:
         """Delete our marker after a write that failed (its record may or may not have been written)."""

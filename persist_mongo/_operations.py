@@ -12,7 +12,6 @@ docs/mongo.md.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
 import os
 import socket
@@ -36,7 +35,6 @@ from persist_mongo._cache import ValueCache, cache_key
 from persist_mongo._codec import BUMP, REMOVED, UPDATED, Layout
 from persist_mongo._deadline import remaining
 from persist_mongo._errors import DRIVER_ERRORS, timed_out, translate
-from persist_mongo._leases import Holding
 from persist_mongo._steps import Steps
 
 __all__ = ["LOCK_COLLECTION", "LOCK_INDEX", "SCAN_BATCH", "Handles", "Settings"]
@@ -68,8 +66,6 @@ LOCK_INDEX = "persist_locks_uq"
 _LOCK_BACKOFF_MAX = 0.02
 _first = itemgetter(0)
 _identity: ProcessIdentity | None = None
-_token_base: tuple[int, str] | None = None  # (pid, the marker tokens' prefix in that process)
-_token_counter = itertools.count()
 
 
 def _utcnow() -> dt.datetime:
@@ -102,8 +98,6 @@ class Settings:
     release_reserve: float
     cache: ValueCache | None
     layouts: dict[str, Layout] = field(default_factory=dict)
-    #: Whether this process owns the storage (its lease log keeps it up to date): see :func:`_write`.
-    holding: Holding = field(default_factory=Holding)
 
     def layout(self, domain: DomainSpec) -> Layout:
         """The document layout of ``domain`` (made once per domain spec)."""
@@ -250,11 +244,6 @@ def _write(s: Settings, h: Handles, domain: DomainSpec, key: Key, what: str, bod
         return None if doc is None else s.layout(domain).version(doc)
     ckey = cache_key(s.namespace, domain, key)
     token = _marker_token()
-    if not domain.soft_delete and s.holding.fresh() and cache.available and s.holding.start_writing(ckey):
-        try:
-            return (yield from _owner_write(s, h, cache, domain, ckey, token, body))
-        finally:
-            s.holding.stop_writing(ckey)
     try:
         claimed = yield from _claim(s, h, cache, ckey, token, what)
         if domain.soft_delete or not claimed:
@@ -272,42 +261,6 @@ def _write(s: Settings, h: Handles, domain: DomainSpec, key: Key, what: str, bod
         raise
     yield from cache.release(h.redis, ckey, token)  # no document (a remove of a missing key)
     return None
-
-
-def _owner_write(
-    s: Settings, h: Handles, cache: ValueCache, domain: DomainSpec, ckey: str, token: str, body: Steps[Any]
-) -> Steps[int | None]:
-    """:func:`_write` for the live owner, when no other write of the key is under way in this process.
-
-    The owner's writes of a key are the only ones (CONTRACTS.md 3.7), so they need not wait for a marker before
-    MongoDB: the ``begin`` is sent first and its reply read after the update, one Redis round trip fewer. It
-    still lands before the commit, so a commit that never arrives leaves no older copy readable. If it finds
-    that a write of another process raced this one (a writer that does not own the storage), neither stores
-    its copy (docs/mongo.md, "The live owner's writes").
-    """
-    sent = yield from cache.send_begin(h.redis, ckey, token)
-    begun: int | None = None
-    try:
-        try:
-            doc = yield from body
-        finally:  # the begin's reply is read whatever happened (a sync connection is held until then)
-            if sent is not None:
-                begun = yield from cache.begun(h.redis, sent, ckey, token)
-        if doc is None:  # pragma: no cover - an upsert returning AFTER always returns the document
-            yield from cache.release(h.redis, ckey, token)
-            return None
-        version = s.layout(domain).version(doc)
-        yield from cache.settle(h.redis, ckey, token, begun, version, s.layout(domain).record(doc))
-        if begun is not None and begun != 0:  # raced: a writer killed between its begin and its commit?
-            holder = yield from cache.marker(h.redis, ckey)
-            if holder is not None and _marker_died_here(holder):
-                yield from cache.release(h.redis, ckey, holder)
-        return version
-    except GeneratorExit:  # pragma: no cover - the runners never close a body early
-        raise
-    except BaseException:  # failed or cancelled, maybe with our marker in Redis: let the next writer in
-        yield from cache.release(h.redis, ckey, token)
-        raise
 
 
 def _claim(s: Settings, h: Handles, cache: ValueCache, ckey: str, token: str, what: str) -> Steps[bool]:
@@ -576,17 +529,11 @@ def holder_fields() -> dict[str, Any]:
 
 
 def _marker_token() -> str:
-    """A writer's marker token in Redis: unique, and naming this process so that a writer of this host can tell
-    a marker whose writer died (``host.pid.started.unique``; the host hex-encoded, since the marker's own text
-    is ``|``-separated). The unique part is a random prefix drawn once per process and a counter: no system
-    call per write."""
-    global _token_base
-    base = _token_base
-    if base is None or base[0] != os.getpid():
-        holder = holder_fields()
-        prefix = f"{holder['host'].encode().hex()}.{holder['pid']}.{holder['started']}.{os.urandom(6).hex()}"
-        base = _token_base = (holder["pid"], prefix)
-    return f"{base[1]}{next(_token_counter):x}"
+    """A writer's marker token in Redis: random, and naming this process so that a writer of this host can tell
+    a marker whose writer died (``host.pid.started.random``; the host hex-encoded, since the marker's own text
+    is ``|``-separated)."""
+    holder = holder_fields()
+    return f"{holder['host'].encode().hex()}.{holder['pid']}.{holder['started']}.{os.urandom(8).hex()}"
 
 
 def _marker_died_here(token: str) -> bool:

@@ -5,8 +5,7 @@ A cache entry is one Redis string under the record's key (:func:`persist_mongo._
 - ``R1|<version>|<when>|<removed>|<payload>``: a record and the version of its document (a value);
 - ``W|<token>|<floor>``: a writer is writing the key (its marker, with the lock lease as its expiry); ``floor``
   is the newest version another writer's commit met it with (writers overlap only when a flush or an eviction
-  took a marker away), or the version of the copy the live owner's begin replaced, or :data:`OVERLAPPED`: this
-  writer stores its copy only if its version is above it;
+  took a marker away): this writer stores its copy only if its version is above it;
 - ``D|``: the key was deleted (a tombstone, expiring like a marker): a writer that was writing it meanwhile must
   not store its record over it.
 
@@ -19,10 +18,7 @@ compare-and-set in one round trip.
 
 from __future__ import annotations
 
-__all__ = ["BEGIN", "COMMIT", "FILL", "FORGET", "OVERLAPPED", "READ", "RELEASE", "SEED", "TOMBSTONE"]
-
-#: The floor a marker gets when a write overlapped its writer's: above any version, so that writer stores nothing.
-OVERLAPPED = "9007199254740991"
+__all__ = ["BEGIN", "COMMIT", "FILL", "FORGET", "READ", "RELEASE", "SEED", "TOMBSTONE"]
 
 # Shared: whether the string entry ``cur`` may be replaced by a value of version ``v`` (not a marker or a
 # tombstone, and not a value as new or newer); and storing ``entry`` where ``allowed`` says so of the string
@@ -74,48 +70,23 @@ return store(KEYS[1], ARGV[3], ARGV[4], function(cur) return replaceable(cur, to
 """
 )
 
-#: KEYS: entry, stamp. ARGV: token, lease ms, '1' for a write already sent to MongoDB (the live owner's, whose
-#: begin travels with its update: docs/mongo.md, "The live owner's writes"), else '0'. 0 if the marker is ours
-#: now; else, for a write not yet sent, the ms left on another writer's marker (wait, then try again); for a
-#: write already sent, -1 (a race: see below).
-#:
-#: A write already sent may have raced whatever its begin finds: another writer's marker gets the floor
-#: ``OVERLAPPED`` (that writer then stores nothing) and a tombstone stays (a deletion may have come after the
-#: update); both answer -1, and the write then stores nothing either (FORGET). A copy it replaces gives the new
-#: marker its version as the floor: if that copy's write overlapped this one, the versions are equal or
-#: the copy's is higher, and this write stores nothing.
-BEGIN = (
-    """
-local sent = ARGV[3] == '1'
-local floor = 0
+#: KEYS: entry, stamp. ARGV: token, lease ms. 0 if the marker is ours now, else the ms left on another writer's.
+BEGIN = """
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'string' then
   local cur = redis.call('GET', KEYS[1])
-  local tag = string.sub(cur, 1, 2)
-  if tag == 'W|' then
-    if sent then
-      local token = string.match(cur, '^W|([^|]*)|')
-      redis.call('SET', KEYS[1], 'W|' .. (token or '') .. '|"""
-    + OVERLAPPED
-    + """', 'KEEPTTL')
-      return -1
-    end
+  if string.sub(cur, 1, 2) == 'W|' then
     local left = redis.call('PTTL', KEYS[1])
     if left > 0 then return left end
     return 1
   end
-  if sent then
-    if tag == 'D|' then return -1 end
-    floor = tonumber(string.match(cur, '^R1|(%d+)|')) or 0
-  end
 elseif t ~= 'none' then
   redis.call('DEL', KEYS[1])
 end
-redis.call('SET', KEYS[1], 'W|' .. ARGV[1] .. '|' .. floor, 'PX', ARGV[2])
+redis.call('SET', KEYS[1], 'W|' .. ARGV[1] .. '|0', 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1])
 return 0
 """
-)
 
 #: KEYS: entry, stamp. ARGV: token ('' if the write could not begin in Redis), version, entry, ttl ms, a new
 #: token. 1 if stored: over our own marker if our version is above its floor (else the marker goes: a newer write

@@ -9,9 +9,8 @@ keys only. Writers are serialised by their markers, as the backend's writes are.
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 
 from persist_core.backend import Record
 from persist_mongo._cache import ValueCache, decode_entry, encode_entry, stamp_key
-from persist_mongo._steps import Steps, run
+from persist_mongo._steps import run
 from tests.mongo import servers
 
 
@@ -34,24 +33,9 @@ def cache() -> Iterator[ValueCache]:
 
 @dataclass
 class _Writer:
-    step: int = 0  # 0 idle, 1 marked, 2 read MongoDB (its version, non-atomic model only), 3 written to MongoDB
+    step: int = 0  # 0 idle, 1 marked, 2 written to MongoDB
     token: str = ""
-    seen: int = 0  # the version its update read (FerretDB: a SELECT, then an UPDATE of the whole document)
     version: int = 0
-    seq: int = 0  # the update's place in MongoDB's order of updates
-
-
-@dataclass
-class _Owner:
-    """The live owner's write: its ``begin`` travels with the update and lands at any point before the commit."""
-
-    busy: bool = False
-    token: str = ""
-    begun: int | None = None  # the begin's reply once it landed
-    landed: bool = False
-    seen: int | None = None
-    version: int = 0
-    seq: int = 0  # 0 until MongoDB applied the update
 
 
 @dataclass
@@ -59,39 +43,18 @@ class _Reader:
     step: int = 0  # 0 idle, 1 missed, 2 read MongoDB
     stamp: str | None = None
     version: int = 0
-    seq: int = 0
 
 
 class _World:
-    """One record in MongoDB (a model) and in Redis (the real scripts), and the writes acknowledged so far.
-
-    ``atomic``: an update reads and writes the version in one step (MongoDB); else in two (FerretDB), so that two
-    unserialised writers can give one version to two updates. A hit is stale if its copy's update comes before,
-    in MongoDB's order of updates, the last of the updates acknowledged before the read began.
-    """
-
-    def __init__(self, cache: ValueCache, namespace: str, *, atomic: bool = True) -> None:
+    def __init__(self, cache: ValueCache, namespace: str) -> None:
         self.cache = cache
         self.face = cache.face
         self.key = f"{namespace}:state_cache:sk"
         self.namespace = namespace
-        self.atomic = atomic
         self.mongo = 1  # the record's version in MongoDB
-        self.mongo_seq = 1  # the update MongoDB holds
-        self.versions = {1: 1}  # update -> the version it wrote
-        self.acked = 1  # the last (in MongoDB's order) of the updates acknowledged
+        self.acked = 1  # the newest version acknowledged
         self.writers = [_Writer(), _Writer()]
-        self.owner = _Owner()
         self.readers = [_Reader(), _Reader()]
-
-    def _update(self, seen: int) -> tuple[int, int]:
-        seq = max(self.versions) + 1
-        self.mongo, self.mongo_seq = seen + 1, seq
-        self.versions[seq] = seen + 1
-        return seen + 1, seq
-
-    def _ack(self, seq: int) -> None:
-        self.acked = max(self.acked, seq)
 
     def advance_writer(self, writer: _Writer) -> None:
         if writer.step == 0:
@@ -99,98 +62,34 @@ class _World:
             if run(self.cache.begin(self.face, self.key, writer.token)) == 0:
                 writer.step = 1  # else another writer's marker stands: try again later
         elif writer.step == 1:
-            writer.seen, writer.step = self.mongo, 2
-            if self.atomic:  # find_one_and_update: $inc version, returned AFTER
-                writer.version, writer.seq = self._update(writer.seen)
-                writer.step = 3
-        elif writer.step == 2:
-            writer.version, writer.seq = self._update(writer.seen)
-            writer.step = 3
+            self.mongo += 1  # find_one_and_update: $inc version, returned AFTER
+            writer.version, writer.step = self.mongo, 2
         else:
-            run(self.cache.commit(self.face, self.key, writer.token, writer.version, _record(writer.seq)))
-            self._ack(writer.seq)
+            run(self.cache.commit(self.face, self.key, writer.token, writer.version, _record(writer.version)))
+            self.acked = max(self.acked, writer.version)
             writer.step = 0
-
-    def advance_owner(self, begin_first: bool) -> None:
-        """One step of the owner's write: start it; land its begin (``begin_first``) or advance its update;
-        once both are done, commit (or drop the copy after a race)."""
-        owner = self.owner
-        if not owner.busy:
-            self.owner = _Owner(busy=True, token=uuid.uuid4().hex)
-        elif not owner.landed and (begin_first or owner.seq):
-            owner.begun = run(self._land(owner.token))
-            owner.landed = True
-        elif not owner.seq:
-            if owner.seen is None:
-                owner.seen = self.mongo
-                if not self.atomic:
-                    return
-            owner.version, owner.seq = self._update(owner.seen)
-        else:
-            run(self.cache.settle(self.face, self.key, owner.token, owner.begun, owner.version, _record(owner.seq)))
-            self._ack(owner.seq)
-            self.owner = _Owner()
-
-    def _land(self, token: str) -> Steps[int | None]:
-        sent = yield from self.cache.send_begin(self.face, self.key, token)
-        assert sent is not None
-        return (yield from self.cache.begun(self.face, sent, self.key, token))
 
     def advance_reader(self, reader: _Reader) -> None:
         if reader.step == 0:
             hit, reader.stamp = run(self.cache.read(self.face, self.key))
             if hit is not None:
-                record, version = hit
-                seq = json.loads(record.payload)["seq"]
-                assert record == _record(seq) and self.versions[seq] == version
-                assert seq >= self.acked, f"stale hit: update {seq} after update {self.acked} was acknowledged"
+                assert hit[0] == _record(hit[1])
+                assert hit[1] >= self.acked, f"stale hit: version {hit[1]} after {self.acked} was acknowledged"
             else:
                 reader.step = 1
         elif reader.step == 1:
-            reader.version, reader.seq, reader.step = self.mongo, self.mongo_seq, 2
+            reader.version, reader.step = self.mongo, 2
         else:
             if reader.stamp is not None:
-                run(self.cache.fill(self.face, self.key, reader.stamp, reader.version, _record(reader.seq)))
+                run(self.cache.fill(self.face, self.key, reader.stamp, reader.version, _record(reader.version)))
             reader.step = 0
-
-    def advance_reader_or_redis(self, step: int) -> None:
-        """Steps 2 and 3: a reader's; 4: FLUSHALL, as far as this test's keys go; 5: the entry alone evicted."""
-        if step < 4:
-            self.advance_reader(self.readers[step - 2])
-        elif step == 4:
-            self.flush(self.face.client)
-        else:
-            self.face.client.delete(self.key)
-
-    def finish_readers(self) -> None:
-        for reader in self.readers:  # finish every reader, then read once more
-            while reader.step:
-                self.advance_reader(reader)
-        self.advance_reader(self.readers[0])
 
     def flush(self, client: redis.Redis) -> None:
         client.delete(self.key, stamp_key(self.key))  # every key of this test's namespace
 
 
-def _play(
-    world: _World,
-    steps: list[int],
-    act: Callable[[_World, int], None],
-    end: Callable[[_World], None] = lambda world: None,
-) -> None:
-    """Run ``steps`` through ``act``, then ``end``, finish the readers and read once more; Redis must not fail."""
-    try:
-        for step in steps:
-            act(world, step)
-        end(world)
-        world.finish_readers()
-        assert world.cache.stats().errors == 0
-    finally:
-        world.flush(world.face.client)
-
-
-def _record(seq: int) -> Record:
-    return Record(f'{{"seq":{seq},"pipe":"a|b"}}', seq * 10, seq % 2 == 0)
+def _record(version: int) -> Record:
+    return Record(f'{{"v":{version},"pipe":"a|b"}}', version * 10, version % 2 == 0)
 
 
 @settings(max_examples=1000, deadline=None)
@@ -204,60 +103,25 @@ def _record(seq: int) -> Record:
 def test_no_interleaving_of_writers_readers_flushes_and_evictions_serves_an_older_version(
     cache: ValueCache, steps: list[int]
 ) -> None:
-    def act(world: _World, step: int) -> None:
-        if step < 2:
-            world.advance_writer(world.writers[step])
-        else:
-            world.advance_reader_or_redis(step)
-
-    _play(_World(cache, f"proto{uuid.uuid4().hex[:12]}"), steps, act)
-
-
-@settings(max_examples=1000, deadline=None)
-@given(st.lists(st.integers(0, 5), min_size=1, max_size=60))
-# 0/1: the owner's step (0 lands its begin first if it can), 2/3: a reader's, 4: flush, 5: evict. The owner's
-# writes are its storage's only writes (CONTRACTS.md 3.7), one at a time per key: its begin may land before or
-# after its update, with fills, flushes and evictions around it.
-def test_the_owners_begin_may_land_anywhere_before_its_commit(cache: ValueCache, steps: list[int]) -> None:
-    def act(world: _World, step: int) -> None:
-        if step < 2:
-            world.advance_owner(begin_first=step == 0)
-        else:
-            world.advance_reader_or_redis(step)
-
-    _play(_World(cache, f"proto{uuid.uuid4().hex[:12]}"), steps, act)
-
-
-@settings(max_examples=1000, deadline=None)
-@given(st.lists(st.integers(0, 5), min_size=1, max_size=60))
-# 0/1: the owner's step, 2: a writer of another process that does not own the storage (it waits for markers
-# before its update), 3/4/5: readers (3 and 4 the same one). MongoDB updates in two steps, as FerretDB does, so
-# the owner and the other writer can give one version to two updates: then neither may store its copy. The
-# examples are the orders it found against mutants: a begin that does not take the replaced copy's version as
-# its floor; one that leaves the other writer's marker as it is (or behaves as an ordinary begin); an owner
-# write that stores its copy after a race.
-@example(steps=[0, 1, 1, 2, 2, 2, 2])
-@example(steps=[0, 2, 2, 0, 0, 2, 0])
-@example(steps=[0, 0, 0, 0, 0, 0, 2, 2, 2, 0, 2, 2, 2])
-def test_an_owner_racing_a_writer_that_does_not_own_the_storage_never_leaves_the_wrong_copy(
-    cache: ValueCache, steps: list[int]
-) -> None:
-    def act(world: _World, step: int) -> None:
-        if step < 2:
-            world.advance_owner(begin_first=step == 0)
-        elif step == 2:
-            world.advance_writer(world.writers[0])
-        else:
-            world.advance_reader(world.readers[0 if step < 5 else 1])
-
-    def end(world: _World) -> None:  # let both writes end, then read
-        while world.owner.busy or world.writers[0].step:
-            if world.owner.busy:
-                world.advance_owner(begin_first=False)
-            if world.writers[0].step:
-                world.advance_writer(world.writers[0])
-
-    _play(_World(cache, f"proto{uuid.uuid4().hex[:12]}", atomic=False), steps, act, end)
+    world = _World(cache, f"proto{uuid.uuid4().hex[:12]}")
+    client = cache.face.client
+    try:
+        for step in steps:
+            if step < 2:
+                world.advance_writer(world.writers[step])
+            elif step < 4:
+                world.advance_reader(world.readers[step - 2])
+            elif step == 4:
+                world.flush(client)  # FLUSHALL, as far as this test's keys go
+            else:
+                client.delete(world.key)  # the entry alone: evicted or expired
+        for reader in world.readers:  # finish every reader, then read once more
+            while reader.step:
+                world.advance_reader(reader)
+        world.advance_reader(world.readers[0])
+        assert cache.stats().errors == 0
+    finally:
+        world.flush(client)
 
 
 @given(

@@ -14,7 +14,7 @@ import multiprocessing
 import queue
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +23,6 @@ import redis
 from persist_core.backend import Record
 from persist_core.domains import DOMAINS
 from persist_core.errors import BackendUnavailableError
-from persist_core.guarded import acquire_owner, release_owner
 from persist_mongo import MongoBackend
 from tests.mongo import servers
 
@@ -34,23 +33,11 @@ PHASE_SECONDS = 2.5
 PHASES = ("up", "flushed", "down", "back")
 
 
-def _worker(
-    url: str,
-    redis_url: str,
-    seed: int,
-    ready: Any,
-    stop: Any,
-    out: Any,
-    writes_share: float = 1 / 3,
-    owns: bool = False,
-) -> None:
-    """Write (``writes_share`` of the time) and read the key until ``stop``; put the logs on ``out``. ``owns``:
-    own the storage first, as a live process does (its writes then send their begin with the update)."""
+def _worker(url: str, redis_url: str, seed: int, ready: Any, stop: Any, out: Any) -> None:
+    """Write (a third of the time) and read the key until ``stop``; put the logs on ``out``."""
     rng = random.Random(seed)
     backend = MongoBackend.from_url(url, redis_url=redis_url, redis_retry_interval=0.2, timeout=5)
     backend.open()
-    if owns:
-        acquire_owner(backend).ensure()  # renewed by its heartbeat thread while the worker runs
     writes: list[tuple[int, int]] = []
     reads: list[tuple[int, int]] = []
     errors = 0
@@ -59,7 +46,7 @@ def _worker(
     while not stop.is_set():
         n += 1
         try:
-            if rng.random() < writes_share:
+            if rng.random() < 1 / 3:
                 version = backend.put_versioned(SPEC, KEY, Record(f'{{"by":{seed},"n":{n}}}'))
                 writes.append((time.monotonic_ns(), version))
             else:
@@ -69,10 +56,8 @@ def _worker(
         except BackendUnavailableError:  # a write's outcome unknown: not logged as acknowledged
             errors += 1
     stats = backend.cache_stats
-    if owns:
-        release_owner(backend)
     backend.close()
-    out.put((writes, reads, errors, stats.hits, stats.outages, stats.owner_writes, stats.raced))
+    out.put((writes, reads, errors, stats.hits, stats.outages))
 
 
 @pytest.fixture
@@ -97,17 +82,17 @@ def _stale(writes: list[tuple[int, int]], reads: list[tuple[int, int]]) -> list[
     return out
 
 
-def _race(url: str, redis_url: str, roles: list[tuple[float, bool]], phases: Callable[[], None]) -> list[Any]:
-    """Seed the key, start one spawned worker per role (``(writes_share, owns)``), run ``phases`` once they are
-    ready, stop them and return their reports."""
-    setup = MongoBackend.from_url(url, redis_url=redis_url)
+def test_no_read_is_older_than_an_acknowledged_write_through_flushes_and_outages(
+    database: servers.ScratchDatabase, private_redis: servers.PrivateRedis
+) -> None:
+    setup = MongoBackend.from_url(database.url, redis_url=private_redis.url)
     setup.put(SPEC, KEY, Record('{"by":-1}'))
     setup.close()
     context = multiprocessing.get_context("spawn")
     ready, out, stop = context.Queue(), context.Queue(), context.Event()
     procs = [
-        context.Process(target=_worker, args=(url, redis_url, n, ready, stop, out, share, owns))
-        for n, (share, owns) in enumerate(roles)
+        context.Process(target=_worker, args=(database.url, private_redis.url, n, ready, stop, out))
+        for n in range(WORKERS)
     ]
     for proc in procs:
         proc.start()
@@ -115,31 +100,11 @@ def _race(url: str, redis_url: str, roles: list[tuple[float, bool]], phases: Cal
     try:
         for _ in procs:
             ready.get(timeout=60)
-        phases()
-        stop.set()
-        for _ in procs:
-            results.append(out.get(timeout=60))
-    except queue.Empty:  # pragma: no cover - a worker died: its exit code says why
-        pytest.fail(f"a worker did not report: exit codes {[proc.exitcode for proc in procs]}")
-    finally:
-        stop.set()
-        for proc in procs:
-            proc.join(timeout=30)
-    return results
-
-
-def test_no_read_is_older_than_an_acknowledged_write_through_flushes_and_outages(
-    database: servers.ScratchDatabase, private_redis: servers.PrivateRedis
-) -> None:
-    bounds: list[int] = []
-    flushes = 0
-
-    def run_phases() -> None:
-        nonlocal flushes
-        bounds.append(time.monotonic_ns())
+        bounds = [time.monotonic_ns()]
         time.sleep(PHASE_SECONDS)  # up
         bounds.append(time.monotonic_ns())
         client = redis.Redis.from_url(private_redis.url)
+        flushes = 0
         while time.monotonic_ns() < bounds[-1] + PHASE_SECONDS * 1e9:  # flushed, again and again
             client.flushall()
             flushes += 1
@@ -152,8 +117,15 @@ def test_no_read_is_older_than_an_acknowledged_write_through_flushes_and_outages
         private_redis.start()  # back, empty
         time.sleep(PHASE_SECONDS)
         bounds.append(time.monotonic_ns())
-
-    results = _race(database.url, private_redis.url, [(1 / 3, False)] * WORKERS, run_phases)
+        stop.set()
+        for _ in procs:
+            results.append(out.get(timeout=60))
+    except queue.Empty:  # pragma: no cover - a worker died: its exit code says why
+        pytest.fail(f"a worker did not report: exit codes {[proc.exitcode for proc in procs]}")
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(timeout=30)
     writes = [w for result in results for w in result[0]]
     reads = [r for result in results for r in result[1]]
     hits = sum(result[3] for result in results)
@@ -171,26 +143,4 @@ def test_no_read_is_older_than_an_acknowledged_write_through_flushes_and_outages
     assert all(w >= 10 and r >= 10 for w, r in phases.values()), phases  # every phase raced
     assert hits > len(reads) // 4  # the cache served reads (it is not bypassed)
     assert all(seen >= 1 for _, seen in reads)  # the record exists throughout
-    assert stale == [], f"{len(stale)} stale reads, e.g. (start, seen, newest acknowledged) {stale[:5]}"
-
-
-def test_the_live_owner_racing_a_writer_that_does_not_own_the_storage_serves_no_stale_read(
-    database: servers.ScratchDatabase, private_redis: servers.PrivateRedis
-) -> None:
-    """The owner's begin goes with its update (docs/mongo.md, "The live owner's writes"). One process owns the
-    storage and writes, one that does not own it writes the same key too (which the contract leaves to bare
-    backends only), and two only read. No flush: a flush between the other writer's commit and the owner's begin
-    is the overlap docs/mongo.md leaves out."""
-    roles = [(1 / 3, True), (1 / 3, False), (0.0, False), (0.0, False)]
-    results = _race(database.url, private_redis.url, roles, lambda: time.sleep(2 * PHASE_SECONDS))
-    writes = [w for result in results for w in result[0]]
-    reads = [r for result in results for r in result[1]]
-    owner_writes = sum(result[5] for result in results)
-    raced = sum(result[6] for result in results)
-    stale = _stale(writes, reads)
-    print(
-        f"\n[owner race] {len(writes)} writes ({owner_writes} by the owner's path, {raced} of them raced), "
-        f"{len(reads)} reads ({sum(result[3] for result in results)} Redis hits); stale {len(stale)}"
-    )
-    assert owner_writes >= 10 and len(writes) - owner_writes >= 10  # both kinds of writer wrote
     assert stale == [], f"{len(stale)} stale reads, e.g. (start, seen, newest acknowledged) {stale[:5]}"
