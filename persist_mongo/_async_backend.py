@@ -266,6 +266,8 @@ async def _close(client: Any, redis: Any) -> None:
     if redis is not None:
         with contextlib.suppress(Exception):  # redis-py raises its own errors or OSError on a dead connection
             await redis.client.aclose()
+        with contextlib.suppress(Exception):
+            await redis.wire.close()
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

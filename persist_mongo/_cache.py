@@ -35,6 +35,7 @@ from persist_core.domains import DomainSpec, FieldType
 from persist_core.urls import mask_url
 from persist_mongo import _scripts
 from persist_mongo._steps import Steps
+from persist_mongo._wire import Wire
 
 __all__ = ["DISABLED", "CacheStats", "Face", "ValueCache", "cache_key", "decode_entry", "encode_entry"]
 
@@ -90,6 +91,7 @@ def namespace_of(database: str) -> str:
     return quote(database, safe="")
 
 
+@functools.lru_cache(maxsize=4096)  # a read and a write compute it once or twice per call, for recurring keys
 def stamp_key(key: str) -> str:
     """The stamp of the Redis key ``key``: one of :data:`_STAMPS` in the key's database namespace."""
     namespace = key.split(":", 1)[0]
@@ -123,16 +125,18 @@ def _token() -> str:
 
 
 class Face:
-    """The cache's Redis client on one face (redis-py or ``redis.asyncio``) and its scripts, registered on it.
+    """The cache's Redis client on one face (redis-py or ``redis.asyncio``), its scripts, and its wire.
 
     ``Script`` (sync) and ``AsyncScript`` run ``EVALSHA`` and load the script on ``NOSCRIPT`` (a restarted Redis);
     called, one returns the reply, the other a coroutine: a generator yields either (:mod:`persist_mongo._steps`).
+    A write's ``begin`` and ``commit``, two calls per write, go through :attr:`wire` (:mod:`persist_mongo._wire`).
     """
 
-    __slots__ = ("begin", "client", "commit", "fill", "forget", "read", "release", "seed", "tombstone")
+    __slots__ = ("begin", "client", "commit", "fill", "forget", "read", "release", "seed", "tombstone", "wire")
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, wire: Wire) -> None:
         self.client = client
+        self.wire = wire
         self.read = client.register_script(_scripts.READ)
         self.fill = client.register_script(_scripts.FILL)
         self.begin = client.register_script(_scripts.BEGIN)
@@ -202,7 +206,7 @@ class ValueCache:
             "health_check_interval": 0,
         }
         #: The sync face's client and scripts.
-        self.face = Face(redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options))
+        self.face = self._face(redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options))
         self._lock = threading.Lock()
         self._available = True
         self._hung = False  # the last failure was a timeout: Redis may be frozen with its data
@@ -218,11 +222,22 @@ class ValueCache:
         import redis.asyncio
         import redis.asyncio.retry
 
-        return Face(
+        return self._face(
             redis.asyncio.Redis.from_url(
                 self._raw_url, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), **self._options
             )
         )
+
+    def _face(self, client: Any) -> Face:
+        if isinstance(client, redis.Redis):
+            return Face(client, Wire(client.connection_pool, timeout=self.socket_timeout, is_async=False))
+        from redis.asyncio import ConnectionPool
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        # The wire bounds its own sends and reads (persist_mongo._wire); the connect keeps its timeout.
+        options = {**self._options, "socket_timeout": None}
+        pool = ConnectionPool.from_url(self._raw_url, retry=AsyncRetry(NoBackoff(), 0), **options)
+        return Face(client, Wire(pool, timeout=self.socket_timeout, is_async=True))
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -302,16 +317,17 @@ class ValueCache:
     def _command(
         self,
         face: Face,
-        call: Callable[[], Any],
+        call: Callable[[], Any] | None = None,
         *,
+        wire: Callable[[], Steps[Any]] | None = None,
         writes: Sequence[str] = (),
         token: str = "",
         probe: bool = False,
     ) -> Steps[tuple[bool, Any]]:
-        """Send one command (``call`` makes it on ``face``): ``(True, reply)``, or ``(False, None)`` if Redis failed
-        (an outage starts; nothing raises) or was skipped. ``writes``: the keys a write command is about, with
-        ``token``, its marker's: remembered for forgetting if Redis cannot be told. Nothing is sent while Redis is
-        backing off, unless ``probe``."""
+        """Send one command (``call`` makes it on ``face``, or ``wire`` on its wire): ``(True, reply)``,
+        or ``(False, None)`` if Redis failed (an outage starts; nothing raises) or was skipped. ``writes``: the keys
+        a write command is about, with ``token``, its marker's: remembered for forgetting if Redis cannot be told.
+        Nothing is sent while Redis is backing off, unless ``probe``."""
         if not probe and not self._usable(write=bool(writes)):
             self._remember(writes)  # not sent: no marker of ours
             return False, None
@@ -327,7 +343,12 @@ class ValueCache:
                         for key, mine in dirty.items():
                             self._dirty.setdefault(key, set()).update(mine)
                     raise
-            reply = yield call()
+            if wire is not None:
+                reply = yield from wire()
+            elif call is not None:
+                reply = yield call()
+            else:  # pragma: no cover - every command names one
+                raise TypeError("a command needs a call or a wire call")
         except redis.RedisError as exc:
             self._failed(exc)
             self._remember(writes, token)
@@ -370,17 +391,18 @@ class ValueCache:
     def begin(self, face: Face, key: str, token: str) -> Steps[int | None]:
         """Mark ``key`` as being written by ``token``: 0 if the marker is ours, else the ms left on another writer's
         marker, or ``None`` if Redis could not be told (the key is then forgotten there when it can be)."""
+        keys, args = [key, stamp_key(key)], [token, self.lease_ms]
         sent, reply = yield from self._command(
-            face, lambda: face.begin(keys=[key, stamp_key(key)], args=[token, self.lease_ms]), writes=[key], token=token
+            face, wire=lambda: face.wire.call(face.begin, keys, args), writes=[key], token=token
         )
         return int(reply) if sent else None
 
     def commit(self, face: Face, key: str, token: str | None, version: int, record: Record) -> Steps[None]:
         """Store a written record over a marker or an older copy (``token`` ``None``: no marker of ours), and
         replace the key's stamp."""
-        args = [token or "", version, encode_entry(version, record), self.ttl_ms, _token()]
+        keys, args = [key, stamp_key(key)], [token or "", version, encode_entry(version, record), self.ttl_ms, _token()]
         sent, stored = yield from self._command(
-            face, lambda: face.commit(keys=[key, stamp_key(key)], args=args), writes=[key], token=token or ""
+            face, wire=lambda: face.wire.call(face.commit, keys, args), writes=[key], token=token or ""
         )
         if sent:
             self._count("stores" if stored else "refused")

@@ -532,8 +532,14 @@ def _marker_token() -> str:
     """A writer's marker token in Redis: random, and naming this process so that a writer of this host can tell
     a marker whose writer died (``host.pid.started.random``; the host hex-encoded, since the marker's own text
     is ``|``-separated)."""
-    holder = holder_fields()
-    return f"{holder['host'].encode().hex()}.{holder['pid']}.{holder['started']}.{os.urandom(8).hex()}"
+    global _token_prefix
+    if _token_prefix is None or _token_prefix[0] != os.getpid():  # made again in a forked child
+        holder = holder_fields()
+        _token_prefix = (holder["pid"], f"{holder['host'].encode().hex()}.{holder['pid']}.{holder['started']}.")
+    return _token_prefix[1] + os.urandom(8).hex()
+
+
+_token_prefix: tuple[int, str] | None = None  # (pid, what every marker token of that process begins with)
 
 
 def _marker_died_here(token: str) -> bool:

@@ -4,7 +4,9 @@ The race test (test_stale_reads.py) meets the dangerous interleavings only by lu
 readers advance one step at a time in an order Hypothesis chooses, with flushes and evictions in between, and
 every hit is checked: never older than the newest write acknowledged before the read began. MongoDB is a
 model (the current version of one record); Redis is the shared test server, the flush deleting this test's
-keys only. Writers are serialised by their markers, as the backend's writes are.
+keys only. Writers are serialised by their markers, as the backend's writes are. A commit may fail (Redis
+answers nothing): the write is acknowledged all the same, as the backend does, and its marker stays until it
+expires (an eviction here).
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ class _World:
             self.acked = max(self.acked, writer.version)
             writer.step = 0
 
+    def fail_commit(self, writer: _Writer) -> None:
+        """The commit never reaches Redis; the write is acknowledged and its marker stays."""
+        if writer.step == 2:
+            self.acked = max(self.acked, writer.version)
+            writer.step = 0
+
     def advance_reader(self, reader: _Reader) -> None:
         if reader.step == 0:
             hit, reader.stamp = run(self.cache.read(self.face, self.key))
@@ -93,8 +101,9 @@ def _record(version: int) -> Record:
 
 
 @settings(max_examples=1000, deadline=None)
-@given(st.lists(st.integers(0, 5), min_size=1, max_size=60))
-# Found by this test in earlier designs (0/1: a writer's step, 2/3: a reader's, 4: flush): a commit that stored
+@given(st.lists(st.integers(0, 7), min_size=1, max_size=60))
+# Found by this test in earlier designs (0/1: a writer's step, 2/3: a reader's, 4: flush, 5: eviction, 6/7: a
+# writer's commit fails): a commit that stored
 # over nothing after a flush; one that stored over another writer's marker; one that ignored the version an
 # overlapping writer's commit had put on its marker (its floor).
 @example(steps=[0, 0, 4, 1, 1, 1, 4, 0, 2])
@@ -113,8 +122,10 @@ def test_no_interleaving_of_writers_readers_flushes_and_evictions_serves_an_olde
                 world.advance_reader(world.readers[step - 2])
             elif step == 4:
                 world.flush(client)  # FLUSHALL, as far as this test's keys go
-            else:
+            elif step == 5:
                 client.delete(world.key)  # the entry alone: evicted or expired
+            else:
+                world.fail_commit(world.writers[step - 6])
         for reader in world.readers:  # finish every reader, then read once more
             while reader.step:
                 world.advance_reader(reader)
