@@ -9,9 +9,10 @@ reads itself), and a cancelled or failed call leaves the wire usable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -42,6 +43,17 @@ def database() -> Iterator[servers.ScratchDatabase]:
 
 def _cache(url: str) -> ValueCache:
     return ValueCache(url, socket_timeout=TIMEOUT, ttl=60, lease_ms=10_000)
+
+
+@contextlib.asynccontextmanager
+async def _async_face(cache: ValueCache) -> AsyncIterator[tuple[Any, Any]]:
+    """The cache's asyncio face on the running loop and the echo script registered on it; closed at the end."""
+    face = cache.async_face()
+    try:
+        yield face, face.client.register_script(ECHO)
+    finally:
+        await face.client.aclose()
+        await face.wire.close()
 
 
 def test_threads_sharing_the_sync_wire_each_get_their_own_reply() -> None:
@@ -77,21 +89,18 @@ def test_tasks_sharing_the_asyncio_wire_each_get_their_own_reply() -> None:
     cache = _cache(servers.shared_redis_url())
 
     async def main() -> None:
-        face = cache.async_face()
-        echo = face.client.register_script(ECHO)
+        async with _async_face(cache) as (face, echo):
 
-        async def one(n: int) -> None:
-            for i in range(50):
-                reply = await run_async(face.wire.call(echo, ["wire:acount"], [f"{n}-{i}"]))
-                assert reply[0] == f"{n}-{i}".encode(), reply
+            async def one(n: int) -> None:
+                for i in range(50):
+                    reply = await run_async(face.wire.call(echo, ["wire:acount"], [f"{n}-{i}"]))
+                    assert reply[0] == f"{n}-{i}".encode(), reply
 
-        try:
-            await asyncio.gather(*(one(n) for n in range(20)))
-            assert int(await face.client.get("wire:acount") or 0) >= 1000
-        finally:
-            await face.client.delete("wire:acount")
-            await face.client.aclose()
-            await face.wire.close()
+            try:
+                await asyncio.gather(*(one(n) for n in range(20)))
+                assert int(await face.client.get("wire:acount") or 0) >= 1000
+            finally:
+                await face.client.delete("wire:acount")
 
     asyncio.run(main())
     cache.close()
@@ -143,23 +152,20 @@ def test_a_frozen_redis_ends_asyncio_wire_calls_within_the_timeout_and_the_wire_
         cache = _cache(_via(private_redis.url, proxy.port))
 
         async def main() -> None:
-            face = cache.async_face()
-            echo = face.client.register_script(ECHO)
-            try:
-                assert (await run_async(face.wire.call(echo, ["wire:f"], ["warm"])))[0] == b"warm"
-                proxy.freeze()
-                started = time.monotonic()
-                with pytest.raises(redis.TimeoutError):
-                    await run_async(face.wire.call(echo, ["wire:f"], ["x" * size]))
-                elapsed = time.monotonic() - started
-                print(f"\n[wire timeout {TIMEOUT} s, asyncio] frozen Redis, a {size:,}-byte call: {elapsed:.3f} s")
-                assert elapsed < TIMEOUT + SLACK
-                proxy.thaw()
-                assert (await run_async(face.wire.call(echo, ["wire:f"], ["again"])))[0] == b"again"
-            finally:
-                proxy.thaw()
-                await face.client.aclose()
-                await face.wire.close()
+            async with _async_face(cache) as (face, echo):
+                try:
+                    assert (await run_async(face.wire.call(echo, ["wire:f"], ["warm"])))[0] == b"warm"
+                    proxy.freeze()
+                    started = time.monotonic()
+                    with pytest.raises(redis.TimeoutError):
+                        await run_async(face.wire.call(echo, ["wire:f"], ["x" * size]))
+                    elapsed = time.monotonic() - started
+                    print(f"\n[wire timeout {TIMEOUT} s, asyncio] frozen Redis, a {size:,}-byte call: {elapsed:.3f} s")
+                    assert elapsed < TIMEOUT + SLACK
+                    proxy.thaw()
+                    assert (await run_async(face.wire.call(echo, ["wire:f"], ["again"])))[0] == b"again"
+                finally:
+                    proxy.thaw()
 
         asyncio.run(main())
         cache.close()
@@ -191,24 +197,21 @@ def test_a_cancelled_asyncio_wire_call_leaves_the_wire_usable(private_redis: ser
         cache = _cache(_via(private_redis.url, proxy.port))
 
         async def main() -> None:
-            face = cache.async_face()
-            echo = face.client.register_script(ECHO)
-            try:
-                assert (await run_async(face.wire.call(echo, ["wire:c"], ["warm"])))[0] == b"warm"
-                proxy.freeze()
-                task = asyncio.ensure_future(run_async(face.wire.call(echo, ["wire:c"], ["lost"])))
-                await asyncio.sleep(0.05)  # sent, waiting for the reply
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
-                proxy.thaw()
-                # The cancelled call's reply may still come on its connection: the wire must not hand it to this one.
-                for word in ("one", "two", "three"):
-                    assert (await run_async(face.wire.call(echo, ["wire:c"], [word])))[0] == word.encode()
-            finally:
-                proxy.thaw()
-                await face.client.aclose()
-                await face.wire.close()
+            async with _async_face(cache) as (face, echo):
+                try:
+                    assert (await run_async(face.wire.call(echo, ["wire:c"], ["warm"])))[0] == b"warm"
+                    proxy.freeze()
+                    task = asyncio.ensure_future(run_async(face.wire.call(echo, ["wire:c"], ["lost"])))
+                    await asyncio.sleep(0.05)  # sent, waiting for the reply
+                    task.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await task
+                    proxy.thaw()
+                    # The cancelled call's reply may still come on its connection: never handed to a later call.
+                    for word in ("one", "two", "three"):
+                        assert (await run_async(face.wire.call(echo, ["wire:c"], [word])))[0] == word.encode()
+                finally:
+                    proxy.thaw()
 
         asyncio.run(main())
         cache.close()
