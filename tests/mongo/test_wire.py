@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -214,4 +215,28 @@ def test_a_cancelled_asyncio_wire_call_leaves_the_wire_usable(private_redis: ser
                     proxy.thaw()
 
         asyncio.run(main())
+        cache.close()
+
+
+def _calls_in_child(cache: ValueCache, echo: Any) -> None:
+    # Runs in a forked child: the parent's kept connection is not the child's to use.
+    for i in range(200):
+        reply = run(cache.face.wire.call(echo, ["wire:fork"], [f"child-{i}"]))
+        if reply[0] != f"child-{i}".encode():
+            raise SystemExit(f"child got {reply!r} for child-{i}")
+
+
+def test_a_forked_child_does_not_share_the_parents_kept_connection() -> None:
+    cache = _cache(servers.shared_redis_url())
+    echo = cache.face.client.register_script(ECHO)
+    try:
+        assert run(cache.face.wire.call(echo, ["wire:fork"], ["parent"]))[0] == b"parent"  # the kept connection
+        child = multiprocessing.get_context("fork").Process(target=_calls_in_child, args=(cache, echo))
+        child.start()
+        for i in range(200):  # at the same time as the child
+            assert run(cache.face.wire.call(echo, ["wire:fork"], [f"parent-{i}"]))[0] == f"parent-{i}".encode()
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    finally:
+        cache.face.client.delete("wire:fork")
         cache.close()
