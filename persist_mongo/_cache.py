@@ -206,7 +206,8 @@ class ValueCache:
             "health_check_interval": 0,
         }
         #: The sync face's client and scripts.
-        self.face = self._face(redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options))
+        client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options)
+        self.face = Face(client, Wire(client.connection_pool, timeout=socket_timeout, is_async=False))
         self._lock = threading.Lock()
         self._available = True
         self._hung = False  # the last failure was a timeout: Redis may be frozen with its data
@@ -219,22 +220,12 @@ class ValueCache:
 
     def async_face(self) -> Face:
         """A ``redis.asyncio`` client of the same URL and settings, for the asyncio face (bound to one event loop)."""
-        import redis.asyncio
-        import redis.asyncio.retry
-
-        return self._face(
-            redis.asyncio.Redis.from_url(
-                self._raw_url, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), **self._options
-            )
-        )
-
-    def _face(self, client: Any) -> Face:
-        if isinstance(client, redis.Redis):
-            return Face(client, Wire(client.connection_pool, timeout=self.socket_timeout, is_async=False))
-        from redis.asyncio import ConnectionPool
+        from redis.asyncio import ConnectionPool, Redis
         from redis.asyncio.retry import Retry as AsyncRetry
 
-        # The wire bounds its own sends and reads (persist_mongo._wire); the connect keeps its timeout.
+        client = Redis.from_url(self._raw_url, retry=AsyncRetry(NoBackoff(), 0), **self._options)
+        # The wire's pool of its own: no socket timeout, since the wire bounds its sends and reads itself
+        # (persist_mongo._wire); the connect keeps its timeout.
         options = {**self._options, "socket_timeout": None}
         pool = ConnectionPool.from_url(self._raw_url, retry=AsyncRetry(NoBackoff(), 0), **options)
         return Face(client, Wire(pool, timeout=self.socket_timeout, is_async=True))

@@ -117,11 +117,12 @@ class Wire:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _send(self, conn: Any, command: tuple[Any, ...]) -> Any:
-        chunks = _pack(command)
-        sent = conn.send_packed_command(chunks, False)
+        # hiredis packs in C (redis.asyncio packs in Python, ~15 µs a command); both faces take a list of chunks.
+        packed: bytes = hiredis.pack_command(command)
+        sent = conn.send_packed_command([packed], False)
         # Every call reads its reply, so Redis has read all that was sent before: a command under asyncio's
         # high-water mark (64 KiB) is handed to the socket at once and the send cannot wait. A larger one can.
-        if self._async and sum(len(chunk) for chunk in chunks) > _SMALL:
+        if self._async and len(packed) > _SMALL:
             return _bounded(sent, self._timeout)
         return sent
 
@@ -145,9 +146,3 @@ async def _bounded(call: Any, timeout: float) -> Any:
             return await call
     except TimeoutError:
         raise redis.TimeoutError(f"Redis did not answer within {timeout:g}s") from None
-
-
-def _pack(command: tuple[Any, ...]) -> list[bytes]:
-    """The RESP bytes of ``command``, as the chunks both faces' ``send_packed_command`` take: hiredis packs in C
-    (``redis.asyncio`` packs in Python, ~15 µs a command)."""
-    return [hiredis.pack_command(command)]
