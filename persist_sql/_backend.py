@@ -85,6 +85,17 @@ def _check_packet(record: Record, max_packet: int, domain: DomainSpec) -> None:
         )
 
 
+def _largest_text(params: Any) -> int:
+    """The length of the longest string among ``params`` (nested in tuples, lists and dicts, as bound)."""
+    if isinstance(params, (str, bytes)):
+        return len(params)
+    if isinstance(params, dict):
+        params = params.values()
+    if isinstance(params, (tuple, list, type({}.values()))):
+        return max((_largest_text(param) for param in params), default=0)
+    return 0
+
+
 def _row_count(cursor: Any, sql: str, params: Any) -> int:
     cursor.execute(sql, params)
     return int(cursor.rowcount)
@@ -378,15 +389,22 @@ class SqlBackend(Backend):
                     if cut_off or lost:  # the server did not answer: the idle ones are suspect too
                         pool.drop_idle()
                     raise self._translate(exc, f"{verb} {what}", timed_out=True) from exc
-                if lost or _errors.is_too_large(exc):  # the server closes the connection after a too-large packet
+                # The server answers a statement over max_allowed_packet with error 1153 and closes the
+                # connection; if the close reaches the client while it is still sending, the 1153 is lost and
+                # only the reset is seen (2006/2013). A value longer than the packet tells the two apart, and
+                # sending it again could only meet the same end.
+                too_large = _errors.is_too_large(exc) or (
+                    lost and state.max_packet is not None and _largest_text(params) > state.max_packet
+                )
+                if lost or too_large:
                     pool.discard(lease, exc)
                     pool.drop_idle()  # they date from before the outage too
                 else:
                     pool.release(lease)
-                if not retried and (lost or _errors.is_transient(exc)) and not _errors.is_too_large(exc):
+                if not retried and (lost or _errors.is_transient(exc)) and not too_large:
                     retried = True
                     continue
-                raise _errors.translate(exc, self.url, disconnect=lost) from exc
+                raise _errors.translate(exc, self.url, disconnect=lost, too_large=too_large) from exc
             except BaseException as exc:
                 if watch is not None:
                     watch.disarm()

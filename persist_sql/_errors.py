@@ -105,6 +105,7 @@ def translate(
     operation: str | None = None,
     timeout: float | None = None,
     timed_out: bool = False,
+    too_large: bool = False,
 ) -> PersistError:
     """The :class:`PersistError` for a driver, SQLAlchemy or SQLite ``error`` met while serving ``url``.
 
@@ -112,7 +113,8 @@ def translate(
     (``"writing signal"``, ``"connecting"``, ...) and ``timeout`` (the deadline in seconds) go into the
     message of a :class:`BackendTimeoutError`; ``timed_out`` says the caller knows the deadline passed (its
     watchdog cut the connection off, or the error came at or after the deadline). The caller raises the
-    result ``from error``.
+    result ``from error``. ``too_large`` says the caller knows the statement is over MariaDB/MySQL's
+    ``max_allowed_packet`` even though the error it met is the connection being closed.
     """
     if isinstance(error, PersistError):
         return error
@@ -124,7 +126,7 @@ def translate(
     code = _code(original)
     schema_hint = f"the schema is missing or incomplete; see `backtest-persist check --url {url}`"
 
-    if code == _MY_TOO_LARGE:  # checked first: the server also drops the connection, which is no outage
+    if too_large or code == _MY_TOO_LARGE:  # checked first: the server also drops the connection, which is no outage
         return InvalidValueError("$", f"the statement is larger than max_allowed_packet of {url}: {message}")
     if timed_out or is_timeout(original):
         within = "" if timeout is None else f" within the {timeout:g} s deadline"
