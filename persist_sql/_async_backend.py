@@ -402,16 +402,17 @@ class AsyncSqlBackend(AsyncBackend):
 
     # ------------------------------------------------------------------------------------ plumbing
 
-    async def _run(self, verb: str, what: str, work: Work[_T]) -> _T:
+    async def _run(self, verb: str, what: str, work: Work[_T], longest: Callable[[], int] = lambda: 0) -> _T:
         """Run one statement within the deadline; after a lost connection or a deadlock, once more on a new one.
 
         Every statement here may run twice, as on the sync backend: reads, upserts and updates are
         idempotent, and an insert cut off by a lost connection or chosen as a deadlock victim was rolled
-        back whole. A statement cut off by the deadline is never retried.
+        back whole. A statement cut off by the deadline is never retried, nor one over MariaDB's packet
+        (``longest``: the length of its longest value, asked only after a lost connection).
         """
         deadline = self._deadlines.arm(self._timeout)
         try:
-            return await self._attempt(deadline, work, f"{verb} {what}")
+            return await self._attempt(deadline, work, f"{verb} {what}", longest)
         except asyncio.CancelledError:
             task = deadline.task
             if deadline.cancelled and task is not None and task.uncancel() == 0:
@@ -425,7 +426,9 @@ class AsyncSqlBackend(AsyncBackend):
         finally:
             self._deadlines.disarm(deadline)
 
-    async def _attempt(self, deadline: _Deadline, work: Work[_T], operation: str) -> _T:
+    async def _attempt(
+        self, deadline: _Deadline, work: Work[_T], operation: str, longest: Callable[[], int] = lambda: 0
+    ) -> _T:
         ready = self._ready or await self._prepare()
         driver_error = ready.driver_error
         pool = self._pool
@@ -443,19 +446,20 @@ class AsyncSqlBackend(AsyncBackend):
             except driver_error as exc:
                 deadline.entry = None
                 lost = entry.lost
-                if lost:
+                too_large = _errors.over_packet(exc, lost=lost, longest=longest, max_packet=ready.max_packet)
+                if lost or too_large:  # the server closes the connection after a too-large packet
                     pool.discard(entry)
                     pool.drop_idle()  # they date from before the outage too
                 else:
                     pool.release(entry)  # a statement error in autocommit leaves the connection idle
                 if deadline.expired:
                     raise BackendUnavailableError(f"{self.url}: cut off at the deadline") from exc
-                if not retried and (lost or _errors.is_transient(exc)):
+                if not retried and (lost or _errors.is_transient(exc)) and not too_large:
                     retried = True
                     continue
                 if _errors.is_timeout(exc):  # the server's own limit (90 % of the deadline) ended it
                     raise _errors.translate(exc, self.url, operation=operation, timeout=self._timeout) from exc
-                raise _errors.translate(exc, self.url, disconnect=lost) from exc
+                raise _errors.translate(exc, self.url, disconnect=lost, too_large=too_large) from exc
             except PersistError:  # refused before any I/O (a value too large for the server)
                 deadline.entry = None
                 pool.release(entry)
@@ -533,7 +537,7 @@ class AsyncSqlBackend(AsyncBackend):
             st = self._statements(domain)
             await cursor.execute(st.put.text, st.put.bind(_rows.values_of(st, key, record)))
 
-        await self._run("writing", domain.name, work)
+        await self._run("writing", domain.name, work, lambda: len(record.payload))
 
     async def put_many(self, domain: DomainSpec, items: Sequence[tuple[Key, Record]]) -> None:
         await self._batch(domain, items, insert_only=False)
@@ -553,7 +557,8 @@ class AsyncSqlBackend(AsyncBackend):
             return int(cursor.rowcount)
 
         verb = "inserting" if insert_only else "writing"
-        return await self._run(verb, f"a batch of {len(items)} {domain.name} records", work)
+        longest = lambda: max(len(record.payload) for _, record in items)  # noqa: E731
+        return await self._run(verb, f"a batch of {len(items)} {domain.name} records", work, longest)
 
     async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
         if not domain.soft_delete:
@@ -596,7 +601,8 @@ class AsyncSqlBackend(AsyncBackend):
                     ready.driver.close(cursor.connection)
                 raise
 
-        await self._run("writing", f"a unit of {len(writes)} writes", work)
+        longest = lambda: max(len(w.record.payload) if w.record is not None else 0 for w in writes)  # noqa: E731
+        await self._run("writing", f"a unit of {len(writes)} writes", work, longest)
 
     async def list_contexts(
         self, domain: DomainSpec, *, after: Key | None = None, limit: int = PAGE_SIZE

@@ -86,9 +86,12 @@ def _check_packet(record: Record, max_packet: int, domain: DomainSpec) -> None:
 
 
 def _largest_text(params: Any) -> int:
-    """The length of the longest string among ``params`` (nested in tuples, lists and dicts, as bound)."""
+    """The length of the longest string among ``params`` (nested in tuples, lists and dicts, as bound, or the
+    steps of a unit)."""
     if isinstance(params, (str, bytes)):
         return len(params)
+    if isinstance(params, _units.Step):
+        return _largest_text(params.params)
     if isinstance(params, dict):
         params = params.values()
     if isinstance(params, (tuple, list, type({}.values()))):
@@ -389,12 +392,8 @@ class SqlBackend(Backend):
                     if cut_off or lost:  # the server did not answer: the idle ones are suspect too
                         pool.drop_idle()
                     raise self._translate(exc, f"{verb} {what}", timed_out=True) from exc
-                # The server answers a statement over max_allowed_packet with error 1153 and closes the
-                # connection; if the close reaches the client while it is still sending, the 1153 is lost and
-                # only the reset is seen (2006/2013). A value longer than the packet tells the two apart, and
-                # sending it again could only meet the same end.
-                too_large = _errors.is_too_large(exc) or (
-                    lost and state.max_packet is not None and _largest_text(params) > state.max_packet
+                too_large = _errors.over_packet(
+                    exc, lost=lost, longest=lambda: _largest_text(params), max_packet=state.max_packet
                 )
                 if lost or too_large:
                     pool.discard(lease, exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from persist_core.errors import (
 )
 from persist_core.urls import mask_url
 
-__all__ = ["is_privilege_error", "is_timeout", "is_too_large", "is_transient", "translate"]
+__all__ = ["is_privilege_error", "is_timeout", "is_too_large", "is_transient", "over_packet", "translate"]
 
 # PostgreSQL SQLSTATEs. Class 08 (connection exception) is matched by prefix.
 _PG_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300"}  # shutdown, crash, starting, no free slots
@@ -89,6 +90,20 @@ def is_timeout(error: BaseException) -> bool:
 def is_too_large(error: BaseException) -> bool:
     """Whether ``error`` says the statement is larger than the server accepts (no retry can help)."""
     return _code(error) == _MY_TOO_LARGE
+
+
+def over_packet(error: BaseException, *, lost: bool, longest: Callable[[], int], max_packet: int | None) -> bool:
+    """Whether ``error``, met running a statement, says the statement is over MariaDB/MySQL's
+    ``max_allowed_packet``, so that no retry can help.
+
+    The server answers such a statement with error 1153 and closes the connection. When the close reaches the
+    client while it is still sending (usual far over the limit, and under load just over it), the 1153 is
+    never read and only the lost connection is seen: a statement with a value (``longest()``, its length in
+    characters, computed only then) longer than the packet tells the two apart.
+    """
+    if is_too_large(error):
+        return True
+    return lost and max_packet is not None and longest() > max_packet
 
 
 def is_privilege_error(error: BaseException | None) -> bool:

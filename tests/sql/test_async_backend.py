@@ -291,6 +291,51 @@ def test_a_record_over_max_allowed_packet_is_refused_before_anything_is_sent() -
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("mib", [17, 64])
+def test_the_servers_refusal_of_a_large_statement_is_an_invalid_value_sent_once(
+    mib: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the backend's own check (disabled here), as on the sync face: the server's 1153, or the lost connection
+    it closes mid-send (nearly always at 64 MiB), is an InvalidValueError, and the statement is sent once."""
+    monkeypatch.setattr("persist_sql._async_backend._check_packet", lambda *args: None)
+    url = servers.driver_url("mariadb")
+    servers.reset(url)
+    state = DOMAINS["state"]
+    big = Record('{"blob":"' + "x" * (mib * 1024 * 1024) + '"}', None)
+    sends = 0
+
+    async def main() -> None:
+        nonlocal sends
+        backend = AsyncSqlBackend(url, pool_size=1)
+        attempt = backend._attempt
+
+        async def counting_attempt(deadline: Any, work: Any, *args: Any) -> Any:
+            async def counted(cursor: Any) -> Any:
+                nonlocal sends
+                sends += 1
+                return await work(cursor)
+
+            return await attempt(deadline, counted, *args)
+
+        monkeypatch.setattr(backend, "_attempt", counting_attempt)
+        try:
+            for write in (
+                lambda: backend.put(state, ("s", "b"), big),
+                lambda: backend.put_many(state, [(("s", "b"), big)]),
+            ):
+                sends = 0
+                with pytest.raises(InvalidValueError, match="max_allowed_packet"):
+                    await write()
+                assert sends == 1
+            assert await backend.get(state, ("s", "b")) is None
+            await backend.put(state, ("s", "b"), Record('{"small":1}', None))  # a new connection serves the next call
+            assert await backend.get(state, ("s", "b")) == Record('{"small":1}', None)
+        finally:
+            await backend.close()
+
+    asyncio.run(main())
+
+
 def test_listing_and_deletion_on_the_native_backend_agree_with_the_sync_one(db_url: str) -> None:
     """The asyncio face runs the same listing statements natively (CONTRACTS.md 3.8): same pages, same order."""
     from persist_core.testing.listing import listable_key
