@@ -557,7 +557,10 @@ class AsyncSqlBackend(AsyncBackend):
             return int(cursor.rowcount)
 
         verb = "inserting" if insert_only else "writing"
-        longest = lambda: max(len(record.payload) for _, record in items)  # noqa: E731
+
+        def longest() -> int:
+            return max(len(record.payload) for _, record in items)
+
         return await self._run(verb, f"a batch of {len(items)} {domain.name} records", work, longest)
 
     async def mark_removed(self, domain: DomainSpec, key: Key) -> None:
@@ -601,7 +604,9 @@ class AsyncSqlBackend(AsyncBackend):
                     ready.driver.close(cursor.connection)
                 raise
 
-        longest = lambda: max(len(w.record.payload) if w.record is not None else 0 for w in writes)  # noqa: E731
+        def longest() -> int:
+            return max(len(write.record.payload) if write.record is not None else 0 for write in writes)
+
         await self._run("writing", f"a unit of {len(writes)} writes", work, longest)
 
     async def list_contexts(

@@ -93,8 +93,8 @@ def _largest_text(params: Any) -> int:
     if isinstance(params, _units.Step):
         return _largest_text(params.params)
     if isinstance(params, dict):
-        params = params.values()
-    if isinstance(params, (tuple, list, type({}.values()))):
+        return _largest_text(list(params.values()))
+    if isinstance(params, (tuple, list)):
         return max((_largest_text(param) for param in params), default=0)
     return 0
 
@@ -395,7 +395,7 @@ class SqlBackend(Backend):
                 too_large = _errors.over_packet(
                     exc, lost=lost, longest=lambda: _largest_text(params), max_packet=state.max_packet
                 )
-                if lost or too_large:
+                if lost or too_large:  # the server closes the connection after a too-large packet
                     pool.discard(lease, exc)
                     pool.drop_idle()  # they date from before the outage too
                 else:
